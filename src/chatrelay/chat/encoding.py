@@ -1,0 +1,71 @@
+"""OpenAI ``chat.completion.chunk`` frames, encoded for the wire.
+
+A content chunk is built from two byte templates around the JSON-escaped token instead of a
+dict per token: this runs once per token for every listener-facing stream, so it is kept to
+one ``orjson.dumps`` of a string and two concatenations.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from chatrelay.sse import DONE
+from chatrelay.upstreams.chunk import Usage
+
+__all__ = ["DONE", "ChunkEncoder"]
+
+
+class ChunkEncoder:
+    """Encodes the frames of one answer: role, content tokens, the final chunk, errors."""
+
+    def __init__(self, completion_id: str, model: str, created: int | None = None) -> None:
+        self.completion_id = completion_id
+        self.model = model
+        self.created = int(time.time()) if created is None else created
+        head = self._envelope()
+        head["choices"] = [{"index": 0, "delta": {"content": "\x00"}, "finish_reason": None}]
+        prefix, suffix = orjson.dumps(head).split(b'"\\u0000"')
+        self._prefix = b"data: " + prefix
+        self._suffix = suffix + b"\n\n"
+
+    def _envelope(self) -> dict[str, Any]:
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        }
+
+    def _frame(self, obj: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def content(self, text: str) -> bytes:
+        return self._prefix + orjson.dumps(text) + self._suffix
+
+    def role(self) -> bytes:
+        obj = self._envelope()
+        delta = {"role": "assistant", "content": ""}
+        obj["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+        return self._frame(obj)
+
+    def final(self, finish_reason: str, usage: Usage | None, *, status: str) -> bytes:
+        obj = self._envelope()
+        obj["choices"] = [{"index": 0, "delta": {}, "finish_reason": finish_reason}]
+        if usage is not None:
+            obj["usage"] = {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            }
+        if status != "done":
+            obj["x_chatrelay"] = {"status": status}
+        return self._frame(obj)
+
+    def error(self, message: str, *, type: str, code: str) -> bytes:
+        obj = self._envelope()
+        obj["choices"] = []
+        obj["error"] = {"message": message, "type": type, "code": code}
+        return self._frame(obj)

@@ -1,0 +1,55 @@
+"""``POST /api/chat``, ``POST /api/messages/{id}/stop`` and ``GET /api/models``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import StreamingResponse
+
+from chatrelay.chat.schemas import ChatRequest
+from chatrelay.chat.service import ChatService
+
+router = APIRouter()
+
+# What a streamed answer needs so that no proxy or browser holds tokens back.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _service(request: Request) -> ChatService:
+    service: ChatService = request.app.state.chat
+    return service
+
+
+@router.post("/api/chat", response_class=StreamingResponse)
+async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
+    """Stream the answer to the conversation as OpenAI ``chat.completion.chunk`` events."""
+    job = _service(request).start(body)
+    # Wait until the upstream accepted, so a refusal is still an HTTP error with its status.
+    await job.opened
+    return StreamingResponse(
+        job.buffer.follow(),
+        media_type="text/event-stream",
+        headers={**STREAM_HEADERS, "X-Message-Id": job.id},
+    )
+
+
+@router.post("/api/messages/{message_id}/stop")
+async def stop(message_id: str, request: Request) -> dict[str, Any]:
+    """Stop generating an answer now; the text so far is kept."""
+    job = _service(request).stop(message_id)
+    return {"id": job.id, "status": "stopping" if not job.finished else job.status}
+
+
+@router.get("/api/models")
+async def models(request: Request) -> dict[str, Any]:
+    """The models this server can answer with (OpenAI list shape) and the default one."""
+    registry = _service(request).registry
+    return {
+        "object": "list",
+        "default": registry.default_model,
+        "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": upstream.config.name}
+            for model, upstream in registry.models()
+        ],
+    }

@@ -1,0 +1,54 @@
+"""The `chatrelay` command: `serve` the app, or `chat` with a running one from the terminal."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+app = typer.Typer(help="chatrelay: streaming chat relay for LLMs.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (env vars win).")
+    ] = None,
+) -> None:
+    """Run the server (embedded model unless LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL is set)."""
+    from chatrelay.app import create_app
+    from chatrelay.config import Settings
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings.load(config, **overrides)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    if not settings.has_remote_upstream:
+        typer.secho(
+            "No upstream configured: starting the embedded model (SmolLM2-135M) ...", fg="cyan"
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def chat(
+    url: Annotated[str, typer.Option(help="The chatrelay server.")] = "http://127.0.0.1:8000",
+    model: Annotated[str | None, typer.Option(help="Model to ask (default: the server's).")] = None,
+) -> None:
+    """Chat in the terminal. Ctrl-C stops an answer, Ctrl-D leaves, /new starts over."""
+    from chatrelay.terminal import TerminalChat
+
+    TerminalChat(base_url=url, model=model).run()
+
+
+def main() -> None:
+    app()

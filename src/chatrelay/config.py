@@ -1,0 +1,124 @@
+"""One typed settings object, read once at start and passed down.
+
+Usage::
+
+    settings = Settings()            # env vars (CHATRELAY_*, LIVEPEER_*, OPENAI_*) and .env
+    settings = Settings.load(path)   # the same, with a TOML file underneath the env
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+# The models Livepeer orchestrators commonly advertise (livepeer-wire.md); the first is warm.
+LIVEPEER_MODELS = (
+    "meta-llama/Meta-Llama-3.1-8B-Instruct",
+    "mistralai/Mistral-7B-Instruct-v0.3",
+    "google/gemma-2-9b-it",
+    "Qwen/Qwen2.5-7B-Instruct",
+)
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything chatrelay can be told. Env names are CHATRELAY_<FIELD> unless noted."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHATRELAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Upstreams. The env names are the ones operators already know from each provider.
+    livepeer_gateway_urls: CommaList = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("LIVEPEER_GATEWAY_URL", "livepeer_gateway_urls"),
+    )
+    livepeer_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("LIVEPEER_API_KEY", "livepeer_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+
+    default_model: str | None = None
+    models: CommaList = Field(default_factory=list)
+
+    # Generation defaults and the bounds that keep one request from costing a fortune.
+    default_max_tokens: int = Field(default=512, ge=1)
+    max_tokens_limit: int = Field(default=4096, ge=1)
+    max_messages: int = Field(default=200, ge=1)
+    max_message_chars: int = Field(default=32_000, ge=1)
+    max_total_chars: int = Field(default=200_000, ge=1)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    # Upstream timeouts, in seconds. First token is generous: a cold Livepeer model can take minutes.
+    connect_timeout: float = Field(default=10.0, gt=0)
+    first_token_timeout: float = Field(default=300.0, gt=0)
+    stall_timeout: float = Field(default=60.0, gt=0)
+
+    # The embedded llama.cpp server, used when no upstream is configured.
+    embedded: bool = True
+    embedded_model_path: Path | None = None
+    embedded_context: int = Field(default=2048, ge=256)
+    embedded_threads: int | None = None
+    embedded_start_timeout: float = Field(default=120.0, gt=0)
+
+    # How long a finished generation stays attached (for a late stop or a re-attach).
+    finished_job_ttl: float = Field(default=30.0, ge=0)
+
+    @field_validator("livepeer_gateway_urls", "models", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Read settings; keyword overrides beat env vars, which beat the TOML file's top-level keys."""
+        if config_file is None:
+            return cls(**overrides)
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+
+        class FileBackedSettings(cls):  # type: ignore[valid-type,misc]
+            model_config = SettingsConfigDict(**{**cls.model_config, "toml_file": config_file})
+
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                toml = TomlConfigSettingsSource(settings_cls)
+                return (init_settings, env_settings, dotenv_settings, toml)
+
+        return Settings.model_validate(FileBackedSettings(**overrides).model_dump())
+
+    @property
+    def has_remote_upstream(self) -> bool:
+        return bool(self.livepeer_gateway_urls or self.openai_base_url)

@@ -1,0 +1,105 @@
+"""The one error shape every route answers with: ``{"error": {"message", "type", "code"}}``.
+
+Raise :class:`ChatRelayError` anywhere below a route; the app's handlers turn it (and
+FastAPI's own validation and HTTP errors) into that JSON with the right status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+# OpenAI's error "type" values, so OpenAI clients classify our errors the way they expect.
+INVALID_REQUEST = "invalid_request_error"
+NOT_FOUND = "not_found_error"
+UPSTREAM = "upstream_error"
+SERVER = "server_error"
+
+
+class ChatRelayError(Exception):
+    """An error a client should see, with its HTTP status and a stable machine code."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        type: str = INVALID_REQUEST,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type
+        self.headers = headers or {}
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
+        if self.param is not None:
+            error["param"] = self.param
+        return {"error": error}
+
+
+def error_response(error: ChatRelayError) -> Response:
+    return Response(
+        orjson.dumps(error.body()),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    # ("body", "messages", 0, "content") -> "messages[0].content"
+    path = ""
+    for part in location[1:] if location and location[0] == "body" else location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def validation_error(exc: RequestValidationError) -> ChatRelayError:
+    first = exc.errors()[0]
+    field = _field_path(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        return ChatRelayError(
+            400,
+            "The request body is not valid JSON: "
+            f"{first.get('ctx', {}).get('error', 'parse error')}.",
+            code="invalid_json",
+        )
+    message = str(first.get("msg", "invalid value"))
+    return ChatRelayError(422, f"Invalid field '{field}': {message}.", code="invalid_field", param=field)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every failure, ours or the framework's, answer in the one error shape."""
+
+    async def on_chatrelay_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ChatRelayError)
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc))
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+        kind = NOT_FOUND if exc.status_code == 404 else INVALID_REQUEST
+        return error_response(
+            ChatRelayError(exc.status_code, str(exc.detail), code=code, type=kind,
+                           headers=dict(exc.headers or {}))
+        )
+
+    app.add_exception_handler(ChatRelayError, on_chatrelay_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

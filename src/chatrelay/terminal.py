@@ -1,0 +1,141 @@
+"""`chatrelay chat`: talk to a chatrelay server from a terminal.
+
+Answers stream in as they are generated; Ctrl-C stops the current answer (the server stops
+the upstream) and returns to the prompt; Ctrl-D or /exit leaves; /new starts over.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+from rich.console import Console
+
+from chatrelay.sse import SSEDecoder
+
+
+@dataclass
+class Answer:
+    text: str = ""
+    finish_reason: str | None = None
+    error: str | None = None
+    stopped: bool = False
+
+
+@dataclass
+class TerminalChat:
+    base_url: str
+    model: str | None = None
+    console: Console = field(default_factory=Console)
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(10.0, read=None)) as http:
+            self._greet(http)
+            while True:
+                try:
+                    prompt = self.console.input("[bold cyan]you>[/] ")
+                except (EOFError, KeyboardInterrupt):
+                    self.console.print()
+                    return
+                command = prompt.strip()
+                if not command:
+                    continue
+                if command in ("/exit", "/quit"):
+                    return
+                if command == "/new":
+                    self.history.clear()
+                    self.console.print("[dim]New conversation.[/]")
+                    continue
+                self.history.append({"role": "user", "content": prompt})
+                answer = self._ask(http)
+                if answer.text:
+                    self.history.append({"role": "assistant", "content": answer.text})
+                elif answer.error is not None:
+                    self.history.pop()  # nothing answered: the same question can be asked again
+
+    def _greet(self, http: httpx.Client) -> None:
+        try:
+            listing = http.get("/api/models").json()
+        except httpx.HTTPError as exc:
+            self.console.print(f"[red]Cannot reach chatrelay at {self.base_url}: {exc}[/]")
+            self.console.print("Start the server with `make run` or `chatrelay serve`.")
+            raise SystemExit(1) from None
+        self.model = self.model or listing.get("default")
+        self.console.print(
+            f"[dim]chatrelay at {self.base_url}, model {self.model}. "
+            "Ctrl-C stops an answer, Ctrl-D leaves, /new starts over.[/]"
+        )
+
+    def _ask(self, http: httpx.Client) -> Answer:
+        answer = Answer()
+        body: dict[str, object] = {"messages": self.history}
+        if self.model:
+            body["model"] = self.model
+        message_id: str | None = None
+        parts: list[str] = []
+        try:
+            with http.stream("POST", "/api/chat", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    answer.error = _error_message(response)
+                    self.console.print(f"[red]{answer.error}[/]")
+                    return answer
+                message_id = response.headers.get("x-message-id")
+                self._stream_into(response, parts, answer)
+        except KeyboardInterrupt:
+            answer.stopped = True
+            if message_id is not None:
+                try:
+                    http.post(f"/api/messages/{message_id}/stop")
+                except httpx.HTTPError:
+                    pass
+            self.console.print("\n[yellow](stopped)[/]")
+        except httpx.HTTPError as exc:
+            answer.error = f"Connection to {self.base_url} failed: {exc}"
+            self.console.print(f"\n[red]{answer.error}[/]")
+        answer.text = "".join(parts)
+        return answer
+
+    def _stream_into(self, response: httpx.Response, parts: list[str], answer: Answer) -> None:
+        decoder = SSEDecoder()
+        out = sys.stdout
+        status = self.console.status("[dim]waiting for the model…[/]")
+        status.start()
+        waiting = True
+        try:
+            for data in response.iter_raw():
+                for event in decoder.feed(data):
+                    if event.data == "[DONE]":
+                        continue
+                    chunk = orjson.loads(event.data)
+                    if "error" in chunk:
+                        answer.error = chunk["error"].get("message", "unknown error")
+                        continue
+                    for choice in chunk.get("choices", ()):
+                        text = choice.get("delta", {}).get("content")
+                        if text:
+                            if waiting:
+                                status.stop()
+                                waiting = False
+                            parts.append(text)
+                            out.write(text)
+                            out.flush()
+                        answer.finish_reason = choice.get("finish_reason") or answer.finish_reason
+        finally:
+            if waiting:
+                status.stop()
+        out.write("\n")
+        if answer.error:
+            self.console.print(f"[red]Error: {answer.error}[/]")
+        elif answer.finish_reason == "length":
+            self.console.print("[dim](cut at the token limit)[/]")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text[:300]}"

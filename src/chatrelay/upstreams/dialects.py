@@ -1,0 +1,164 @@
+"""How each kind of upstream is asked and how its answers are read.
+
+Both dialects speak "almost OpenAI"; the differences (livepeer-wire.md) live here and nowhere
+else: the URL, which fields are sent, ``finish_reason: ""``, usage in every chunk, no ``[DONE]``,
+``data: {"error": ...}`` inside a 200 stream, the old ``{"chunk": ...}`` format, error bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from chatrelay.upstreams.chunk import UpstreamChunk, Usage
+
+Message = dict[str, str]
+
+
+@dataclass(slots=True, frozen=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+class Dialect(Protocol):
+    name: str
+    # Whether a clean end of the body without a finish chunk is a normal end of the answer.
+    eof_is_finish: bool
+
+    def url(self, base_url: str) -> str: ...
+
+    def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes: ...
+
+    def parse_event(self, data: str) -> UpstreamChunk: ...
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+
+
+def _error_text(raw: Any) -> str:
+    if isinstance(raw, dict):
+        return str(raw.get("message") or raw.get("msg") or orjson.dumps(raw).decode())
+    return str(raw)
+
+
+def parse_openai_chunk(obj: dict[str, Any]) -> UpstreamChunk:
+    """Read an OpenAI-shaped chunk; lenient where Livepeer differs (finish_reason "" = not done)."""
+    if "error" in obj:
+        return UpstreamChunk(error=_error_text(obj["error"]))
+    chunk = UpstreamChunk(usage=_usage(obj.get("usage")))
+    choices = obj.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta") or choice.get("message") or {}
+        content = delta.get("content")
+        if isinstance(content, str):
+            chunk.content = content
+        chunk.finish_reason = choice.get("finish_reason") or None
+    return chunk
+
+
+def _load(data: str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"upstream sent an event that is not JSON: {data[:200]!r}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"upstream sent an event that is not a JSON object: {data[:200]!r}")
+    return obj
+
+
+class OpenAIDialect:
+    """Any OpenAI-compatible server: OpenAI, vLLM, llama.cpp's server, LiteLLM, ..."""
+
+    name = "openai"
+    eof_is_finish = False
+
+    def url(self, base_url: str) -> str:
+        base = base_url.rstrip("/")
+        return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+
+    def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "max_tokens": params.max_tokens,
+            "stream_options": {"include_usage": True},
+        }
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
+        return orjson.dumps(body)
+
+    def parse_event(self, data: str) -> UpstreamChunk:
+        if data == "[DONE]":
+            return UpstreamChunk(done=True)
+        return parse_openai_chunk(_load(data))
+
+
+class LivepeerDialect:
+    """A go-livepeer gateway's LLM pipeline (or an ai-runner directly)."""
+
+    name = "livepeer"
+    # Through a gateway the stream may simply end after the last token, without a stop chunk.
+    eof_is_finish = True
+
+    def url(self, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/llm"
+
+    def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes:
+        # Only these seven fields exist; the gateway answers 400 when max_tokens is missing.
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": params.max_tokens,
+            "stream": True,
+        }
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
+        return orjson.dumps(body)
+
+    def parse_event(self, data: str) -> UpstreamChunk:
+        if data == "[DONE]":  # an ai-runner talked to directly does send it
+            return UpstreamChunk(done=True)
+        obj = _load(data)
+        if "chunk" in obj and "choices" not in obj:  # the pre-2025 format
+            if obj.get("done") or obj["chunk"] == "[DONE]":
+                tokens = obj.get("tokens_used")
+                usage = Usage(0, int(tokens)) if isinstance(tokens, int) else None
+                return UpstreamChunk(finish_reason="stop", usage=usage, done=True)
+            return UpstreamChunk(content=str(obj["chunk"]))
+        return parse_openai_chunk(obj)
+
+
+DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect(), "livepeer": LivepeerDialect()}
+
+
+def upstream_error_message(body: bytes) -> str:
+    """The upstream's own words from an error body, whatever shape it came in."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return text[:500] or "(empty body)"
+    if isinstance(obj, dict):
+        if "error" in obj:
+            return _error_text(obj["error"])
+        detail = obj.get("detail")
+        if isinstance(detail, list):  # FastAPI-style 422 from an ai-runner
+            return "; ".join(_error_text(item) for item in detail) or text[:500]
+        if detail is not None:
+            return _error_text(detail)
+        if "message" in obj:
+            return str(obj["message"])
+    return text[:500]

@@ -1,0 +1,146 @@
+// DOM for the messages in the conversation list.
+// Model output is untrusted: it only ever goes in through textContent / text nodes.
+
+const COLD_HINT_AFTER_S = 10;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export function addUserMessage(list, text) {
+  const item = el('li', 'message user');
+  item.dataset.testid = 'message-user';
+  item.dataset.state = 'done';
+  const bubble = el('div', 'bubble');
+  bubble.append(el('span', 'visually-hidden', 'You: '), el('div', 'content', text));
+  item.append(bubble);
+  list.append(item);
+  return item;
+}
+
+/** One assistant answer: waiting → streaming → done | stopped | error. */
+export class AssistantMessage {
+  #timer = 0;
+
+  constructor(list, modelLabel) {
+    this.item = el('li', 'message assistant');
+    this.item.dataset.testid = 'message-assistant';
+    const bubble = el('div', 'bubble');
+    this.meta = el('div', 'meta', modelLabel || 'assistant');
+    this.progress = el('div', 'progress');
+    this.progress.setAttribute('role', 'status');
+    this.progressText = el('span', 'progress-text');
+    this.coldHint = el('span', 'progress-hint', 'Cold models can take a minute or more to load.');
+    this.progress.append(el('span', 'spinner'), this.progressText, this.coldHint);
+    this.content = el('div', 'content');
+    bubble.append(this.meta, this.progress, this.content);
+    this.item.append(bubble);
+    this.bubble = bubble;
+    list.append(this.item);
+  }
+
+  get state() { return this.item.dataset.state; }
+  get text() { return this.content.textContent; }
+
+  setModel(label) { this.meta.textContent = label; }
+
+  /** Show the waiting indicator with elapsed seconds until the first token. */
+  wait() {
+    this.#clearExtras();
+    this.content.replaceChildren();
+    this.item.dataset.state = 'waiting';
+    this.progress.hidden = false;
+    this.coldHint.hidden = true;
+    const started = performance.now();
+    const tick = () => {
+      const secs = Math.floor((performance.now() - started) / 1000);
+      this.progressText.textContent = `Waiting for the model… ${secs} s`;
+      this.coldHint.hidden = secs < COLD_HINT_AFTER_S;
+    };
+    tick();
+    clearInterval(this.#timer);
+    this.#timer = setInterval(tick, 1000);
+  }
+
+  append(text) {
+    if (this.state === 'waiting') {
+      this.#stopWaiting();
+      this.item.dataset.state = 'streaming';
+    }
+    // A text node per chunk: cheaper than rewriting textContent each time.
+    this.content.append(document.createTextNode(text));
+  }
+
+  /** kind: 'done' | 'stopped'; note: optional small marker text. */
+  finish(kind, note) {
+    this.#stopWaiting();
+    this.item.dataset.state = kind;
+    if (note) this.bubble.append(el('div', `note note-${kind}`, note));
+  }
+
+  /** Show an error in place, keeping any partial text, with a Retry button. */
+  fail(message, hint, onRetry) {
+    this.#stopWaiting();
+    this.item.dataset.state = 'error';
+    const box = el('div', 'error');
+    box.setAttribute('role', 'alert');
+    box.append(el('p', 'error-message', message));
+    if (hint) box.append(el('p', 'error-hint', hint));
+    const retry = el('button', 'retry', 'Retry');
+    retry.type = 'button';
+    retry.dataset.testid = 'retry';
+    retry.addEventListener('click', onRetry);
+    this.bubble.append(box, retry);
+    return retry;
+  }
+
+  /** Retry is only meaningful for the latest exchange; drop it once the chat moves on. */
+  dropRetry() { this.bubble.querySelector('.retry')?.remove(); }
+
+  #stopWaiting() {
+    clearInterval(this.#timer);
+    this.#timer = 0;
+    this.progress.hidden = true;
+  }
+
+  #clearExtras() {
+    this.bubble.querySelectorAll('.error, .retry, .note').forEach((n) => n.remove());
+  }
+}
+
+/**
+ * Polite live region for screen readers. Announcing every token would be noise,
+ * so text is passed on in sentence-sized pieces.
+ */
+export class Announcer {
+  #pending = '';
+
+  constructor(region) { this.region = region; }
+
+  reset() { this.#pending = ''; this.region.replaceChildren(); }
+
+  push(text) {
+    this.#pending += text;
+    let cut = 0;
+    for (const m of this.#pending.matchAll(/[.!?…:;]\s|\n/g)) cut = m.index + m[0].length;
+    if (!cut && this.#pending.length > 300) cut = this.#pending.lastIndexOf(' ') + 1;
+    if (cut > 0) {
+      this.say(this.#pending.slice(0, cut));
+      this.#pending = this.#pending.slice(cut);
+    }
+  }
+
+  flush(extra) {
+    if (this.#pending.trim()) this.say(this.#pending);
+    this.#pending = '';
+    if (extra) this.say(extra);
+  }
+
+  say(text) {
+    const t = text.trim();
+    if (t) this.region.append(el('p', '', t));
+  }
+}
