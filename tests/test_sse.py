@@ -78,8 +78,7 @@ def test_livepeer_style_stream_with_keepalives_and_abrupt_close() -> None:
         b'"tokens_used":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
     )
     chunk2 = (
-        b'{"id":"lp-7","choices":[{"index":0,"delta":{"content":" there"},'
-        b'"finish_reason":"stop"}]}'
+        b'{"id":"lp-7","choices":[{"index":0,"delta":{"content":" there"},"finish_reason":"stop"}]}'
     )
     stream = b": ping\n\ndata: " + chunk1 + b"\n\n: ping\n\ndata: " + chunk2 + b"\n\ndata: [DONE]\n"
     d = SSEDecoder()
@@ -148,6 +147,7 @@ def test_multi_line_data_and_space_handling() -> None:
     assert decode(b"data:x\n\n") == [E("x")]
     assert decode(b"data:  x \n\n") == [E(" x ")]  # only one leading space is removed
     assert decode(b"data: a: b:c\n\n") == [E("a: b:c")]  # only the first colon splits
+    assert decode(b"event:  a\nid:  1\ndata:\tx\n\n") == [E("\tx", " a", " 1")]
 
 
 def test_id_persists_across_events() -> None:
@@ -453,10 +453,12 @@ _ending = st.sampled_from([b"\n", b"\r\n", b"\r"])
 @st.composite
 def sse_streams(draw: st.DrawFn) -> bytes:
     lines = draw(st.lists(st.one_of(_line, _invalid_utf8), max_size=25))
-    parts = [BOM] if draw(st.booleans()) else []
+    with_bom: bool = draw(st.booleans())
+    parts: list[bytes] = [BOM] if with_bom else []
     for line in lines:
         parts += [line, draw(_ending)]
-    if parts and draw(st.booleans()):
+    drop_last_ending: bool = draw(st.booleans())
+    if parts and drop_last_ending:
         parts.pop()  # no final line ending: exercise flush()
     return b"".join(parts)
 

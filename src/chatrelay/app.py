@@ -22,7 +22,7 @@ from chatrelay.chat.routes import router as chat_router
 from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
 from chatrelay.errors import install_error_handlers
-from chatrelay.http import SecurityHeaders
+from chatrelay.http import BodySizeLimit, SecurityHeaders
 from chatrelay.upstreams.registry import UpstreamRegistry
 from chatrelay.upstreams.sidecar import LocalModelServer, find_bundled_model
 
@@ -61,7 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Streaming chat relay for OpenAI-compatible and Livepeer LLM endpoints.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -77,5 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     return app

@@ -1,8 +1,11 @@
-"""Security headers as pure ASGI middleware (never BaseHTTPMiddleware: it slows every stream)."""
+"""Pure ASGI middleware (never BaseHTTPMiddleware: it would slow down every stream)."""
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatrelay.errors import ChatRelayError, error_response
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -33,3 +36,47 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodySizeLimit:
+    """Refuses oversized request bodies before anyone parses them, in the JSON error shape.
+
+    Not FastAPI's ``max_body_size``: Starlette's limiter answers a declared oversized body
+    with a text/plain 413 of its own, and every error here must be ``{"error": {...}}``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(
+            413, f"The request body is larger than {self.max_bytes} bytes (CHATRELAY_MAX_BODY_BYTES)."
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                error = self._too_large()
+                response = error_response(
+                    ChatRelayError(413, str(error.detail), code="body_too_large")
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException is re-raised by the route's body reading and then
+                    # answered by the app's handler in the JSON error shape.
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -76,7 +76,7 @@ class UpstreamStream:
         finished = False
         try:
             # One timeout rescheduled on progress: cheaper per chunk than a new one per read.
-            async with asyncio.timeout(loop.time() + self._timeouts.first_token) as deadline:
+            async with asyncio.timeout_at(loop.time() + self._timeouts.first_token) as deadline:
                 async for data in self._response.content.iter_any():
                     for event in decoder.feed(data):
                         chunk = dialect.parse_event(event.data)

@@ -271,8 +271,8 @@ function hintFor(err) {
       return 'Choose a model from the list at the top, then press Retry.';
     case 429:
       return err.retryAfter != null
-        ? `Too many requests. Wait ${err.retryAfter} s, then press Retry.`
-        : 'Too many requests. Wait a moment, then press Retry.';
+        ? `Wait ${err.retryAfter} s, then press Retry.`
+        : 'Wait a moment, then press Retry.';
     case 502:
       return 'The model server behind chatrelay is unreachable or failing. Start it, or point chatrelay at it with the setting named above, then press Retry.';
     case 503:

@@ -1,0 +1,95 @@
+"""Shared fixtures: a fake upstream and the relay itself, both on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from chatrelay.app import create_app
+from chatrelay.chat.service import ChatService
+from chatrelay.config import Settings
+from tests.fake_upstream import FakeUpstream
+
+# Settings come only from what each test says: never from the developer's shell or .env.
+for _name in list(os.environ):
+    if _name.startswith(("CHATRELAY_", "LIVEPEER_", "OPENAI_")):
+        del os.environ[_name]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RunningRelay:
+    url: str
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def service(self) -> ChatService:
+        service: ChatService = self.app.state.chat
+        return service
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[RunningRelay]:
+    """The real app under uvicorn on a free loopback port, in this test's event loop."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            yield RunningRelay(url, app, client)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    upstream = FakeUpstream()
+    await upstream.start()
+    yield upstream
+    await upstream.close()
+
+
+RelayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def relay_for(fake: FakeUpstream) -> AsyncIterator[RelayFactory]:
+    """Start a relay pointed at the fake upstream: ``async with relay_for("livepeer") as r``."""
+
+    def factory(dialect: str = "livepeer", **overrides: Any) -> Any:
+        upstream = (
+            {"livepeer_gateway_urls": [fake.base_url]}
+            if dialect == "livepeer"
+            else {"openai_base_url": fake.base_url, "models": ["gpt-test"]}
+        )
+        defaults = {"embedded": False, "finished_job_ttl": 0, "stall_timeout": 2,
+                    "first_token_timeout": 5}
+        settings = Settings(**{**defaults, **upstream, **overrides})
+        return serve(settings)
+
+    yield factory

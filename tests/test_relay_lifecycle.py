@@ -1,0 +1,108 @@
+"""A disconnect is not a stop; a stop is immediate; nothing outlives a job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
+from tests.sse_client import DONE, events_of, read_answer, user
+
+
+def generation_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("generation-")]
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_disconnect_is_not_a_stop(fake: FakeUpstream, relay_for) -> None:
+    tokens = [f" t{i}" for i in range(30)]
+    fake.script = paced(livepeer_events(tokens), 0.01)
+    async with relay_for() as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            job = relay.service.jobs[message_id]
+            async for event in events_of(response):
+                if event["choices"][0]["delta"].get("content"):
+                    break  # the reader goes away after the first token
+        # The job keeps going to the end of the answer, and keeps the whole of it.
+        await wait_until(lambda: job.finished)
+        assert job.status == "done"
+        assert job.text == "".join(tokens)
+        assert job.usage is not None and job.usage.completion_tokens == 30
+        assert fake.finished_at is not None and fake.disconnected_at is None
+        # ...then releases everything: no job, no task, no request left open upstream.
+        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not generation_tasks())
+        assert fake.active == 0
+
+
+async def test_stop_closes_upstream_within_a_second(fake: FakeUpstream, relay_for) -> None:
+    fake.script = paced(livepeer_events([f" w{i}" for i in range(500)]), 0.02)
+    async with relay_for(finished_job_ttl=30) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            events = events_of(response)
+            received = 0
+            async for event in events:
+                if event["choices"][0]["delta"].get("content"):
+                    received += 1
+                    if received == 3:
+                        break
+            stopped_at = time.monotonic()
+            answer = await relay.client.post(f"/api/messages/{message_id}/stop")
+            assert answer.status_code == 200
+            assert answer.json() == {"id": message_id, "status": "stopping"}
+            rest = [event async for event in events]
+
+        await wait_until(lambda: fake.disconnected_at is not None, timeout=1.0)
+        assert fake.disconnected_at is not None and fake.disconnected_at - stopped_at < 1.0
+        assert rest[-1] == DONE
+        final = rest[-2]
+        assert final["choices"][0]["finish_reason"] == "stop"
+        assert final["x_chatrelay"] == {"status": "stopped"}
+        job = relay.service.jobs[message_id]
+        assert job.status == "stopped"
+        assert job.text.startswith(" w0 w1 w2")  # the partial answer is kept
+        # Stopping again is harmless and says what happened.
+        again = await relay.client.post(f"/api/messages/{message_id}/stop")
+        assert again.json()["status"] == "stopped"
+    assert not generation_tasks()
+
+
+async def test_stop_while_waiting_for_first_token(fake: FakeUpstream, relay_for) -> None:
+    never = asyncio.Event()
+    fake.script = [b": loading\n\n", never]
+    async with relay_for() as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            await relay.client.post(f"/api/messages/{message_id}/stop")
+            answer = await read_answer(response)
+    assert answer.text == ""
+    assert answer.final["x_chatrelay"] == {"status": "stopped"}
+    await wait_until(lambda: fake.disconnected_at is not None, timeout=1.0)
+
+
+async def test_two_listeners_do_not_disturb_each_other(fake: FakeUpstream, relay_for) -> None:
+    """A listener that goes away (a closed tab) leaves the job and other listeners alone."""
+    gate = asyncio.Event()
+    fake.script = [livepeer_chunk("one"), gate, *livepeer_events([" two"])]
+    async with relay_for(finished_job_ttl=30) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            job = relay.service.jobs[response.headers["x-message-id"]]
+            quitter = asyncio.create_task(_first_event(job.buffer.follow()))
+            await quitter
+            gate.set()
+            answer = await read_answer(response)
+    assert answer.text == "one two"
+
+
+async def _first_event(follower) -> bytes:  # type: ignore[no-untyped-def]
+    async for data in follower:
+        return bytes(data)
+    return b""
