@@ -49,8 +49,9 @@ async def serve(settings: Settings) -> AsyncIterator[RunningRelay]:
     """The real app under uvicorn on a free loopback port, in this test's event loop."""
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none",
-                            lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -87,8 +88,12 @@ async def relay_for(fake: FakeUpstream) -> AsyncIterator[RelayFactory]:
             if dialect == "livepeer"
             else {"openai_base_url": fake.base_url, "models": ["gpt-test"]}
         )
-        defaults = {"embedded": False, "finished_job_ttl": 0, "stall_timeout": 2,
-                    "first_token_timeout": 5}
+        defaults = {
+            "embedded": False,
+            "finished_job_ttl": 0,
+            "stall_timeout": 2,
+            "first_token_timeout": 5,
+        }
         settings = Settings(**{**defaults, **upstream, **overrides})
         return serve(settings)
 

@@ -183,8 +183,9 @@ class FakeUpstream:
         )
         answer = self.responses.pop(0) if len(self.responses) > 1 else self.responses[-1]
         if answer.status != 200:
-            return web.Response(status=answer.status, body=answer.body,
-                                content_type=answer.content_type)
+            return web.Response(
+                status=answer.status, body=answer.body, content_type=answer.content_type
+            )
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )

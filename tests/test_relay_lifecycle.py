@@ -13,8 +13,8 @@ def generation_tasks() -> list[asyncio.Task[object]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("generation-")]
 
 
-async def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
@@ -60,7 +60,7 @@ async def test_stop_closes_upstream_within_a_second(fake: FakeUpstream, relay_fo
             assert answer.json() == {"id": message_id, "status": "stopping"}
             rest = [event async for event in events]
 
-        await wait_until(lambda: fake.disconnected_at is not None, timeout=1.0)
+        await wait_until(lambda: fake.disconnected_at is not None, within=1.0)
         assert fake.disconnected_at is not None and fake.disconnected_at - stopped_at < 1.0
         assert rest[-1] == DONE
         final = rest[-2]
@@ -85,7 +85,7 @@ async def test_stop_while_waiting_for_first_token(fake: FakeUpstream, relay_for)
             answer = await read_answer(response)
     assert answer.text == ""
     assert answer.final["x_chatrelay"] == {"status": "stopped"}
-    await wait_until(lambda: fake.disconnected_at is not None, timeout=1.0)
+    await wait_until(lambda: fake.disconnected_at is not None, within=1.0)
 
 
 async def test_two_listeners_do_not_disturb_each_other(fake: FakeUpstream, relay_for) -> None:

@@ -36,12 +36,19 @@ async def test_livepeer_stream_becomes_openai_chunks(fake: FakeUpstream, relay_f
     # Livepeer's finish_reason "" must never leak: null until the last chunk.
     assert [c["choices"][0]["finish_reason"] for c in answer.chunks[:-1]] == [None] * 5
     assert answer.final["choices"][0]["finish_reason"] == "stop"
-    assert answer.final["usage"] == {"prompt_tokens": 42, "completion_tokens": 4,
-                                     "total_tokens": 46}
+    assert answer.final["usage"] == {
+        "prompt_tokens": 42,
+        "completion_tokens": 4,
+        "total_tokens": 46,
+    }
     sent = fake.requests[-1]
     assert sent.path == "/llm"
-    assert sent.json == {"model": MODEL, "messages": [{"role": "user", "content": "hello"}],
-                         "max_tokens": 512, "stream": True}
+    assert sent.json == {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 512,
+        "stream": True,
+    }
     assert sent.headers["Authorization"] == "Bearer lp-secret"
 
 

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     max_total_chars: int = Field(default=200_000, ge=1)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
-    # Upstream timeouts, in seconds. First token is generous: a cold Livepeer model can take minutes.
+    # Upstream timeouts, in seconds. First token is generous: cold Livepeer models take minutes.
     connect_timeout: float = Field(default=10.0, gt=0)
     first_token_timeout: float = Field(default=300.0, gt=0)
     stall_timeout: float = Field(default=60.0, gt=0)
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
-        """Read settings; keyword overrides beat env vars, which beat the TOML file's top-level keys."""
+        """Read settings: keyword overrides beat env vars, which beat the TOML file's keys."""
         if config_file is None:
             return cls(**overrides)
         if not config_file.is_file():

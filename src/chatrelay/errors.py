@@ -77,7 +77,9 @@ def validation_error(exc: RequestValidationError) -> ChatRelayError:
             code="invalid_json",
         )
     message = str(first.get("msg", "invalid value"))
-    return ChatRelayError(422, f"Invalid field '{field}': {message}.", code="invalid_field", param=field)
+    return ChatRelayError(
+        422, f"Invalid field '{field}': {message}.", code="invalid_field", param=field
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -93,11 +95,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         kind = NOT_FOUND if exc.status_code == 404 else INVALID_REQUEST
         return error_response(
-            ChatRelayError(exc.status_code, str(exc.detail), code=code, type=kind,
-                           headers=dict(exc.headers or {}))
+            ChatRelayError(
+                exc.status_code,
+                str(exc.detail),
+                code=code,
+                type=kind,
+                headers=dict(exc.headers or {}),
+            )
         )
 
     app.add_exception_handler(ChatRelayError, on_chatrelay_error)

@@ -51,7 +51,8 @@ class BodySizeLimit:
 
     def _too_large(self) -> HTTPException:
         return HTTPException(
-            413, f"The request body is larger than {self.max_bytes} bytes (CHATRELAY_MAX_BODY_BYTES)."
+            413,
+            f"The request body is larger than {self.max_bytes} bytes (CHATRELAY_MAX_BODY_BYTES).",
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

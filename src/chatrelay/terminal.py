@@ -6,6 +6,7 @@ the upstream) and returns to the prompt; Ctrl-D or /exit leaves; /new starts ove
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 
@@ -81,21 +82,19 @@ class TerminalChat:
                 if response.status_code != 200:
                     response.read()
                     answer.error = _error_message(response)
-                    self.console.print(f"[red]{answer.error}[/]")
+                    self.console.print(f"[red]{answer.error}[/]", soft_wrap=True)
                     return answer
                 message_id = response.headers.get("x-message-id")
                 self._stream_into(response, parts, answer)
         except KeyboardInterrupt:
             answer.stopped = True
             if message_id is not None:
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     http.post(f"/api/messages/{message_id}/stop")
-                except httpx.HTTPError:
-                    pass
             self.console.print("\n[yellow](stopped)[/]")
         except httpx.HTTPError as exc:
             answer.error = f"Connection to {self.base_url} failed: {exc}"
-            self.console.print(f"\n[red]{answer.error}[/]")
+            self.console.print(f"\n[red]{answer.error}[/]", soft_wrap=True)
         answer.text = "".join(parts)
         return answer
 
@@ -129,7 +128,7 @@ class TerminalChat:
                 status.stop()
         out.write("\n")
         if answer.error:
-            self.console.print(f"[red]Error: {answer.error}[/]")
+            self.console.print(f"[red]Error: {answer.error}[/]", soft_wrap=True)
         elif answer.finish_reason == "length":
             self.console.print("[dim](cut at the token limit)[/]")
 

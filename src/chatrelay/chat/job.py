@@ -113,8 +113,11 @@ class GenerationJob:
             self._abort(exc)
         except Exception as exc:  # a bug must still end the stream visibly, never silently
             log.exception("generation %s failed", self.id)
-            self._abort(ChatRelayError(500, f"Internal error: {exc}", code="internal_error",
-                                       type="server_error"))
+            self._abort(
+                ChatRelayError(
+                    500, f"Internal error: {exc}", code="internal_error", type="server_error"
+                )
+            )
         finally:
             self.buffer.close()
             if self._on_finished is not None:

@@ -17,7 +17,7 @@ class Usage:
 
 @dataclass(slots=True)
 class UpstreamChunk:
-    """One parsed upstream event. A plain slotted dataclass: built once per token, so no pydantic."""
+    """One parsed upstream event: a slotted dataclass, built once per token, so no pydantic."""
 
     content: str = ""
     # None while the answer goes on; "stop" or "length" on the last chunk.

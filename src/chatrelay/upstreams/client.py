@@ -104,8 +104,14 @@ class UpstreamStream:
                 "(CHATRELAY_FIRST_TOKEN_TIMEOUT); a cold model may still be loading",
                 kind="first_token_timeout",
             ) from None
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
-            raise self._failure(f"dropped the connection mid-answer ({exc})", kind="disconnect")
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.ServerDisconnectedError,
+            ConnectionError,
+        ) as exc:
+            raise self._failure(
+                f"dropped the connection mid-answer ({exc})", kind="disconnect"
+            ) from exc
         except ValueError as exc:
             raise self._failure(str(exc), kind="bad_event") from exc
         if not finished:
@@ -161,9 +167,11 @@ class Upstream:
                 f"did not answer within {self.timeouts.first_token:g} s", "upstream_timeout"
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise self._refused(f"is unreachable ({exc.os_error or exc})", "upstream_unreachable")
+            raise self._refused(
+                f"is unreachable ({exc.os_error or exc})", "upstream_unreachable"
+            ) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise self._refused(f"failed before answering ({exc})", "upstream_unreachable")
+            raise self._refused(f"failed before answering ({exc})", "upstream_unreachable") from exc
         try:
             if response.status != 200:
                 raw = await response.content.read(MAX_ERROR_BODY)

@@ -100,7 +100,6 @@ function autosize() {
 function setBusy(busy) {
   form.dataset.busy = busy ? 'true' : 'false';
   sendBtn.textContent = busy ? 'Stop' : 'Send';
-  sendBtn.setAttribute('aria-label', busy ? 'Stop generating' : 'Send message');
 }
 
 prompt.addEventListener('input', autosize);
