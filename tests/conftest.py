@@ -21,6 +21,9 @@ from chatrelay.config import Settings
 from tests.fake_upstream import FakeUpstream
 
 # Settings come only from what each test says: never from the developer's shell or .env.
+# Nor from a .env file in the working directory.
+Settings.model_config["env_file"] = None
+
 for _name in list(os.environ):
     if _name.startswith(("CHATRELAY_", "LIVEPEER_", "OPENAI_")):
         del os.environ[_name]

@@ -47,6 +47,8 @@ class FakeResponse:
     status: int = 200
     script: list[Step] = field(default_factory=list)
     body: bytes = b""  # for non-200 answers
+    # Awaited before the status line is sent: a cold model holding its answer.
+    hold_headers: asyncio.Event | None = None
     content_type: str = "text/event-stream"
 
 
@@ -182,6 +184,15 @@ class FakeUpstream:
             ReceivedRequest(request.path, dict(request.headers), orjson.loads(raw) if raw else None)
         )
         answer = self.responses.pop(0) if len(self.responses) > 1 else self.responses[-1]
+        if answer.hold_headers is not None:
+            self.active += 1
+            try:
+                await answer.hold_headers.wait()
+            except asyncio.CancelledError:
+                self.disconnected_at = time.monotonic()
+                raise
+            finally:
+                self.active -= 1
         if answer.status != 200:
             return web.Response(
                 status=answer.status, body=answer.body, content_type=answer.content_type

@@ -6,18 +6,12 @@ import asyncio
 import time
 
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
+from tests.polling import wait_until
 from tests.sse_client import DONE, events_of, read_answer, user
 
 
 def generation_tasks() -> list[asyncio.Task[object]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("generation-")]
-
-
-async def wait_until(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_disconnect_is_not_a_stop(fake: FakeUpstream, relay_for) -> None:
@@ -106,3 +100,38 @@ async def _first_event(follower) -> bytes:  # type: ignore[no-untyped-def]
     async for data in follower:
         return bytes(data)
     return b""
+
+
+async def test_slow_upstream_starts_the_stream_so_it_can_be_stopped(
+    fake: FakeUpstream, relay_for
+) -> None:
+    """A cold model that holds its answer: the client gets the message id and can stop."""
+    fake.script = livepeer_events(["late"])
+    fake.responses[-1].hold_headers = asyncio.Event()
+    async with relay_for(stream_start_wait=0.2) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            assert response.status_code == 200
+            message_id = response.headers["x-message-id"]
+            stopped_at = time.monotonic()
+            await relay.client.post(f"/api/messages/{message_id}/stop")
+            answer = await read_answer(response)
+        assert answer.final["x_chatrelay"] == {"status": "stopped"}
+        await wait_until(lambda: fake.disconnected_at is not None, within=1.0)
+        assert fake.disconnected_at is not None and fake.disconnected_at - stopped_at < 1.0
+
+
+async def test_refusal_after_the_stream_started_is_an_error_event(
+    fake: FakeUpstream, relay_for
+) -> None:
+    gate = asyncio.Event()
+    fake.fail(503, {"error": {"message": "Service Unavailable Error"}})
+    fake.responses[-1].hold_headers = gate
+    async with relay_for(stream_start_wait=0.1) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            assert response.status_code == 200
+            asyncio.get_running_loop().call_later(0.2, gate.set)
+            answer = await read_answer(response)
+    [error] = answer.errors
+    assert error["code"] == "upstream_http_error"
+    assert "Service Unavailable Error" in error["message"]
+    assert answer.events[-1] == DONE

@@ -9,6 +9,7 @@ import time
 import pexpect
 
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
+from tests.polling import wait_until
 
 
 async def expect(child: pexpect.spawn, pattern: object) -> None:
@@ -63,9 +64,7 @@ async def test_ctrl_c_stops_the_answer_and_stays(fake: FakeUpstream, relay_for) 
             child.sendintr()
             await expect(child, r"\(stopped\)")
             await expect(child, "you>")  # still in the chat
-            while fake.disconnected_at is None and time.monotonic() - stopped_at < 2:
-                await asyncio.sleep(0.02)
-            assert fake.disconnected_at is not None
+            await wait_until(lambda: fake.disconnected_at is not None, within=2.0)
             assert fake.disconnected_at - stopped_at < 1.0
             child.sendline("/exit")
             await expect(child, pexpect.EOF)

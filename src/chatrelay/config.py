@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0)
     first_token_timeout: float = Field(default=300.0, gt=0)
     stall_timeout: float = Field(default=60.0, gt=0)
+    # How long a chat response waits for the upstream to accept before it starts streaming:
+    # refusals within it are HTTP errors; later ones are error events, and Stop works meanwhile.
+    stream_start_wait: float = Field(default=5.0, ge=0)
 
     # The embedded llama.cpp server, used when no upstream is configured.
     embedded: bool = True

@@ -4,7 +4,7 @@ Usage::
 
     job = GenerationJob(message_id=..., upstream=..., model=..., messages=..., params=...)
     job.start()
-    await job.opened                       # raises ChatRelayError if the upstream refused
+    await job.accepted(wait=5.0)           # raises ChatRelayError if the upstream refused
     async for data in job.buffer.follow(): # SSE bytes for the client
         ...
     job.stop()                             # explicit stop: the upstream request is closed
@@ -16,6 +16,7 @@ A client that goes away only stops listening; the job runs on to the end of the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import Literal
 from chatrelay.chat.encoding import DONE, ChunkEncoder
 from chatrelay.chat.events import EventBuffer
 from chatrelay.errors import UPSTREAM, ChatRelayError
+from chatrelay.sse import encode_comment
 from chatrelay.upstreams.chunk import Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams, Message
@@ -66,6 +68,8 @@ class GenerationJob:
         # Resolves once the upstream has accepted the request (or fails with why it did not),
         # so the route can still answer with a proper HTTP error status before streaming.
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Set once the client has been answered 200: from then on every failure is an event.
+        self._committed = False
 
     @property
     def text(self) -> str:
@@ -74,6 +78,19 @@ class GenerationJob:
     @property
     def finished(self) -> bool:
         return self.status in ("done", "stopped", "error")
+
+    async def accepted(self, *, wait: float) -> None:
+        """Wait up to ``wait`` s for the upstream to accept; raise its refusal as an HTTP error.
+
+        A cold upstream may hold its answer for minutes; after ``wait`` the response starts
+        anyway (so the client has the message id and can stop it) and whatever happens next
+        arrives as events.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.opened), wait)
+        self._committed = True
+        if not self.opened.done():
+            self.buffer.append(encode_comment("waiting for the upstream to accept"))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"generation-{self.id}")
@@ -125,6 +142,7 @@ class GenerationJob:
 
     async def _generate(self) -> None:
         async with self.upstream.stream(self.model, self.messages, self.params) as stream:
+            self.status = "streaming"
             self._open()
             append, encode, parts = self.buffer.append, self.encoder.content, self._parts
             async for chunk in stream:
@@ -147,7 +165,6 @@ class GenerationJob:
                     self.finish_reason = chunk.finish_reason
 
     def _open(self) -> None:
-        self.status = "streaming"
         if not self.opened.done():
             self.opened.set_result(None)
         self.buffer.append(self.encoder.role())
@@ -162,7 +179,7 @@ class GenerationJob:
     def _abort(self, error: ChatRelayError) -> None:
         self.status = "error"
         self.error = error
-        if not self.opened.done():
+        if not self.opened.done() and not self._committed:
             self.opened.set_exception(error)
             self.opened.exception()  # the route re-raises it; no "never retrieved" noise if gone
             return

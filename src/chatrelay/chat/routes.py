@@ -24,9 +24,10 @@ def _service(request: Request) -> ChatService:
 @router.post("/api/chat", response_class=StreamingResponse)
 async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
     """Stream the answer to the conversation as OpenAI ``chat.completion.chunk`` events."""
-    job = _service(request).start(body)
-    # Wait until the upstream accepted, so a refusal is still an HTTP error with its status.
-    await job.opened
+    service = _service(request)
+    job = service.start(body)
+    # A quick refusal is still an HTTP error with its status; a slow upstream gets a stream.
+    await job.accepted(wait=service.settings.stream_start_wait)
     return StreamingResponse(
         job.buffer.follow(),
         media_type="text/event-stream",
