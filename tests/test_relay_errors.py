@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from chatrelay.config import LIVEPEER_MODELS
-from tests.conftest import free_port, serve
+from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream, livepeer_events
 from tests.sse_client import user
 
@@ -103,9 +103,9 @@ async def test_unknown_model_lists_the_available_ones(relay_for) -> None:
     assert error["param"] == "model"
 
 
-async def test_unreachable_gateway_names_url_and_env_var() -> None:
+async def test_unreachable_gateway_names_url_and_env_var(relay_for) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    async with serve(_settings(livepeer_gateway_urls=[dead])) as relay:
+    async with relay_for(livepeer_gateway_urls=[dead]) as relay:
         response = await relay.client.post("/api/chat", json=user("x"))
     assert_error(response, 502, "upstream_unreachable", f"{dead}/llm", "LIVEPEER_GATEWAY_URL")
 
@@ -163,12 +163,6 @@ async def test_unknown_route_and_stop_of_unknown_message(relay_for) -> None:
             await relay.client.post("/api/messages/msg_nope/stop"), 404, "message_not_found"
         )
         assert (await relay.client.get("/healthz")).json() == {"status": "ok"}
-
-
-def _settings(**values: Any) -> Any:
-    from chatrelay.config import Settings
-
-    return Settings(embedded=False, **values)
 
 
 async def test_huge_chunked_body_is_413(relay_for) -> None:

@@ -23,6 +23,7 @@ from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
 from chatrelay.errors import install_error_handlers
 from chatrelay.http import BodySizeLimit, SecurityHeaders
+from chatrelay.store.database import Database, database_url
 from chatrelay.upstreams.registry import UpstreamRegistry
 from chatrelay.upstreams.sidecar import LocalModelServer, find_bundled_model
 
@@ -35,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(database_url(settings))
+        await db.upgrade()
+        app.state.db = db
         registry = UpstreamRegistry.from_settings(settings)
         sidecar: LocalModelServer | None = None
         if not registry.upstreams and settings.embedded:
@@ -55,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.close()
             if sidecar is not None:
                 await sidecar.stop()
+            await db.close()
 
     app = FastAPI(
         title="chatrelay",

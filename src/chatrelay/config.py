@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
     )
 
+    # Storage: a SQLite file in data_dir unless a database URL is given
+    # (e.g. postgresql+asyncpg://user@127.0.0.1:5432/chatrelay).
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    # Written every this many seconds while an answer streams, and at its end; never per token.
+    flush_interval: float = Field(default=0.5, gt=0)
+    # Prepended to every conversation sent upstream (unless it already has a system message).
+    system_prompt: str | None = None
+
     default_model: str | None = None
     models: CommaList = Field(default_factory=list)
 

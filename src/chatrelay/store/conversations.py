@@ -1,0 +1,208 @@
+"""Conversation and message queries. Every one takes the owner: nobody reaches another's rows.
+
+A row that exists but belongs to someone else is reported exactly like an absent one
+(:class:`NotFound`), so ids reveal nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatrelay.errors import NOT_FOUND, ChatRelayError
+from chatrelay.store.models import Conversation, Message, utcnow
+
+TITLE_WORDS = 8
+TITLE_CHARS = 80
+
+# Answers that count as conversation history sent upstream (an error or empty answer does not).
+HISTORY_STATUSES = ("complete", "stopped", "interrupted")
+
+
+class NotFound(ChatRelayError):
+    def __init__(self, what: str, ident: str) -> None:
+        super().__init__(404, f"No {what} '{ident}'.", code=f"{what}_not_found", type=NOT_FOUND)
+
+
+def title_from(text: str) -> str:
+    """The first words of the first message, as a provisional title."""
+    words = text.split()
+    title = " ".join(words[:TITLE_WORDS])
+    if len(words) > TITLE_WORDS or len(title) > TITLE_CHARS:
+        title = title[:TITLE_CHARS].rstrip() + "…"
+    return title or "New chat"
+
+
+async def create_conversation(session: AsyncSession, *, owner_id: str, title: str) -> Conversation:
+    conversation = Conversation(user_id=owner_id, title=title)
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def get_conversation(
+    session: AsyncSession, *, owner_id: str, conversation_id: str
+) -> Conversation:
+    conversation = await session.scalar(
+        select(Conversation).where(
+            Conversation.id == conversation_id, Conversation.user_id == owner_id
+        )
+    )
+    if conversation is None:
+        raise NotFound("conversation", conversation_id)
+    return conversation
+
+
+async def list_conversations(
+    session: AsyncSession, *, owner_id: str, limit: int, offset: int = 0, query: str | None = None
+) -> Sequence[Conversation]:
+    """Newest activity first. ``query`` matches titles and message text, case-insensitively."""
+    statement = select(Conversation).where(Conversation.user_id == owner_id)
+    if query:
+        pattern = f"%{query.lower()}%"
+        in_messages = select(Message.conversation_id).where(
+            Message.user_id == owner_id, func.lower(Message.content).like(pattern)
+        )
+        statement = statement.where(
+            func.lower(Conversation.title).like(pattern) | Conversation.id.in_(in_messages)
+        )
+    statement = statement.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+    return (await session.scalars(statement.limit(limit).offset(offset))).all()
+
+
+async def rename_conversation(
+    session: AsyncSession, *, owner_id: str, conversation_id: str, title: str
+) -> Conversation:
+    conversation = await get_conversation(
+        session, owner_id=owner_id, conversation_id=conversation_id
+    )
+    conversation.title = title
+    conversation.updated_at = utcnow()
+    return conversation
+
+
+async def delete_conversation(
+    session: AsyncSession, *, owner_id: str, conversation_id: str
+) -> None:
+    conversation = await get_conversation(
+        session, owner_id=owner_id, conversation_id=conversation_id
+    )
+    # Messages first: not every backend enforces ON DELETE CASCADE (SQLite needs a pragma).
+    await session.execute(
+        delete(Message).where(
+            Message.conversation_id == conversation.id, Message.user_id == owner_id
+        )
+    )
+    await session.delete(conversation)
+
+
+async def messages_of(
+    session: AsyncSession, *, owner_id: str, conversation_id: str
+) -> Sequence[Message]:
+    return (
+        await session.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.user_id == owner_id)
+            .order_by(Message.seq)
+        )
+    ).all()
+
+
+async def add_message(
+    session: AsyncSession,
+    *,
+    owner_id: str,
+    conversation: Conversation,
+    role: str,
+    content: str,
+    status: str = "complete",
+    model: str | None = None,
+    upstream: str | None = None,
+    message_id: str | None = None,
+) -> Message:
+    if conversation.user_id != owner_id:
+        raise NotFound("conversation", conversation.id)
+    last = await session.scalar(
+        select(func.max(Message.seq)).where(Message.conversation_id == conversation.id)
+    )
+    message = Message(
+        conversation_id=conversation.id,
+        user_id=owner_id,
+        seq=(last or 0) + 1,
+        role=role,
+        content=content,
+        status=status,
+        model=model,
+        upstream=upstream,
+    )
+    if message_id is not None:
+        message.id = message_id
+    session.add(message)
+    conversation.updated_at = utcnow()
+    await session.flush()
+    return message
+
+
+async def save_answer_text(
+    session: AsyncSession, *, owner_id: str, message_id: str, content: str
+) -> None:
+    """The periodic flush of a streaming answer: text only, status stays ``streaming``."""
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.user_id == owner_id)
+        .values(content=content, updated_at=utcnow())
+    )
+
+
+async def finish_answer(
+    session: AsyncSession,
+    *,
+    owner_id: str,
+    message_id: str,
+    content: str,
+    status: str,
+    finish_reason: str | None,
+    error: str | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    upstream: str | None,
+) -> None:
+    now = utcnow()
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.user_id == owner_id)
+        .values(
+            content=content,
+            status=status,
+            finish_reason=finish_reason,
+            error=error,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            upstream=upstream,
+            updated_at=now,
+        )
+    )
+    conversation_id = select(Message.conversation_id).where(Message.id == message_id)
+    await session.execute(
+        update(Conversation)
+        .where(
+            Conversation.id.in_(conversation_id.scalar_subquery()), Conversation.user_id == owner_id
+        )
+        .values(updated_at=now)
+    )
+
+
+async def interrupt_streaming_answers(session: AsyncSession, *, older_than: datetime) -> int:
+    """At start-up: answers a dead process left ``streaming`` become ``interrupted``, text kept.
+
+    Not an owner query on purpose: it is the recovery of every owner's rows, run by the server.
+    """
+    result = await session.execute(
+        update(Message)
+        .where(Message.status == "streaming", Message.updated_at < older_than)
+        .values(status="interrupted", updated_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
