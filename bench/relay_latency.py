@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,10 +61,12 @@ def start_mock(pace_ms: float) -> tuple[subprocess.Popen[bytes], int]:
     return mock, port
 
 
-def start_relay(upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_relay(upstream_port: int, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+    """chatrelay as in production: every answer stored (SQLite in a fresh data dir)."""
     port = free_port()
     env = {**os.environ, "OPENAI_BASE_URL": f"http://{HOST}:{upstream_port}",
-           "CHATRELAY_MODELS": "bench", "CHATRELAY_MAX_TOKENS_LIMIT": "100000"}  # fmt: skip
+           "CHATRELAY_MODELS": "bench", "CHATRELAY_MAX_TOKENS_LIMIT": "100000",
+           "CHATRELAY_DATA_DIR": data_dir}  # fmt: skip
     relay = subprocess.Popen(
         [sys.executable, "-m", "chatrelay", "serve", "--port", str(port)],
         env=env,
@@ -119,7 +122,7 @@ def quantiles_ms(values: list[int]) -> tuple[float, float]:
 
 def measure(args: argparse.Namespace) -> None:
     mock, mock_port = start_mock(args.pace_ms)
-    relay, relay_port = start_relay(mock_port)
+    relay, relay_port = start_relay(mock_port, tempfile.mkdtemp(prefix="chatrelay-bench-"))
     direct_url = f"http://{HOST}:{mock_port}/v1/chat/completions"
     relay_url = f"http://{HOST}:{relay_port}/api/chat"
     try:
@@ -144,7 +147,7 @@ def measure(args: argparse.Namespace) -> None:
 
     # CPU per chunk: an unpaced run, the relay's own CPU time over the chunks it relayed.
     mock, mock_port = start_mock(0)
-    relay, relay_port = start_relay(mock_port)
+    relay, relay_port = start_relay(mock_port, tempfile.mkdtemp(prefix="chatrelay-bench-"))
     relay_url = f"http://{HOST}:{relay_port}/api/chat"
     try:
         asyncio.run(run_load(relay_url, 4, 4))

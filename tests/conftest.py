@@ -128,6 +128,7 @@ async def relay_for(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[RelayFa
             "finished_job_ttl": 0,
             "stall_timeout": 2,
             "first_token_timeout": 5,
+            "data_dir": tmp_path / "data",
         }
         settings = Settings(**{**defaults, **upstream, **overrides})
         return serve(settings)

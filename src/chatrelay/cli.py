@@ -9,7 +9,11 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from chatrelay.admin_cli import keys_app, users_app
+
 app = typer.Typer(help="chatrelay: streaming chat relay for LLMs.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()

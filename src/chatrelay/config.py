@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -100,6 +100,16 @@ class Settings(BaseSettings):
 
     # How long a finished generation stays attached (for a late stop or a re-attach).
     finished_job_ttl: float = Field(default=30.0, ge=0)
+
+    # Signs session cookies. Unset: generated once and kept in {data_dir}/secret_key (0600).
+    # A SecretStr so that printing the settings never shows it.
+    secret_key: SecretStr | None = None
+    # Sessions slide: each day of use pushes the expiry out again by the whole lifetime.
+    session_days: int = Field(default=30, ge=1)
+    guest_session_days: int = Field(default=365, ge=1)
+    # Failed sign-ins allowed per username and per client IP within the window (seconds).
+    sign_in_max_failures: int = Field(default=5, ge=1)
+    sign_in_window: float = Field(default=900.0, gt=0)
 
     @field_validator("livepeer_gateway_urls", "models", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from typing import Literal
 
 from chatrelay.chat.encoding import DONE, ChunkEncoder
 from chatrelay.chat.events import EventBuffer
+from chatrelay.chat.recorder import AnswerRecorder
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.sse import encode_comment
 from chatrelay.upstreams.chunk import Usage
@@ -46,9 +47,15 @@ class GenerationJob:
         model: str,
         messages: list[Message],
         params: GenerationParams,
+        owner_id: str,
+        conversation_id: str,
+        recorder: AnswerRecorder | None = None,
         on_finished: Callable[[GenerationJob], None] | None = None,
     ) -> None:
         self.id = message_id
+        self.owner_id = owner_id
+        self.conversation_id = conversation_id
+        self.recorder = recorder
         self.upstream = upstream
         self.model = model
         self.messages = messages
@@ -74,6 +81,11 @@ class GenerationJob:
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+    @property
+    def text_length(self) -> int:
+        """Cheap change detection for the recorder: the number of chunks received."""
+        return len(self._parts)
 
     @property
     def finished(self) -> bool:
@@ -115,30 +127,50 @@ class GenerationJob:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        if self.recorder is not None:
+            self.recorder.started(self)
         try:
             await self._generate()
             self.status = "done"
-            self._finish(self.finish_reason or "stop")
+            self.finish_reason = self.finish_reason or "stop"
+            await self._record()
+            self._finish()
         except asyncio.CancelledError:
             if not self._stop_requested:
-                self._abort(ChatRelayError(503, "The server is shutting down.", code="shutdown"))
+                # Server shutdown: keep what we have, marked interrupted, and end the stream.
+                self._set_error(
+                    ChatRelayError(503, "The server is shutting down.", code="shutdown")
+                )
+                await self._record(status="interrupted")
+                self._abort()
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             self.status = "stopped"
-            self._finish("stop")
+            self.finish_reason = "stop"
+            await self._record()
+            self._finish()
         except ChatRelayError as exc:
-            self._abort(exc)
+            self._set_error(exc)
+            await self._record()
+            self._abort()
         except Exception as exc:  # a bug must still end the stream visibly, never silently
             log.exception("generation %s failed", self.id)
-            self._abort(
+            self._set_error(
                 ChatRelayError(
                     500, f"Internal error: {exc}", code="internal_error", type="server_error"
                 )
             )
+            await self._record()
+            self._abort()
         finally:
             self.buffer.close()
             if self._on_finished is not None:
                 self._on_finished(self)
+
+    async def _record(self, *, status: str | None = None) -> None:
+        # Stored before the client sees the end, so a reload right after [DONE] shows it all.
+        if self.recorder is not None:
+            await self.recorder.finished(self, status=status)
 
     async def _generate(self) -> None:
         async with self.upstream.stream(self.model, self.messages, self.params) as stream:
@@ -169,16 +201,20 @@ class GenerationJob:
             self.opened.set_result(None)
         self.buffer.append(self.encoder.role())
 
-    def _finish(self, finish_reason: str) -> None:
+    def _finish(self) -> None:
         if not self.opened.done():  # stopped before the upstream answered
             self._open()
-        self.finish_reason = finish_reason
-        self.buffer.append(self.encoder.final(finish_reason, self.usage, status=self.status))
+        final = self.encoder.final(self.finish_reason or "stop", self.usage, status=self.status)
+        self.buffer.append(final)
         self.buffer.append(DONE)
 
-    def _abort(self, error: ChatRelayError) -> None:
+    def _set_error(self, error: ChatRelayError) -> None:
         self.status = "error"
         self.error = error
+
+    def _abort(self) -> None:
+        error = self.error
+        assert error is not None
         if not self.opened.done() and not self._committed:
             self.opened.set_exception(error)
             self.opened.exception()  # the route re-raises it; no "never retrieved" noise if gone

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
+from chatrelay.auth.identity import current_user, require_user
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.service import ChatService
+from chatrelay.store.conversations import NotFound
+from chatrelay.store.models import User
 
 router = APIRouter()
 
@@ -22,23 +25,33 @@ def _service(request: Request) -> ChatService:
 
 
 @router.post("/api/chat", response_class=StreamingResponse)
-async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
-    """Stream the answer to the conversation as OpenAI ``chat.completion.chunk`` events."""
+async def chat(
+    body: ChatRequest, request: Request, user: Annotated[User, Depends(require_user)]
+) -> StreamingResponse:
+    """Stream the answer as OpenAI ``chat.completion.chunk`` events; the exchange is stored."""
     service = _service(request)
-    job = service.start(body)
+    job = await service.start(body, owner_id=user.id)
     # A quick refusal is still an HTTP error with its status; a slow upstream gets a stream.
     await job.accepted(wait=service.settings.stream_start_wait)
     return StreamingResponse(
         job.buffer.follow(),
         media_type="text/event-stream",
-        headers={**STREAM_HEADERS, "X-Message-Id": job.id},
+        headers={
+            **STREAM_HEADERS,
+            "X-Message-Id": job.id,
+            "X-Conversation-Id": job.conversation_id,
+        },
     )
 
 
 @router.post("/api/messages/{message_id}/stop")
-async def stop(message_id: str, request: Request) -> dict[str, Any]:
+async def stop(
+    message_id: str, request: Request, user: Annotated[User | None, Depends(current_user)]
+) -> dict[str, Any]:
     """Stop generating an answer now; the text so far is kept."""
-    job = _service(request).stop(message_id)
+    if user is None:
+        raise NotFound("message", message_id)
+    job = _service(request).stop(message_id, owner_id=user.id)
     return {"id": job.id, "status": "stopping" if not job.finished else job.status}
 
 

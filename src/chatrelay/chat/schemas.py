@@ -21,6 +21,8 @@ class ChatRequest(BaseModel):
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: StrictStr | None = None
+    # Continue this conversation (the server keeps its history); none starts a new one.
+    conversation_id: StrictStr | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)

@@ -2,40 +2,49 @@
 
 Usage::
 
-    service = ChatService(settings, registry)
-    job = service.start(request)     # checks limits, picks the upstream, starts the job
-    service.stop(message_id)
+    service = ChatService(settings, registry, db)
+    job = await service.start(request, owner_id=user.id)  # stores the question, starts the job
+    service.stop(message_id, owner_id=user.id)
     await service.shutdown()
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from chatrelay.chat.job import GenerationJob
+from chatrelay.chat.recorder import AnswerRecorder
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.config import Settings
-from chatrelay.errors import NOT_FOUND, ChatRelayError
-from chatrelay.upstreams.dialects import GenerationParams
+from chatrelay.errors import ChatRelayError
+from chatrelay.store import conversations
+from chatrelay.store.database import Database
+from chatrelay.store.models import Message as StoredMessage
+from chatrelay.upstreams.dialects import GenerationParams, Message
 from chatrelay.upstreams.registry import UpstreamRegistry
 
 
-def new_message_id() -> str:
-    # Unguessable: until accounts exist (persistence), knowing the id is what allows a stop.
-    return "msg_" + secrets.token_urlsafe(16)
+def _counts_as_history(message: StoredMessage) -> bool:
+    if message.role != "assistant":
+        return True
+    return message.status in conversations.HISTORY_STATUSES and bool(message.content)
+
+
+def _as_message(message: StoredMessage) -> Message:
+    return {"role": message.role, "content": message.content}
 
 
 class ChatService:
     """Owns the running jobs. A finished job stays findable for ``finished_job_ttl`` seconds."""
 
-    def __init__(self, settings: Settings, registry: UpstreamRegistry) -> None:
+    def __init__(self, settings: Settings, registry: UpstreamRegistry, db: Database) -> None:
         self.settings = settings
         self.registry = registry
+        self.db = db
         self.jobs: dict[str, GenerationJob] = {}
 
-    def start(self, request: ChatRequest) -> GenerationJob:
-        self._check_sizes(request)
+    async def start(self, request: ChatRequest, *, owner_id: str) -> GenerationJob:
+        """Store the question and an empty answer, then start generating the answer."""
         upstream, model = self.registry.resolve(request.model)
         max_tokens = request.max_tokens or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
@@ -46,31 +55,79 @@ class ChatService:
                 code="max_tokens_too_large",
                 param="max_tokens",
             )
+        incoming = [{"role": m.role, "content": m.content} for m in request.messages]
+        # The question is committed before the upstream is called: nothing accepted is lost.
+        async with self.db.transaction() as session:
+            if request.conversation_id is None:
+                first_user = next((m for m in incoming if m["role"] == "user"), incoming[0])
+                conversation = await conversations.create_conversation(
+                    session,
+                    owner_id=owner_id,
+                    title=conversations.title_from(first_user["content"]),
+                )
+                history: list[Message] = []
+            else:
+                conversation = await conversations.get_conversation(
+                    session, owner_id=owner_id, conversation_id=request.conversation_id
+                )
+                stored = await conversations.messages_of(
+                    session, owner_id=owner_id, conversation_id=conversation.id
+                )
+                history = [_as_message(m) for m in stored if _counts_as_history(m)]
+                # The server keeps the history: of what the client sent, only the new message.
+                incoming = incoming[-1:]
+            upstream_messages = self._with_system_prompt(history + incoming)
+            self._check_sizes(upstream_messages)
+            for message in incoming:
+                await conversations.add_message(
+                    session, owner_id=owner_id, conversation=conversation, **message
+                )
+            answer = await conversations.add_message(
+                session,
+                owner_id=owner_id,
+                conversation=conversation,
+                role="assistant",
+                content="",
+                status="streaming",
+                model=model,
+                upstream=upstream.config.name,
+            )
         job = GenerationJob(
-            message_id=new_message_id(),
+            message_id=answer.id,
+            owner_id=owner_id,
+            conversation_id=conversation.id,
             upstream=upstream,
             model=model,
-            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            messages=upstream_messages,
             params=GenerationParams(max_tokens, request.temperature, request.top_p),
+            recorder=AnswerRecorder(
+                self.db, owner_id=owner_id, interval=self.settings.flush_interval
+            ),
             on_finished=self._forget_later,
         )
         self.jobs[job.id] = job
         job.start()
         return job
 
-    def _check_sizes(self, request: ChatRequest) -> None:
+    def _with_system_prompt(self, messages: list[Message]) -> list[Message]:
+        prompt = self.settings.system_prompt
+        if prompt and not any(m["role"] == "system" for m in messages):
+            return [{"role": "system", "content": prompt}, *messages]
+        return messages
+
+    def _check_sizes(self, messages: list[Message]) -> None:
         limits = self.settings
-        if len(request.messages) > limits.max_messages:
+        if len(messages) > limits.max_messages:
             raise ChatRelayError(
                 400,
-                f"Too many messages: {len(request.messages)}, the limit is {limits.max_messages} "
+                f"Too many messages: {len(messages)}, the limit is {limits.max_messages} "
                 "(CHATRELAY_MAX_MESSAGES).",
                 code="too_many_messages",
                 param="messages",
             )
         total = 0
-        for index, message in enumerate(request.messages):
-            size = len(message.content)
+        for index, message in enumerate(messages):
+            size = len(message["content"])
             total += size
             if size > limits.max_message_chars:
                 raise ChatRelayError(
@@ -83,7 +140,7 @@ class ChatService:
         if total > limits.max_total_chars:
             raise ChatRelayError(
                 400,
-                f"The messages have {total} characters in all, the limit is "
+                f"The messages of the conversation have {total} characters in all, the limit is "
                 f"{limits.max_total_chars} (CHATRELAY_MAX_TOTAL_CHARS).",
                 code="conversation_too_long",
                 param="messages",
@@ -96,19 +153,14 @@ class ChatService:
         else:
             asyncio.get_running_loop().call_later(ttl, self.jobs.pop, job.id, None)
 
-    def get(self, message_id: str) -> GenerationJob:
+    def get(self, message_id: str, *, owner_id: str) -> GenerationJob:
         job = self.jobs.get(message_id)
-        if job is None:
-            raise ChatRelayError(
-                404,
-                f"No answer '{message_id}' is being generated.",
-                code="message_not_found",
-                type=NOT_FOUND,
-            )
+        if job is None or job.owner_id != owner_id:
+            raise conversations.NotFound("message", message_id)
         return job
 
-    def stop(self, message_id: str) -> GenerationJob:
-        job = self.get(message_id)
+    def stop(self, message_id: str, *, owner_id: str) -> GenerationJob:
+        job = self.get(message_id, owner_id=owner_id)
         job.stop()
         return job
 

@@ -1,0 +1,167 @@
+"""Who is asking: the dependencies every route uses.
+
+Usage::
+
+    @router.get("/api/conversations")
+    async def conversations(user: Annotated[User | None, Depends(current_user)]): ...
+
+    @router.post("/api/chat")
+    async def chat(user: Annotated[User, Depends(require_user)]): ...   # a guest at least
+
+    @router.get("/api/keys")
+    async def keys(user: Annotated[User, Depends(require_account)]): ...
+
+The answer is resolved once per request and kept on ``request.state``, so several
+dependencies asking cost one lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
+
+from chatrelay.auth.api_keys import LAST_USED_RESOLUTION, api_key_hash, bearer_token
+from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_token, token_hash
+from chatrelay.errors import ChatRelayError
+from chatrelay.store import users
+from chatrelay.store.database import Database
+from chatrelay.store.models import User, utcnow
+
+AUTHENTICATION_ERROR = "authentication_error"
+_IDENTITY = "chatrelay_identity"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A resolved request: its user, and how it proved it."""
+
+    user: User | None
+    # Set when the session cookie named the user: sign-in and sign-out replace that session.
+    session_token_hash: str | None = None
+    api_key_id: str | None = None
+
+
+def _database(connection: HTTPConnection) -> Database:
+    database: Database = connection.app.state.db
+    return database
+
+
+def session_cookies(connection: HTTPConnection) -> SessionCookies:
+    cookies: SessionCookies = connection.app.state.session_cookies
+    return cookies
+
+
+async def identify(request: Request) -> Identity:
+    """The request's identity (cached): a Bearer API key, else the session cookie, else none.
+
+    An ``Authorization: Bearer`` that is not a live key is a 401 (never a silent fall back to
+    the cookie); a cookie that is forged, unknown or expired just counts as no session.
+    """
+    cached: Identity | None = getattr(request.state, _IDENTITY, None)
+    if cached is None:
+        cached = await _resolve(request)
+        setattr(request.state, _IDENTITY, cached)
+    return cached
+
+
+def remember(request: Request, identity: Identity) -> None:
+    """Make ``identity`` this request's answer from now on (after sign-in, sign-up, guest)."""
+    setattr(request.state, _IDENTITY, identity)
+
+
+async def _resolve(request: Request) -> Identity:
+    key = bearer_token(request.headers.get("authorization"))
+    if key is not None:
+        return await _from_api_key(request, key)
+    cookies = session_cookies(request)
+    token = cookies.token_from(request.cookies.get(COOKIE_NAME))
+    if token is None:
+        return Identity(user=None)
+    hashed = token_hash(token)
+    now = utcnow()
+    async with _database(request).transaction() as session:
+        found = await users.get_session_user(session, token_hash=hashed, now=now)
+        if found is None:
+            return Identity(user=None)
+        row, user = found
+        guest = user.is_guest
+        refresh = cookies.needs_refresh(row.expires_at, now, guest=guest)
+        if refresh:
+            await users.extend_session(
+                session, token_hash=hashed, expires_at=now + cookies.lifetime(guest=guest)
+            )
+    if refresh:
+        _schedule_cookie(request, token, guest=guest)
+    return Identity(user=user, session_token_hash=hashed)
+
+
+async def _from_api_key(request: Request, key: str) -> Identity:
+    now = utcnow()
+    async with _database(request).transaction() as session:
+        found = await users.get_api_key_user(session, key_hash=api_key_hash(key))
+        if found is None:
+            raise ChatRelayError(
+                401,
+                "Invalid API key: it is unknown or has been revoked. "
+                "Send 'Authorization: Bearer cr_...' with a key from 'chatrelay keys create'.",
+                code="invalid_api_key",
+                type=AUTHENTICATION_ERROR,
+            )
+        api_key, user = found
+        last_used = api_key.last_used_at
+        if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+            await users.touch_api_key(
+                session, key_id=api_key.id, now=now, resolution=LAST_USED_RESOLUTION
+            )
+    return Identity(user=user, api_key_id=api_key.id)
+
+
+async def _add_session(
+    request: Request, session: AsyncSession, *, user_id: str, guest: bool, hashed: str
+) -> None:
+    lifetime = session_cookies(request).lifetime(guest=guest)
+    await users.create_session(
+        session, user_id=user_id, token_hash=hashed, expires_at=utcnow() + lifetime
+    )
+
+
+def _schedule_cookie(request: Request, token: str, *, guest: bool) -> None:
+    # Only after the session row is committed: a failed commit must not hand out a cookie.
+    cookies = session_cookies(request)
+    cookies.schedule(request, cookies.header(token, guest=guest, secure=is_secure(request)))
+
+
+async def current_user(request: Request) -> User | None:
+    """The user behind the API key or session cookie, or None (creates nobody)."""
+    return (await identify(request)).user
+
+
+async def require_user(request: Request) -> User:
+    """The current user, or a new guest (with a session cookie) when there is none."""
+    identity = await identify(request)
+    if identity.user is not None:
+        return identity.user
+    token = new_token()
+    hashed = token_hash(token)
+    async with _database(request).transaction() as session:
+        guest = await users.create_guest(session)
+        await _add_session(request, session, user_id=guest.id, guest=True, hashed=hashed)
+    _schedule_cookie(request, token, guest=True)
+    remember(request, Identity(user=guest, session_token_hash=hashed))
+    return guest
+
+
+async def require_account(request: Request) -> User:
+    """A signed-in account or an API key's user; guests and strangers get a 401."""
+    user = await current_user(request)
+    if user is None or user.is_guest:
+        raise ChatRelayError(
+            401,
+            "Sign in to an account (or send an API key) to do this.",
+            code="authentication_required",
+            type=AUTHENTICATION_ERROR,
+        )
+    return user

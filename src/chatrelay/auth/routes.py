@@ -1,0 +1,189 @@
+"""Accounts: ``/api/auth/register``, ``/api/auth/login``, ``/api/auth/logout`` and ``/api/me``."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from chatrelay.auth.accounts import MAX_PASSWORD_CHARS, check_new_password, normalise_username
+from chatrelay.auth.identity import (
+    AUTHENTICATION_ERROR,
+    Identity,
+    identify,
+    remember,
+    require_user,
+    session_cookies,
+)
+from chatrelay.auth.passwords import burn_verify_time, hash_password, needs_rehash, verify_password
+from chatrelay.auth.sessions import is_secure, new_token, token_hash
+from chatrelay.auth.throttle import SignInThrottle
+from chatrelay.errors import ChatRelayError
+from chatrelay.store import users
+from chatrelay.store.database import Database
+from chatrelay.store.models import User, utcnow
+
+router = APIRouter()
+
+
+class Credentials(BaseModel):
+    # Bounded before anything is hashed, looked up or kept as a throttle key.
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=MAX_PASSWORD_CHARS)
+
+
+def me(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "is_guest": user.is_guest,
+        "is_admin": user.is_admin,
+    }
+
+
+def _database(request: Request) -> Database:
+    database: Database = request.app.state.db
+    return database
+
+
+def _throttle(request: Request) -> SignInThrottle:
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    return throttle
+
+
+async def _replace_session(
+    request: Request, session: AsyncSession, identity: Identity, user: User
+) -> str:
+    """A fresh session for ``user`` in place of the browser's old one; returns the token.
+
+    Signing in or up always issues a new token, so a session id planted in a browser
+    beforehand (session fixation) never becomes a signed-in one.
+    """
+    if identity.session_token_hash is not None:
+        await users.delete_session(session, token_hash=identity.session_token_hash)
+    token = new_token()
+    await users.create_session(
+        session,
+        user_id=user.id,
+        token_hash=token_hash(token),
+        expires_at=utcnow() + session_cookies(request).lifetime(guest=False),
+    )
+    return token
+
+
+def _signed_in(request: Request, user: User, token: str) -> None:
+    cookies = session_cookies(request)
+    cookies.schedule(request, cookies.header(token, guest=False, secure=is_secure(request)))
+    remember(request, Identity(user=user, session_token_hash=token_hash(token)))
+
+
+@router.get("/api/me")
+async def who_am_i(user: Annotated[User, Depends(require_user)]) -> dict[str, Any]:
+    """The current user (a new guest on a first visit): ``{id, username, is_guest, is_admin}``."""
+    return me(user)
+
+
+@router.post("/api/auth/register", status_code=201)
+async def register(body: Credentials, request: Request) -> dict[str, Any]:
+    """Create an account. A guest becomes it in place, keeping its id and conversations."""
+    username = normalise_username(body.username)
+    check_new_password(body.password)
+    identity = await identify(request)
+    current = identity.user
+    if current is not None and not current.is_guest:
+        raise ChatRelayError(
+            409,
+            f"Already signed in as '{current.username}': sign out to create another account.",
+            code="already_signed_in",
+        )
+    password_hash = await hash_password(body.password)
+    try:
+        async with _database(request).transaction() as session:
+            if current is None:
+                user = await users.create_user(
+                    session, username=username, password_hash=password_hash
+                )
+            else:
+                registered = await users.register_guest(
+                    session, guest_id=current.id, username=username, password_hash=password_hash
+                )
+                found = await users.get_user(session, user_id=current.id)
+                if not registered or found is None:
+                    raise ChatRelayError(
+                        409,
+                        "This guest was registered or removed meanwhile; reload and sign in.",
+                        code="already_signed_in",
+                    )
+                user = found
+            token = await _replace_session(request, session, identity, user)
+    except IntegrityError:
+        raise ChatRelayError(
+            409, f"The username '{username}' is taken.", code="username_taken", param="username"
+        ) from None
+    _signed_in(request, user, token)
+    return me(user)
+
+
+@router.post("/api/auth/login")
+async def login(body: Credentials, request: Request) -> dict[str, Any]:
+    """Sign in. A guest browser's conversations move to the account, and the guest goes."""
+    username = body.username.lower()
+    client = request.client.host if request.client else "unknown"
+    attempts = [f"user:{username}", f"ip:{client}"]
+    throttle = _throttle(request)
+    wait = await throttle.retry_after(attempts)
+    if wait is not None:
+        seconds = max(1, math.ceil(wait))
+        raise ChatRelayError(
+            429,
+            f"Too many failed sign-ins. Try again in {seconds} seconds.",
+            code="too_many_attempts",
+            type="rate_limit_error",
+            headers={"Retry-After": str(seconds)},
+        )
+    async with _database(request).transaction() as session:
+        account = await users.get_user_by_username(session, username=username)
+    if account is None or account.password_hash is None:
+        await burn_verify_time(body.password)  # as slow as a real check: timing tells nothing
+        valid = False
+    else:
+        valid = await verify_password(account.password_hash, body.password)
+    if account is None or not valid:
+        await throttle.record_failure(attempts)
+        raise ChatRelayError(
+            401,
+            "Wrong username or password.",
+            code="invalid_credentials",
+            type=AUTHENTICATION_ERROR,
+        )
+    await throttle.reset(f"user:{username}")
+    assert account.password_hash is not None  # verified above
+    fresh_hash = await hash_password(body.password) if needs_rehash(account.password_hash) else None
+    identity = await identify(request)
+    async with _database(request).transaction() as session:
+        if fresh_hash is not None:
+            await users.set_password_hash(session, user_id=account.id, password_hash=fresh_hash)
+        previous = identity.user
+        if identity.session_token_hash is not None and previous is not None and previous.is_guest:
+            await users.adopt_guest(session, guest_id=previous.id, owner_id=account.id)
+        token = await _replace_session(request, session, identity, account)
+    _signed_in(request, account, token)
+    return me(account)
+
+
+@router.post("/api/auth/logout", status_code=204)
+async def logout(request: Request) -> Response:
+    """Sign out: this browser's session is deleted and its cookie cleared."""
+    identity = await identify(request)
+    if identity.session_token_hash is not None:
+        async with _database(request).transaction() as session:
+            await users.delete_session(session, token_hash=identity.session_token_hash)
+    remember(request, Identity(user=None))
+    cookies = session_cookies(request)
+    cookies.schedule(request, cookies.clearing_header(secure=is_secure(request)))
+    return Response(status_code=204)

@@ -1,0 +1,182 @@
+"""The conversations a person has: list, read, rename, delete, export. Owner checked on every id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from chatrelay.auth.identity import current_user
+from chatrelay.chat.service import ChatService
+from chatrelay.store import conversations
+from chatrelay.store.conversations import NotFound
+from chatrelay.store.database import Database
+from chatrelay.store.models import Conversation, Message, User
+
+router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+Owner = Annotated[User | None, Depends(current_user)]
+
+
+class Rename(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _owner_id(user: User | None, conversation_id: str) -> str:
+    # Without an identity nothing is yours: the same 404 as for someone else's id.
+    if user is None:
+        raise NotFound("conversation", conversation_id)
+    return user.id
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def conversation_summary(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "created_at": _iso(conversation.created_at),
+        "updated_at": _iso(conversation.updated_at),
+    }
+
+
+def message_view(message: Message, live_text: str | None = None) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": live_text if live_text is not None else message.content,
+        "status": message.status,
+        "error": message.error,
+        "model": message.model,
+        "upstream": message.upstream,
+        "finish_reason": message.finish_reason,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "created_at": _iso(message.created_at),
+        "updated_at": _iso(message.updated_at),
+    }
+
+
+@router.get("")
+async def list_conversations(
+    request: Request,
+    user: Owner,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    q: Annotated[str | None, Query(max_length=200, description="Search titles and text")] = None,
+) -> dict[str, Any]:
+    """Your conversations, most recently active first."""
+    if user is None:
+        return {"data": [], "has_more": False}
+    async with _db(request).transaction() as session:
+        rows = await conversations.list_conversations(
+            session, owner_id=user.id, limit=limit + 1, offset=offset, query=q
+        )
+    return {"data": [conversation_summary(c) for c in rows[:limit]], "has_more": len(rows) > limit}
+
+
+async def _load(
+    request: Request, user: User | None, conversation_id: str
+) -> tuple[Conversation, list[dict[str, Any]]]:
+    owner_id = _owner_id(user, conversation_id)
+    async with _db(request).transaction() as session:
+        conversation = await conversations.get_conversation(
+            session, owner_id=owner_id, conversation_id=conversation_id
+        )
+        stored = await conversations.messages_of(
+            session, owner_id=owner_id, conversation_id=conversation_id
+        )
+    # An answer still streaming here is shown as far as it has come, not as last flushed.
+    jobs = request.app.state.chat.jobs
+    messages = [
+        message_view(m, jobs[m.id].text if m.status == "streaming" and m.id in jobs else None)
+        for m in stored
+    ]
+    return conversation, messages
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(conversation_id: str, request: Request, user: Owner) -> dict[str, Any]:
+    """One conversation with all its messages, oldest first."""
+    conversation, messages = await _load(request, user, conversation_id)
+    return {**conversation_summary(conversation), "messages": messages}
+
+
+@router.patch("/{conversation_id}")
+async def rename_conversation(
+    conversation_id: str, body: Rename, request: Request, user: Owner
+) -> dict[str, Any]:
+    """Change the title."""
+    owner_id = _owner_id(user, conversation_id)
+    async with _db(request).transaction() as session:
+        conversation = await conversations.rename_conversation(
+            session, owner_id=owner_id, conversation_id=conversation_id, title=body.title.strip()
+        )
+    return conversation_summary(conversation)
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, request: Request, user: Owner) -> Response:
+    """Delete the conversation and its messages; an answer still streaming in it is stopped."""
+    owner_id = _owner_id(user, conversation_id)
+    async with _db(request).transaction() as session:
+        await conversations.delete_conversation(
+            session, owner_id=owner_id, conversation_id=conversation_id
+        )
+    service: ChatService = request.app.state.chat
+    for job in list(service.jobs.values()):
+        if job.conversation_id == conversation_id and job.owner_id == owner_id:
+            job.stop()
+    return Response(status_code=204)
+
+
+@router.get("/{conversation_id}/export")
+async def export_conversation(
+    conversation_id: str,
+    request: Request,
+    user: Owner,
+    format: Literal["json", "markdown"] = "json",
+) -> Response:
+    """Download the conversation as JSON or Markdown."""
+    conversation, messages = await _load(request, user, conversation_id)
+    filename = f"chatrelay-{conversation.id}"
+    if format == "json":
+        body = orjson.dumps(
+            {**conversation_summary(conversation), "messages": messages}, option=orjson.OPT_INDENT_2
+        )
+        media_type, filename = "application/json", filename + ".json"
+    else:
+        body = to_markdown(conversation, messages).encode()
+        media_type, filename = "text/markdown; charset=utf-8", filename + ".md"
+    return Response(
+        body,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+ROLE_HEADINGS = {"user": "You", "assistant": "Assistant", "system": "System"}
+
+
+def to_markdown(conversation: Conversation, messages: list[dict[str, Any]]) -> str:
+    lines = [f"# {conversation.title}", "", f"_Exported from chatrelay, {conversation.id}_", ""]
+    for message in messages:
+        heading = ROLE_HEADINGS.get(message["role"], message["role"])
+        if message["role"] == "assistant" and message["model"]:
+            heading += f" ({message['model']})"
+        if message["status"] not in ("complete",):
+            heading += f" [{message['status']}]"
+        lines += [f"## {heading}", "", message["content"], ""]
+        if message["error"]:
+            lines += [f"> Error: {message['error']}", ""]
+    return "\n".join(lines)

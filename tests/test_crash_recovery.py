@@ -1,0 +1,75 @@
+"""`kill -9` in the middle of an answer loses neither the question nor the partial answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+from tests.fake_upstream import FakeUpstream, livepeer_events, paced
+from tests.sse_client import events_of, user
+
+
+async def start_server_process(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatrelay", "serve", "--port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as probe:
+        for _ in range(300):
+            assert process.returncode is None, "chatrelay serve exited"
+            try:
+                if (await probe.get(f"{url}/healthz")).status_code == 200:
+                    return process, url
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+    raise AssertionError("chatrelay serve did not come up")
+
+
+async def test_kill_9_mid_answer_then_restart(
+    relay_for, fake: FakeUpstream, database_url: str, tmp_path: Path
+) -> None:
+    fake.script = paced(livepeer_events([f" w{i}" for i in range(1000)]), 0.02)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "LIVEPEER_GATEWAY_URL": fake.base_url,
+        "CHATRELAY_DATA_DIR": str(tmp_path / "data"),
+        "CHATRELAY_DATABASE_URL": database_url,
+        "CHATRELAY_FLUSH_INTERVAL": "0.1",
+    }
+    process, url = await start_server_process(env)
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            async with client.stream("POST", "/api/chat", json=user("survive this")) as response:
+                conversation_id = response.headers["x-conversation-id"]
+                seen = 0
+                async for event in events_of(response):
+                    if event["choices"][0]["delta"].get("content"):
+                        seen += 1
+                        if seen == 20:
+                            break
+                await asyncio.sleep(0.3)  # a few flushes happen
+                process.send_signal(signal.SIGKILL)  # no shutdown code runs
+                await process.wait()
+            cookies = dict(client.cookies)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    async with relay_for(database_url=database_url) as relay:
+        relay.client.cookies.update(cookies)
+        stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
+    assert "messages" in stored, stored
+    question, answer = stored["messages"]
+    assert question["content"] == "survive this" and question["status"] == "complete"
+    assert answer["status"] == "interrupted"
+    assert answer["content"].startswith(" w0 w1 w2")
+    assert len(answer["content"].split()) >= 20
