@@ -146,3 +146,20 @@ async def test_a_cli_key_works_against_the_server(
         assert revoked.exit_code == 0, revoked.output
         async with httpx.AsyncClient(base_url=relay.url) as client:
             assert (await client.get("/api/me", headers=bearer)).status_code == 401
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from chatrelay.cli import app
+
+    result = CliRunner().invoke(app, ["db", "upgrade"], env={"CHATRELAY_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert "up to date" in result.output
+    with sqlite3.connect(tmp_path / "chatrelay.db") as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        version = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert {"users", "sessions", "api_keys", "conversations", "messages"} <= tables
+    assert version == ("0001",)

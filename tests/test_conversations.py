@@ -246,3 +246,23 @@ async def test_many_chats_at_once_lose_nothing(
     assert sorted(m[0]["content"] for m in stored) == sorted(
         f"question {i}" for i in range(concurrency)
     )
+
+
+async def test_reads_do_not_wait_for_a_writer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On SQLite a read-only transaction runs while another transaction holds the write lock."""
+    from sqlalchemy import text
+
+    from chatrelay.store.database import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'locks.db'}")
+    await db.upgrade()
+    try:
+        async with db.transaction() as writer:
+            await writer.execute(text("UPDATE users SET is_admin = is_admin"))
+            async with db.read() as reader:
+                count = await asyncio.wait_for(
+                    reader.scalar(text("SELECT count(*) FROM users")), timeout=2
+                )
+        assert count == 0
+    finally:
+        await db.close()

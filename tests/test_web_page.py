@@ -152,6 +152,11 @@ async def test_page_loads_under_csp_with_the_livepeer_models(browser: Browser, r
             await expect(chat.send_button).to_have_text("Send")
             await expect(chat.prompt).to_be_focused()
             await expect(page.locator("#notice")).to_be_hidden()
+            # A first visit is a guest with an empty list of chats beside the empty chat.
+            await expect(page.locator("#sidebar")).to_be_visible()
+            await expect(page.locator("#account")).to_have_text("Guest")
+            await expect(page.locator("#sign-in")).to_be_visible()
+            await expect(page.locator("#conversations-status")).to_contain_text("No chats yet")
             # The stylesheet and the module scripts all ran: the page built its own model list.
             assert await page.evaluate("getComputedStyle(document.body).margin") == "0px"
             assert await chat.problems() == []

@@ -14,6 +14,23 @@ from chatrelay.admin_cli import keys_app, users_app
 app = typer.Typer(help="chatrelay: streaming chat relay for LLMs.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="The database: migrations for operators who run them by hand.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (env vars win).")
+    ] = None,
+) -> None:
+    """Migrate the database to the newest schema (`serve` also does this at start)."""
+    from chatrelay.config import Settings
+    from chatrelay.store.database import database_url, upgrade_database
+
+    url = database_url(Settings.load(config))
+    upgrade_database(url)
+    typer.echo(f"Database is up to date: {url.split('@')[-1]}")
 
 
 @app.command()

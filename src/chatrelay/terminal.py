@@ -30,7 +30,8 @@ class TerminalChat:
     base_url: str
     model: str | None = None
     console: Console = field(default_factory=Console)
-    history: list[dict[str, str]] = field(default_factory=list)
+    # The server keeps the conversation; the client only remembers which one it is.
+    conversation_id: str | None = None
 
     def run(self) -> None:
         with httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(10.0, read=None)) as http:
@@ -47,15 +48,10 @@ class TerminalChat:
                 if command in ("/exit", "/quit"):
                     return
                 if command == "/new":
-                    self.history.clear()
+                    self.conversation_id = None
                     self.console.print("[dim]New conversation.[/]")
                     continue
-                self.history.append({"role": "user", "content": prompt})
-                answer = self._ask(http)
-                if answer.text:
-                    self.history.append({"role": "assistant", "content": answer.text})
-                elif answer.error is not None:
-                    self.history.pop()  # nothing answered: the same question can be asked again
+                self._ask(http, prompt)
 
     def _greet(self, http: httpx.Client) -> None:
         try:
@@ -70,15 +66,20 @@ class TerminalChat:
             "Ctrl-C stops an answer, Ctrl-D leaves, /new starts over.[/]"
         )
 
-    def _ask(self, http: httpx.Client) -> Answer:
+    def _ask(self, http: httpx.Client, prompt: str) -> Answer:
         answer = Answer()
-        body: dict[str, object] = {"messages": self.history}
+        body: dict[str, object] = {"messages": [{"role": "user", "content": prompt}]}
         if self.model:
             body["model"] = self.model
+        if self.conversation_id:
+            body["conversation_id"] = self.conversation_id
         message_id: str | None = None
         parts: list[str] = []
         try:
             with http.stream("POST", "/api/chat", json=body) as response:
+                self.conversation_id = response.headers.get(
+                    "x-conversation-id", self.conversation_id
+                )
                 if response.status_code != 200:
                     response.read()
                     answer.error = _error_message(response)

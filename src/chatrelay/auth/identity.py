@@ -82,37 +82,39 @@ async def _resolve(request: Request) -> Identity:
         return Identity(user=None)
     hashed = token_hash(token)
     now = utcnow()
-    async with _database(request).transaction() as session:
+    db = _database(request)
+    async with db.read() as session:  # every request does this: no write lock for it
         found = await users.get_session_user(session, token_hash=hashed, now=now)
-        if found is None:
-            return Identity(user=None)
-        row, user = found
-        guest = user.is_guest
-        refresh = cookies.needs_refresh(row.expires_at, now, guest=guest)
-        if refresh:
+    if found is None:
+        return Identity(user=None)
+    row, user = found
+    guest = user.is_guest
+    if cookies.needs_refresh(row.expires_at, now, guest=guest):
+        async with db.transaction() as session:
             await users.extend_session(
                 session, token_hash=hashed, expires_at=now + cookies.lifetime(guest=guest)
             )
-    if refresh:
         _schedule_cookie(request, token, guest=guest)
     return Identity(user=user, session_token_hash=hashed)
 
 
 async def _from_api_key(request: Request, key: str) -> Identity:
     now = utcnow()
-    async with _database(request).transaction() as session:
+    db = _database(request)
+    async with db.read() as session:
         found = await users.get_api_key_user(session, key_hash=api_key_hash(key))
-        if found is None:
-            raise ChatRelayError(
-                401,
-                "Invalid API key: it is unknown or has been revoked. "
-                "Send 'Authorization: Bearer cr_...' with a key from 'chatrelay keys create'.",
-                code="invalid_api_key",
-                type=AUTHENTICATION_ERROR,
-            )
-        api_key, user = found
-        last_used = api_key.last_used_at
-        if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+    if found is None:
+        raise ChatRelayError(
+            401,
+            "Invalid API key: it is unknown or has been revoked. "
+            "Send 'Authorization: Bearer cr_...' with a key from 'chatrelay keys create'.",
+            code="invalid_api_key",
+            type=AUTHENTICATION_ERROR,
+        )
+    api_key, user = found
+    last_used = api_key.last_used_at
+    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+        async with db.transaction() as session:
             await users.touch_api_key(
                 session, key_id=api_key.id, now=now, resolution=LAST_USED_RESOLUTION
             )

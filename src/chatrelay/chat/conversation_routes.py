@@ -78,7 +78,7 @@ async def list_conversations(
     """Your conversations, most recently active first."""
     if user is None:
         return {"data": [], "has_more": False}
-    async with _db(request).transaction() as session:
+    async with _db(request).read() as session:
         rows = await conversations.list_conversations(
             session, owner_id=user.id, limit=limit + 1, offset=offset, query=q
         )
@@ -89,7 +89,7 @@ async def _load(
     request: Request, user: User | None, conversation_id: str
 ) -> tuple[Conversation, list[dict[str, Any]]]:
     owner_id = _owner_id(user, conversation_id)
-    async with _db(request).transaction() as session:
+    async with _db(request).read() as session:
         conversation = await conversations.get_conversation(
             session, owner_id=owner_id, conversation_id=conversation_id
         )

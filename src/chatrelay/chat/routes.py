@@ -10,6 +10,7 @@ from starlette.responses import StreamingResponse
 from chatrelay.auth.identity import current_user, require_user
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.service import ChatService
+from chatrelay.errors import ChatRelayError
 from chatrelay.store.conversations import NotFound
 from chatrelay.store.models import User
 
@@ -32,15 +33,17 @@ async def chat(
     service = _service(request)
     job = await service.start(body, owner_id=user.id)
     # A quick refusal is still an HTTP error with its status; a slow upstream gets a stream.
-    await job.accepted(wait=service.settings.stream_start_wait)
+    ids = {"X-Message-Id": job.id, "X-Conversation-Id": job.conversation_id}
+    try:
+        await job.accepted(wait=service.settings.stream_start_wait)
+    except ChatRelayError as refused:
+        # The question is stored all the same: say where, so a retry can continue there.
+        refused.headers.update(ids)
+        raise
     return StreamingResponse(
         job.buffer.follow(),
         media_type="text/event-stream",
-        headers={
-            **STREAM_HEADERS,
-            "X-Message-Id": job.id,
-            "X-Conversation-Id": job.conversation_id,
-        },
+        headers={**STREAM_HEADERS, **ids},
     )
 
 

@@ -4,7 +4,9 @@ Usage::
 
     db = Database(database_url(settings))
     await db.upgrade()                  # Alembic migrations to the newest schema
-    async with db.transaction() as s:   # one short transaction, committed on exit
+    async with db.transaction() as s:   # one short writing transaction, committed on exit
+        ...
+    async with db.read() as s:          # a read-only one (no write lock on SQLite)
         ...
     await db.close()
 """
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from chatrelay.config import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "chatrelay_read_only"
 
 
 def database_url(settings: Settings) -> str:
@@ -49,9 +52,11 @@ def _tune_sqlite(engine: Any) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front: a deferred transaction that reads, then
-        # writes, can fail at once with "database is locked" when another writer got there first.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writing transaction takes the write lock up front (IMMEDIATE): a deferred one that
+        # reads, then writes, fails at once with "database is locked" if another writer got
+        # there first. Read-only transactions never lock: with WAL they read a snapshot.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -68,6 +73,13 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session whose work is committed on a clean exit and rolled back on an error."""
         async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that only reads: on SQLite it takes no lock and waits for no writer."""
+        async with self._sessions() as session, session.begin():
+            await session.connection(execution_options={READ_ONLY: True})
             yield session
 
     async def ping(self) -> None:

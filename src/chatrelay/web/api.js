@@ -6,18 +6,20 @@ import { readSSE } from './sse.js';
 export const UNREACHABLE = 'Cannot reach the chatrelay server — is it running?';
 
 export class ApiError extends Error {
-  constructor(message, { status = 0, type = '', code = '', retryAfter = null,
+  constructor(message, { status = 0, type = '', code = '', param = '', retryAfter = null,
     network = false, midStream = false } = {}) {
     super(message);
     this.name = 'ApiError';
-    Object.assign(this, { status, type, code, retryAfter, network, midStream });
+    Object.assign(this, { status, type, code, param, retryAfter, network, midStream });
   }
 
   /** Build from the `{"error": {...}}` object the server sends. */
   static fromBody(error, extra = {}) {
     const e = error && typeof error === 'object' ? error : {};
     const message = typeof e.message === 'string' && e.message ? e.message : 'Unknown error.';
-    return new ApiError(message, { type: e.type ?? '', code: e.code ?? '', ...extra });
+    return new ApiError(message, {
+      type: e.type ?? '', code: e.code ?? '', param: e.param ?? '', ...extra,
+    });
   }
 }
 
@@ -62,18 +64,25 @@ export async function listModels() {
 
 /**
  * POST /api/chat. Resolves once the stream has started, with the message id
- * (needed to stop it) and an async iterator over the SSE data strings.
+ * (needed to stop it), the conversation id and an async iterator over the SSE
+ * data strings. With `conversationId` the server keeps the history, so only the
+ * new message is sent; without it the server starts a new conversation.
  */
-export async function startChat({ messages, model }, signal) {
-  const payload = { messages };
+export async function startChat({ text, model, conversationId }, signal) {
+  const payload = { messages: [{ role: 'user', content: text }] };
   if (model) payload.model = model; // empty: let the server use its default
+  if (conversationId) payload.conversation_id = conversationId;
   const res = await request('/api/chat', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
     body: JSON.stringify(payload),
     signal,
   });
-  return { id: res.headers.get('X-Message-Id'), events: readSSE(res.body) };
+  return {
+    id: res.headers.get('X-Message-Id'),
+    conversationId: res.headers.get('X-Conversation-Id'),
+    events: readSSE(res.body),
+  };
 }
 
 /** Ask the server to stop generating. A 404 only means it had already finished. */
@@ -82,3 +91,47 @@ export async function stopMessage(id) {
     await fetch(`/api/messages/${encodeURIComponent(id)}/stop`, { method: 'POST' });
   } catch { /* nothing useful to do: the reader is cancelled anyway */ }
 }
+
+// ---- JSON endpoints -----------------------------------------------------------
+
+async function json(url, { method = 'GET', body, signal } = {}) {
+  const init = { method, headers: { Accept: 'application/json' }, signal };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await request(url, init);
+  if (res.status === 204) return null;
+  try {
+    return await res.json();
+  } catch {
+    throw new ApiError('The server sent an answer that is not JSON.', { status: res.status });
+  }
+}
+
+const conv = (id) => `/api/conversations/${encodeURIComponent(id)}`;
+
+/** GET /api/me → {id, username, is_guest, is_admin}; a first visit becomes a guest. */
+export const getMe = () => json('/api/me');
+export const register = (username, password) =>
+  json('/api/auth/register', { method: 'POST', body: { username, password } });
+export const login = (username, password) =>
+  json('/api/auth/login', { method: 'POST', body: { username, password } });
+export const logout = () => json('/api/auth/logout', { method: 'POST' });
+
+/** GET /api/conversations → {data: [{id, title, created_at, updated_at}], has_more} */
+export async function listConversations({ limit, offset = 0, q = '' } = {}, signal) {
+  const params = new URLSearchParams();
+  if (limit) params.set('limit', String(limit));
+  if (offset) params.set('offset', String(offset));
+  if (q) params.set('q', q);
+  const query = params.toString();
+  const body = await json(`/api/conversations${query ? `?${query}` : ''}`, { signal });
+  return { data: Array.isArray(body?.data) ? body.data : [], hasMore: Boolean(body?.has_more) };
+}
+
+/** GET /api/conversations/{id} → {id, title, ..., messages: [...]} */
+export const getConversation = (id, signal) => json(conv(id), { signal });
+export const renameConversation = (id, title) =>
+  json(conv(id), { method: 'PATCH', body: { title } });
+export const deleteConversation = (id) => json(conv(id), { method: 'DELETE' });

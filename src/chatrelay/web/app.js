@@ -1,8 +1,14 @@
-// chatrelay chat page: wires the composer, the model list and the message list
-// to the API. The conversation lives in memory only (for now).
+// chatrelay chat page: wires the composer, the model list, the message list,
+// the sidebar of stored conversations and the account area to the API.
+// The server keeps each conversation: a new chat sends its first message alone,
+// a continued one sends its id and only the new message.
 
-import { ApiError, listModels, startChat, stopMessage } from './api.js';
+import {
+  ApiError, getConversation, listModels, startChat, stopMessage,
+} from './api.js';
 import { AssistantMessage, Announcer, addUserMessage } from './messages.js';
+import { Sidebar } from './sidebar.js';
+import { Account } from './account.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('composer');
@@ -12,18 +18,26 @@ const modelSelect = $('model');
 const list = $('messages');
 const scroller = $('scroller');
 const empty = $('empty');
+const loading = $('loading');
 const jump = $('jump');
 const notice = $('notice');
+const toggle = $('sidebar-toggle');
+const backdrop = $('sidebar-backdrop');
 const announcer = new Announcer($('live'));
+const narrow = window.matchMedia('(max-width: 760px)');
 
-/** Messages sent with every request: [{role, content}]. */
-let history = [];
+/** The conversation shown (its id), or null for a new, not yet stored chat. */
+let activeId = null;
 /** The exchange in flight, or null. */
 let current = null;
-/** Bumped by "New chat" so a late-finishing request cannot write into the new chat. */
+/** Bumped whenever the page shows another conversation, so late work cannot write into it. */
 let epoch = 0;
 /** The assistant message whose Retry button is still valid. */
 let lastFailed = null;
+/** True while a stored conversation is being fetched: sending waits for it. */
+let opening = false;
+/** Known models by id, for labels of stored answers: id → owned_by. */
+const upstreamOf = new Map();
 
 // ---- models -----------------------------------------------------------------
 
@@ -40,30 +54,36 @@ async function loadModels() {
   modelSelect.disabled = true;
   try {
     const { default: def, data } = await listModels();
+    for (const m of data) upstreamOf.set(m.id, m.owned_by ?? '');
     const previous = modelSelect.value;
     modelSelect.replaceChildren(...data.map((m) => new Option(modelLabel(m), m.id)));
     if (!data.length) modelSelect.append(new Option('No models configured', ''));
     const keep = data.some((m) => m.id === previous) ? previous : def;
     if (keep) modelSelect.value = keep;
-    hideNotice();
+    if (notice.dataset.source === 'models') hideNotice();
   } catch (err) {
     modelSelect.replaceChildren(new Option('Models unavailable', ''));
-    showNotice(`Cannot load the model list: ${err.message}`, loadModels);
+    showNotice(`Cannot load the model list: ${err.message}`, loadModels, 'models');
   } finally {
     modelSelect.disabled = false;
     modelSelect.title = selectedModelLabel();
   }
 }
 
-function showNotice(text, onRetry) {
-  const retry = document.createElement('button');
-  retry.type = 'button';
-  retry.className = 'notice-retry';
-  retry.textContent = 'Retry';
-  retry.addEventListener('click', onRetry);
+/** A message above the chat; `source` lets its sender clear only its own. */
+function showNotice(text, onRetry, source = 'page') {
+  notice.dataset.source = source;
   const msg = document.createElement('span');
   msg.textContent = text;
-  notice.replaceChildren(msg, retry);
+  notice.replaceChildren(msg);
+  if (onRetry) {
+    const retry = document.createElement('button');
+    retry.type = 'button';
+    retry.className = 'notice-retry';
+    retry.textContent = 'Retry';
+    retry.addEventListener('click', () => { hideNotice(); onRetry(); });
+    notice.append(retry);
+  }
   notice.hidden = false;
 }
 
@@ -116,25 +136,33 @@ form.addEventListener('submit', (e) => {
   else send();
 });
 document.addEventListener('keydown', (e) => {
-  if (e.key === 'Escape' && current) { e.preventDefault(); stop(); }
+  // Esc inside a form of its own (rename, confirm, the sign-in dialog) belongs to that form.
+  if (e.key !== 'Escape' || e.defaultPrevented || account.isOpen) return;
+  if (current) { e.preventDefault(); stop(); return; }
+  if (narrow.matches && document.body.dataset.sidebar === 'open') setSidebar(false);
 });
-$('new-chat').addEventListener('click', newChat);
+$('new-chat').addEventListener('click', () => {
+  // A history entry of its own: Back returns to the conversation that was shown.
+  if (hashId()) history.pushState(null, '', `${location.pathname}${location.search}`);
+  newChat();
+  if (narrow.matches) setSidebar(false);
+  prompt.focus();
+});
 modelSelect.addEventListener('change', () => { modelSelect.title = selectedModelLabel(); });
 
 // ---- conversation -----------------------------------------------------------
 
 function send() {
   const text = prompt.value.trim();
-  if (!text || current) return;
+  if (!text || current || opening) return;
   lastFailed?.dropRetry();
   lastFailed = null;
-  history.push({ role: 'user', content: text });
   addUserMessage(list, text);
   empty.hidden = true;
   prompt.value = '';
   autosize();
   const answer = new AssistantMessage(list, selectedModelLabel());
-  run(answer, history.map((m) => ({ ...m })));
+  run(answer, { text, conversationId: activeId });
 }
 
 function stop() {
@@ -148,23 +176,114 @@ function stop() {
   turn.controller.abort();
 }
 
-function newChat() {
-  stop();
-  epoch += 1;
+/**
+ * Stop reading the answer in flight without stopping it: the server finishes
+ * and stores it, and it is there when its conversation is opened again.
+ */
+function detach() {
+  const turn = current;
+  if (!turn) return;
+  turn.detached = true;
+  turn.controller.abort();
   current = null;
   setBusy(false);
-  history = [];
+}
+
+/** Empty the message list and forget the shown conversation (a new, unsaved chat). */
+function resetView() {
+  detach();
+  epoch += 1;
+  if (notice.dataset.source !== 'models') hideNotice(); // it was about what was shown
+  opening = false;
   lastFailed = null;
   list.replaceChildren();
   announcer.reset();
+  loading.hidden = true;
   empty.hidden = false;
   follow(true);
-  prompt.focus();
+}
+
+function newChat() {
+  resetView();
+  setActive(null);
+}
+
+/** Make `id` the shown conversation: highlighted, in the address (#c=...) and the title. */
+function setActive(id) {
+  activeId = id;
+  sidebar.setActive(id);
+  if (hashId() !== id) {
+    // Replace, not push: links in the list make the history entries (Back works).
+    const hash = id ? `#c=${encodeURIComponent(id)}` : '';
+    history.replaceState(null, '', `${location.pathname}${location.search}${hash}`);
+  }
+  const title = id ? sidebar.titleOf(id) : null;
+  document.title = title ? `${title} · chatrelay` : 'chatrelay';
+}
+
+/** The conversation id in the address, or null. */
+function hashId() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ''));
+  return params.get('c') || null;
+}
+
+/** Show stored conversation `id` with its messages and their states. */
+async function openConversation(id) {
+  resetView();
+  setActive(id);
+  const mine = epoch;
+  opening = true;
+  empty.hidden = true;
+  loading.hidden = false;
+  let conversation;
+  try {
+    conversation = await getConversation(id);
+  } catch (err) {
+    if (mine !== epoch) return;
+    opening = false;
+    loading.hidden = true;
+    if (err instanceof ApiError && err.status === 404) {
+      newChat();
+      showNotice('That conversation does not exist any more (or belongs to someone else).');
+      sidebar.reload();
+    } else {
+      empty.hidden = false;
+      showNotice(`Cannot load this conversation: ${err.message}`, () => openConversation(id));
+    }
+    return;
+  }
+  if (mine !== epoch) return;
+  opening = false;
+  loading.hidden = true;
+  if (typeof conversation?.title === 'string') {
+    document.title = `${conversation.title} · chatrelay`;
+  }
+  const messages = Array.isArray(conversation?.messages) ? conversation.messages : [];
+  for (const m of messages) {
+    if (m.role === 'assistant') {
+      const answer = new AssistantMessage(list, storedModelLabel(m));
+      answer.restore(m, () => { if (activeId === id) openConversation(id); });
+    } else if (m.role === 'user') {
+      addUserMessage(list, typeof m.content === 'string' ? m.content : '');
+    }
+  }
+  empty.hidden = messages.length > 0;
+  follow(true);
+  if (!narrow.matches) prompt.focus();
+}
+
+function storedModelLabel(m) {
+  if (!m.model) return 'assistant';
+  const upstream = m.upstream || upstreamOf.get(m.model);
+  return upstream ? `${m.model} (${upstream})` : m.model;
 }
 
 /** Run one request for `answer`; resolves when it is finished, stopped or failed. */
-async function run(answer, messages) {
-  const turn = { controller: new AbortController(), messageId: null, stopRequested: false, epoch };
+async function run(answer, req) {
+  const turn = {
+    controller: new AbortController(), messageId: null, stopRequested: false,
+    detached: false, epoch,
+  };
   current = turn;
   setBusy(true);
   announcer.reset();
@@ -173,18 +292,33 @@ async function run(answer, messages) {
 
   let outcome;
   try {
-    const stream = await startChat({ messages, model: modelSelect.value }, turn.controller.signal);
+    const stream = await startChat(
+      { text: req.text, model: modelSelect.value, conversationId: req.conversationId },
+      turn.controller.signal,
+    );
     turn.messageId = stream.id;
+    if (stream.id) answer.item.dataset.id = stream.id;
+    if (!req.conversationId && stream.conversationId) {
+      // A new chat was just stored: from now on it is continued by its id (Retry too).
+      req.conversationId = stream.conversationId;
+      if (turn.epoch === epoch && !turn.detached) {
+        setActive(stream.conversationId);
+        sidebar.reload();
+      }
+    }
     outcome = await consume(stream.events, answer);
   } catch (err) {
+    if (turn.detached) return; // another conversation is shown; the answer goes on
     if (turn.stopRequested) outcome = { kind: 'stopped' };
     else if (err instanceof ApiError) outcome = { kind: 'error', error: err };
     else outcome = { kind: 'error', error: new ApiError(lostMessage(err), { network: true, midStream: true }) };
   }
-  if (turn.epoch !== epoch) return; // "New chat" was pressed meanwhile
+  // The list shows the conversation (new or just moved to the top) with its title.
+  sidebar.reload();
+  if (turn.detached || turn.epoch !== epoch) return; // another conversation is shown
   if (current === turn) current = null;
   setBusy(false);
-  settle(answer, outcome, messages);
+  settle(answer, outcome, req);
   follow();
 }
 
@@ -227,12 +361,12 @@ async function consume(events, answer) {
   };
 }
 
-function settle(answer, outcome, messages) {
+function settle(answer, outcome, req) {
   if (outcome.kind === 'error') {
     const { error } = outcome;
-    if (error.status === 404) loadModels(); // the list may be stale
+    if (error.status === 404 && error.code === 'model_not_found') loadModels(); // stale list
     announcer.flush(`Error: ${error.message}`);
-    answer.fail(error.message, hintFor(error), () => retry(answer, messages));
+    answer.fail(error.message, hintFor(error), () => retry(answer, req));
     lastFailed = answer;
     return;
   }
@@ -247,15 +381,13 @@ function settle(answer, outcome, messages) {
     answer.finish('done', odd ? `(finished: ${outcome.finish})` : '');
     announcer.flush();
   }
-  // Whatever the reader saw becomes part of the history the model gets next time.
-  if (answer.text) history.push({ role: 'assistant', content: answer.text });
 }
 
-function retry(answer, messages) {
-  if (current || answer !== lastFailed) return;
+function retry(answer, req) {
+  if (current || opening || answer !== lastFailed) return;
   lastFailed = null;
-  // Same messages; the currently selected model, so "pick another model" fixes a 404.
-  run(answer, messages);
+  // The same message; the currently selected model, so "pick another model" fixes a 404.
+  run(answer, req);
 }
 
 /** What the reader can do about an error. */
@@ -267,7 +399,9 @@ function hintFor(err) {
     case 422:
       return 'The server rejected the request. Start a new chat or rephrase, then try again.';
     case 404:
-      return 'Choose a model from the list at the top, then press Retry.';
+      return err.code === 'conversation_not_found'
+        ? 'This conversation was deleted. Start a new chat.'
+        : 'Choose a model from the list at the top, then press Retry.';
     case 429:
       return err.retryAfter != null
         ? `Wait ${err.retryAfter} s, then press Retry.`
@@ -281,9 +415,89 @@ function hintFor(err) {
   }
 }
 
+// ---- sidebar and account ------------------------------------------------------
+
+/** Open or close the sidebar (an overlay at phone width, a column otherwise). */
+function setSidebar(open) {
+  document.body.dataset.sidebar = open ? 'open' : 'closed';
+  const label = open ? 'Hide chats' : 'Show chats';
+  toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
+  toggle.setAttribute('aria-label', label);
+  toggle.title = label;
+  backdrop.hidden = !(open && narrow.matches);
+}
+
+toggle.addEventListener('click', () => setSidebar(document.body.dataset.sidebar !== 'open'));
+backdrop.addEventListener('click', () => setSidebar(false));
+narrow.addEventListener('change', () => setSidebar(!narrow.matches));
+
+const sidebar = new Sidebar(
+  {
+    list: $('conversations'),
+    search: $('search'),
+    loadMore: $('load-more'),
+    status: $('conversations-status'),
+  },
+  {
+    onNavigate: () => { if (narrow.matches) setSidebar(false); },
+    onRenamed: (id, title) => { if (id === activeId) document.title = `${title} · chatrelay`; },
+    onListed: () => {
+      const title = activeId ? sidebar.titleOf(activeId) : null;
+      if (title) document.title = `${title} · chatrelay`;
+    },
+    onDeleted: (id) => {
+      if (id === activeId) newChat();
+    },
+  },
+);
+
+// Links in the list (and Back/Forward) change the hash; the hash says what is shown.
+window.addEventListener('hashchange', onAddressChange);
+window.addEventListener('popstate', onAddressChange);
+
+function onAddressChange() {
+  const id = hashId();
+  if (id === activeId) return;
+  if (id) openConversation(id);
+  else newChat();
+}
+
+const account = new Account({
+  onChange(kind) {
+    if (kind === 'signed-out') {
+      // A fresh guest: nothing of the previous user stays on the page.
+      newChat();
+      sidebar.clear();
+      hideNotice();
+    }
+    // Registering keeps the same conversations; signing in brings the guest's along.
+    sidebar.reload({ fresh: kind === 'signed-out' });
+    prompt.focus();
+  },
+  onError(err) {
+    showNotice(`Cannot sign out: ${err.message}`);
+  },
+});
+
 // ---- start ------------------------------------------------------------------
 
+async function start() {
+  try {
+    // First: a browser without a session becomes a guest here, once, before
+    // anything else asks (parallel first requests would each make a guest).
+    await account.load();
+  } catch (err) {
+    showNotice(`Cannot reach your account: ${err.message}`, () => start());
+    return;
+  }
+  sidebar.reload();
+  const id = hashId();
+  if (id) openConversation(id);
+}
+
+setSidebar(!narrow.matches);
 setBusy(false);
 autosize();
 loadModels();
 prompt.focus();
+start();

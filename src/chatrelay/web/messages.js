@@ -10,6 +10,14 @@ function el(tag, className, text) {
   return node;
 }
 
+function errorBox(message, hint, role) {
+  const box = el('div', 'error');
+  if (role) box.setAttribute('role', role);
+  box.append(el('p', 'error-message', message));
+  if (hint) box.append(el('p', 'error-hint', hint));
+  return box;
+}
+
 export function addUserMessage(list, text) {
   const item = el('li', 'message user');
   item.dataset.testid = 'message-user';
@@ -28,6 +36,7 @@ export class AssistantMessage {
   constructor(list, modelLabel) {
     this.item = el('li', 'message assistant');
     this.item.dataset.testid = 'message-assistant';
+    this.item.dataset.state = 'waiting';
     const bubble = el('div', 'bubble');
     this.meta = el('div', 'meta', modelLabel || 'assistant');
     this.progress = el('div', 'progress');
@@ -78,23 +87,76 @@ export class AssistantMessage {
   finish(kind, note) {
     this.#stopWaiting();
     this.item.dataset.state = kind;
-    if (note) this.bubble.append(el('div', `note note-${kind}`, note));
+    if (note) this.#note(kind, note);
   }
 
-  /** Show an error in place, keeping any partial text, with a Retry button. */
+  /** Show an error in place, keeping any partial text, with a Retry button (if onRetry). */
   fail(message, hint, onRetry) {
     this.#stopWaiting();
     this.item.dataset.state = 'error';
-    const box = el('div', 'error');
-    box.setAttribute('role', 'alert');
-    box.append(el('p', 'error-message', message));
-    if (hint) box.append(el('p', 'error-hint', hint));
+    this.bubble.append(errorBox(message, hint, 'alert'));
+    if (!onRetry) return null;
     const retry = el('button', 'retry', 'Retry');
     retry.type = 'button';
     retry.dataset.testid = 'retry';
     retry.addEventListener('click', onRetry);
-    this.bubble.append(box, retry);
+    this.bubble.append(retry);
     return retry;
+  }
+
+  /**
+   * Show an answer as it was stored: its text and its final (or current) state.
+   * status: complete | streaming | stopped | error | interrupted.
+   */
+  restore(stored, onRefresh) {
+    this.#stopWaiting();
+    if (stored.id) this.item.dataset.id = stored.id;
+    this.item.dataset.stored = 'true';
+    this.content.textContent = typeof stored.content === 'string' ? stored.content : '';
+    const error = typeof stored.error === 'string' && stored.error ? stored.error : '';
+    switch (stored.status) {
+      case 'complete': {
+        const finish = stored.finish_reason;
+        this.item.dataset.state = 'done';
+        if (finish === 'length') this.#note('done', '(cut at the token limit)');
+        else if (finish && finish !== 'stop') this.#note('done', `(finished: ${finish})`);
+        break;
+      }
+      case 'stopped':
+        this.item.dataset.state = 'stopped';
+        this.#note('stopped', 'stopped');
+        break;
+      case 'interrupted':
+        this.item.dataset.state = 'interrupted';
+        this.#note('interrupted', 'interrupted');
+        this.bubble.append(errorBox(
+          error || 'The server stopped before this answer was complete.',
+          'Send your message again to ask once more.',
+        ));
+        break;
+      case 'streaming': {
+        this.item.dataset.state = 'generating';
+        const note = this.#note('generating', 'Still being generated… ');
+        const refresh = el('button', 'refresh', 'Refresh');
+        refresh.type = 'button';
+        refresh.addEventListener('click', onRefresh);
+        note.append(refresh);
+        break;
+      }
+      case 'error':
+      default:
+        this.item.dataset.state = 'error';
+        this.bubble.append(errorBox(
+          error || 'This answer failed.',
+          'Send your message again to ask once more.',
+        ));
+    }
+  }
+
+  #note(kind, text) {
+    const note = el('div', `note note-${kind}`, text);
+    this.bubble.append(note);
+    return note;
   }
 
   /** Retry is only meaningful for the latest exchange; drop it once the chat moves on. */
