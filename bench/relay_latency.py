@@ -101,14 +101,24 @@ async def one_stream(
     return received
 
 
-async def run_load(url: str, streams: int, chunks: int) -> tuple[list[int], int, float]:
+async def run_load(
+    url: str, streams: int, chunks: int, spread: float = 0.0
+) -> tuple[list[int], int, float]:
+    """``streams`` concurrent answers; their starts spread evenly over ``spread`` seconds, so
+    that paced chunks of different streams do not all fall due at the same instant."""
     latencies: list[int] = []
     connector = aiohttp.TCPConnector(limit=0)
+
+    async def staggered(index: int) -> int:
+        await asyncio.sleep(spread * index / streams)
+        return await one_stream(session, url, chunks, latencies)
+
     async with aiohttp.ClientSession(connector=connector) as session:
+        # One answer first, so that all the others come from one known browser (its cookie),
+        # as a person's would: the cost of making a guest is not the relay's per-answer cost.
+        await one_stream(session, url, 1, [])
         started = time.perf_counter()
-        counts = await asyncio.gather(
-            *(one_stream(session, url, chunks, latencies) for _ in range(streams))
-        )
+        counts = await asyncio.gather(*(staggered(i) for i in range(streams)))
         elapsed = time.perf_counter() - started
     return latencies, sum(counts), elapsed
 
@@ -132,7 +142,9 @@ def measure(args: argparse.Namespace) -> None:
         results = {}
         for _ in range(args.rounds):
             for name, url in (("direct", direct_url), ("relay", relay_url)):
-                latencies, count, _ = asyncio.run(run_load(url, args.streams, args.chunks))
+                latencies, count, _ = asyncio.run(
+                    run_load(url, args.streams, args.chunks, spread=args.pace_ms / 1000)
+                )
                 results.setdefault(name, []).extend(latencies)
                 p50, p99 = quantiles_ms(latencies)
                 print(f"{name:<8} {count:>7} {p50:>8.3f} {p99:>8.3f}")
@@ -145,18 +157,29 @@ def measure(args: argparse.Namespace) -> None:
         relay.wait()
         mock.wait()
 
-    # CPU per chunk: an unpaced run, the relay's own CPU time over the chunks it relayed.
+    # CPU: unpaced runs of short and long answers; the relay's own CPU time splits into a
+    # cost per answer (identity, stored question and answer) and a cost per relayed chunk.
     mock, mock_port = start_mock(0)
     relay, relay_port = start_relay(mock_port, tempfile.mkdtemp(prefix="chatrelay-bench-"))
     relay_url = f"http://{HOST}:{relay_port}/api/chat"
     try:
         asyncio.run(run_load(relay_url, 4, 4))
-        before = cpu_seconds(relay.pid)
-        _, count, elapsed = asyncio.run(run_load(relay_url, args.streams, args.cpu_chunks))
-        used = cpu_seconds(relay.pid) - before
+        runs = []
+        for chunks in (args.cpu_chunks // 4, args.cpu_chunks):
+            before = cpu_seconds(relay.pid)
+            _, count, elapsed = asyncio.run(run_load(relay_url, args.streams, chunks))
+            used = cpu_seconds(relay.pid) - before
+            runs.append((count, used))
+            print(
+                f"unpaced, {chunks} chunks/answer: {count} chunks in {elapsed:.2f} s "
+                f"({count / elapsed:,.0f} chunks/s); relay CPU {used:.2f} s "
+                f"= {used / count * 1e6:.1f} us per chunk all included"
+            )
+        (short_count, short_cpu), (long_count, long_cpu) = runs
+        per_chunk = (long_cpu - short_cpu) / (long_count - short_count)
+        per_answer = (short_cpu - per_chunk * short_count) / args.streams
         print(
-            f"unpaced: {count} chunks in {elapsed:.2f} s ({count / elapsed:,.0f} chunks/s); "
-            f"relay CPU {used:.2f} s = {used / count * 1e6:.1f} us per chunk"
+            f"relay CPU: {per_chunk * 1e6:.1f} us per chunk + {per_answer * 1e3:.2f} ms per answer"
         )
     finally:
         relay.terminate()
@@ -171,7 +194,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--pace-ms", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--cpu-chunks", type=int, default=400)
+    parser.add_argument("--cpu-chunks", type=int, default=2000)
     measure(parser.parse_args())
 
 

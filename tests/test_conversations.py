@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.polling import wait_until
@@ -266,3 +267,25 @@ async def test_reads_do_not_wait_for_a_writer(tmp_path) -> None:  # type: ignore
         assert count == 0
     finally:
         await db.close()
+
+
+async def test_streaming_answer_text_is_flushed_while_it_grows(
+    relay_for, fake, database_url
+) -> None:
+    gate = asyncio.Event()
+    fake.script = [livepeer_chunk("partial"), gate, *livepeer_events([" rest"])]
+    async with relay_for(database_url=database_url, flush_interval=0.05) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            await wait_until(lambda: relay.service.jobs[message_id].text == "partial")
+            for _ in range(100):  # within a few flush intervals the text is in the row
+                async with relay.service.db.read() as session:  # a fresh snapshot each time
+                    content = await session.scalar(
+                        text("SELECT content FROM messages WHERE id = :id"), {"id": message_id}
+                    )
+                if content:
+                    break
+                await asyncio.sleep(0.02)
+            gate.set()
+            await response.aread()
+    assert content == "partial"

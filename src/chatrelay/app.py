@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             registry.add(await sidecar.start())
         service = ChatService(settings, registry, db)
+        service.open()
         app.state.chat = service
         app.state.sidecar = sidecar
         try:

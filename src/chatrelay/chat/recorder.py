@@ -1,7 +1,16 @@
-"""Keeps a streaming answer in the database: flushed on a timer, settled at the end.
+"""Keeps streaming answers in the database: flushed on a timer, settled at the end.
 
-Never a write per token: the text is written every ``interval`` seconds while it grows, and
-once more with the final status, usage and error when the answer ends.
+Never a write per token, nor a transaction per answer per tick: one :class:`AnswerStore` per
+process writes the grown text of *every* streaming answer in one batched transaction each
+``interval`` seconds, and each answer once more with its final status, usage and error.
+
+Usage::
+
+    store = AnswerStore(db, interval=0.5)
+    store.start()
+    recorder = store.recorder(owner_id=user.id)   # handed to a GenerationJob
+    ...
+    await store.close()
 """
 
 from __future__ import annotations
@@ -24,44 +33,79 @@ STORED_STATUS = {"done": "complete", "stopped": "stopped", "error": "error"}
 
 
 class AnswerRecorder:
-    def __init__(self, db: Database, *, owner_id: str, interval: float) -> None:
-        self.db = db
+    """One answer's link to the store; counts the writes made for it."""
+
+    def __init__(self, store: AnswerStore, *, owner_id: str) -> None:
+        self.store = store
         self.owner_id = owner_id
-        self.interval = interval
-        self.writes = 0  # database writes for this answer, for the benchmark's figure
-        self._flusher: asyncio.Task[None] | None = None
+        self.writes = 0
+        self.saved_length = 0
+        self.job: GenerationJob | None = None
 
     def started(self, job: GenerationJob) -> None:
-        self._flusher = asyncio.create_task(self._flush_periodically(job), name=f"flush-{job.id}")
-
-    async def _flush_periodically(self, job: GenerationJob) -> None:
-        saved = 0
-        while True:
-            await asyncio.sleep(self.interval)
-            if job.text_length != saved:
-                saved = job.text_length
-                try:
-                    async with self.db.transaction() as session:
-                        await conversations.save_answer_text(
-                            session, owner_id=self.owner_id, message_id=job.id, content=job.text
-                        )
-                    self.writes += 1
-                except Exception:  # the final write retries; a flush must never kill the job
-                    log.exception("flushing answer %s failed", job.id)
+        self.job = job
+        self.store.active[job.id] = self
 
     async def finished(self, job: GenerationJob, *, status: str | None = None) -> None:
         """Write the final state. ``status`` overrides the job's (``interrupted`` on shutdown)."""
-        if self._flusher is not None:
-            self._flusher.cancel()
+        self.store.active.pop(job.id, None)
+        await self.store.save_final(self, job, status=status)
+
+
+class AnswerStore:
+    def __init__(self, db: Database, *, interval: float) -> None:
+        self.db = db
+        self.interval = interval
+        self.active: dict[str, AnswerRecorder] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def recorder(self, *, owner_id: str) -> AnswerRecorder:
+        return AnswerRecorder(self, owner_id=owner_id)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_periodically(), name="answer-flusher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+                await self._task
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except Exception:  # the final write retries; a flush must never stop the flusher
+                log.exception("flushing streaming answers failed")
+
+    async def flush(self) -> None:
+        """Write the text of every answer that grew since its last write, in one transaction."""
+        grown: list[tuple[AnswerRecorder, int]] = []
+        rows: list[dict[str, str]] = []
+        for recorder in list(self.active.values()):
+            job = recorder.job
+            if job is not None and job.text_length != recorder.saved_length:
+                grown.append((recorder, job.text_length))
+                rows.append({"b_id": job.id, "b_owner": recorder.owner_id, "b_content": job.text})
+        if not rows:
+            return
+        async with self.db.transaction() as session:
+            await conversations.save_answer_texts(session, rows)
+        for recorder, length in grown:
+            recorder.saved_length = length
+            recorder.writes += 1
+
+    async def save_final(
+        self, recorder: AnswerRecorder, job: GenerationJob, *, status: str | None
+    ) -> None:
         usage = job.usage
         for attempt in range(3):
             try:
                 async with self.db.transaction() as session:
                     await conversations.finish_answer(
                         session,
-                        owner_id=self.owner_id,
+                        owner_id=recorder.owner_id,
                         message_id=job.id,
                         content=job.text,
                         status=status or STORED_STATUS.get(job.status, "interrupted"),
@@ -71,7 +115,7 @@ class AnswerRecorder:
                         completion_tokens=usage.completion_tokens if usage else None,
                         upstream=job.upstream.config.name,
                     )
-                self.writes += 1
+                recorder.writes += 1
                 return
             except Exception:
                 log.exception("saving answer %s failed (attempt %d)", job.id, attempt + 1)

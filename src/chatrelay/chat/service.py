@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from chatrelay.chat.job import GenerationJob
-from chatrelay.chat.recorder import AnswerRecorder
+from chatrelay.chat.recorder import AnswerStore
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.config import Settings
 from chatrelay.errors import ChatRelayError
@@ -42,6 +42,11 @@ class ChatService:
         self.registry = registry
         self.db = db
         self.jobs: dict[str, GenerationJob] = {}
+        self.answers = AnswerStore(db, interval=settings.flush_interval)
+
+    def open(self) -> None:
+        """Start the background work (the answer flusher); call with the event loop running."""
+        self.answers.start()
 
     async def start(self, request: ChatRequest, *, owner_id: str) -> GenerationJob:
         """Store the question and an empty answer, then start generating the answer."""
@@ -66,6 +71,7 @@ class ChatService:
                     title=conversations.title_from(first_user["content"]),
                 )
                 history: list[Message] = []
+                last_seq = 0
             else:
                 conversation = await conversations.get_conversation(
                     session, owner_id=owner_id, conversation_id=request.conversation_id
@@ -74,13 +80,15 @@ class ChatService:
                     session, owner_id=owner_id, conversation_id=conversation.id
                 )
                 history = [_as_message(m) for m in stored if _counts_as_history(m)]
+                last_seq = stored[-1].seq if stored else 0
                 # The server keeps the history: of what the client sent, only the new message.
                 incoming = incoming[-1:]
             upstream_messages = self._with_system_prompt(history + incoming)
             self._check_sizes(upstream_messages)
             for message in incoming:
+                last_seq += 1
                 await conversations.add_message(
-                    session, owner_id=owner_id, conversation=conversation, **message
+                    session, owner_id=owner_id, conversation=conversation, seq=last_seq, **message
                 )
             answer = await conversations.add_message(
                 session,
@@ -89,6 +97,7 @@ class ChatService:
                 role="assistant",
                 content="",
                 status="streaming",
+                seq=last_seq + 1,
                 model=model,
                 upstream=upstream.config.name,
             )
@@ -100,9 +109,7 @@ class ChatService:
             model=model,
             messages=upstream_messages,
             params=GenerationParams(max_tokens, request.temperature, request.top_p),
-            recorder=AnswerRecorder(
-                self.db, owner_id=owner_id, interval=self.settings.flush_interval
-            ),
+            recorder=self.answers.recorder(owner_id=owner_id),
             on_finished=self._forget_later,
         )
         self.jobs[job.id] = job
@@ -167,3 +174,4 @@ class ChatService:
     async def shutdown(self) -> None:
         await asyncio.gather(*(job.cancel_and_wait() for job in list(self.jobs.values())))
         self.jobs.clear()
+        await self.answers.close()

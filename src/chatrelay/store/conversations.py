@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.errors import NOT_FOUND, ChatRelayError
@@ -121,40 +121,48 @@ async def add_message(
     status: str = "complete",
     model: str | None = None,
     upstream: str | None = None,
-    message_id: str | None = None,
+    seq: int | None = None,
 ) -> Message:
+    """Append a message; ``seq`` may be given when the caller knows the conversation's end."""
     if conversation.user_id != owner_id:
         raise NotFound("conversation", conversation.id)
-    last = await session.scalar(
-        select(func.max(Message.seq)).where(Message.conversation_id == conversation.id)
-    )
+    if seq is None:
+        last = await session.scalar(
+            select(func.max(Message.seq)).where(Message.conversation_id == conversation.id)
+        )
+        seq = (last or 0) + 1
     message = Message(
         conversation_id=conversation.id,
         user_id=owner_id,
-        seq=(last or 0) + 1,
+        seq=seq,
         role=role,
         content=content,
         status=status,
         model=model,
         upstream=upstream,
     )
-    if message_id is not None:
-        message.id = message_id
     session.add(message)
     conversation.updated_at = utcnow()
     await session.flush()
     return message
 
 
-async def save_answer_text(
-    session: AsyncSession, *, owner_id: str, message_id: str, content: str
-) -> None:
-    """The periodic flush of a streaming answer: text only, status stays ``streaming``."""
-    await session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.user_id == owner_id)
-        .values(content=content, updated_at=utcnow())
+async def save_answer_texts(session: AsyncSession, rows: list[dict[str, str]]) -> None:
+    """The periodic flush of streaming answers, all in one statement executed for many rows.
+
+    Each row is ``{"b_id", "b_owner", "b_content"}`` (bind names may not be column names);
+    the owner is part of the WHERE clause.
+    """
+    messages = Message.__table__
+    assert isinstance(messages, Table)
+    statement = (
+        update(messages)
+        .where(messages.c.id == bindparam("b_id"), messages.c.user_id == bindparam("b_owner"))
+        .values(content=bindparam("b_content"), updated_at=utcnow())
     )
+    # Core executemany: the ORM's bulk UPDATE would insist on primary keys alone.
+    connection = await session.connection()
+    await connection.execute(statement, rows)
 
 
 async def finish_answer(
