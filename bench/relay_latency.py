@@ -51,22 +51,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
-def start_mock(pace_ms: float) -> tuple[subprocess.Popen[bytes], int]:
+def start_mock(
+    pace_ms: float, stall_probability: float = 0.0
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     mock = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(port),
-         "--pace-ms", str(pace_ms)]
+         "--pace-ms", str(pace_ms), "--stall-probability", str(stall_probability)]
     )  # fmt: skip
     wait_for_port(port)
     return mock, port
 
 
-def start_relay(upstream_port: int, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_relay(
+    upstream_port: int, data_dir: str, **extra_env: str
+) -> tuple[subprocess.Popen[bytes], int]:
     """chatrelay as in production: every answer stored (SQLite in a fresh data dir)."""
     port = free_port()
     env = {**os.environ, "OPENAI_BASE_URL": f"http://{HOST}:{upstream_port}",
            "CHATRELAY_MODELS": "bench", "CHATRELAY_MAX_TOKENS_LIMIT": "100000",
-           "CHATRELAY_DATA_DIR": data_dir}  # fmt: skip
+           "CHATRELAY_DATA_DIR": data_dir, "CHATRELAY_WARM_MODELS": "", **extra_env}  # fmt: skip
     relay = subprocess.Popen(
         [sys.executable, "-m", "chatrelay", "serve", "--port", str(port)],
         env=env,

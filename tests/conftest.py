@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 
@@ -56,7 +57,13 @@ async def serve(settings: Settings) -> AsyncIterator[RunningRelay]:
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="none",
+        lifespan="on",
+        proxy_headers=False,  # as `chatrelay serve`: the app reads the proxy headers itself
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -113,6 +120,33 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await admin.close()
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_available() -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", 6379)) == 0
+
+
+@pytest.fixture
+async def redis_limits() -> AsyncIterator[dict[str, str]]:
+    """Settings that keep limits in the real Redis, under a key prefix of this test's own."""
+    if not redis_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis is not running on 127.0.0.1:6379 (CI must test it)")
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    prefix = f"chatrelay-test-{uuid.uuid4().hex[:12]}:"
+    yield {"redis_url": REDIS_URL, "redis_prefix": prefix}
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def relay_for(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[RelayFactory]:
     """Start a relay pointed at the fake upstream: ``async with relay_for("livepeer") as r``."""
@@ -129,6 +163,12 @@ async def relay_for(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[RelayFa
             "stall_timeout": 2,
             "first_token_timeout": 5,
             "data_dir": tmp_path / "data",
+            # One attempt and no breaker unless a test is about retries and failover.
+            "retry_deadline": 0,
+            "max_failovers": 0,
+            "breaker_failures": 1000,
+            "health_interval": 0,
+            "warm_models": [],
         }
         settings = Settings(**{**defaults, **upstream, **overrides})
         return serve(settings)

@@ -47,6 +47,7 @@ class FakeResponse:
     status: int = 200
     script: list[Step] = field(default_factory=list)
     body: bytes = b""  # for non-200 answers
+    headers: dict[str, str] = field(default_factory=dict)
     # Awaited before the status line is sent: a cold model holding its answer.
     hold_headers: asyncio.Event | None = None
     content_type: str = "text/event-stream"
@@ -195,7 +196,10 @@ class FakeUpstream:
                 self.active -= 1
         if answer.status != 200:
             return web.Response(
-                status=answer.status, body=answer.body, content_type=answer.content_type
+                status=answer.status,
+                body=answer.body,
+                content_type=answer.content_type,
+                headers=answer.headers,
             )
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

@@ -162,4 +162,30 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         version = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     assert {"users", "sessions", "api_keys", "conversations", "messages"} <= tables
-    assert version == ("0001",)
+    assert "usage_ledger" in tables
+    assert version == ("0002",)
+
+
+def test_users_budget_sets_and_clears_an_accounts_own_budget(env: dict[str, str]) -> None:
+    assert run(env, "users", "create", "dora", "--password", "long enough").exit_code == 0
+
+    def budget_cell() -> str:
+        listed = run(env, "users", "list")
+        row = next(line for line in listed.output.splitlines() if "dora" in line)
+        return row.split("│")[-3].strip()
+
+    assert budget_cell() == "default"
+    assert run(env, "users", "budget", "Dora", "50000").exit_code == 0
+    assert budget_cell() == "50,000"
+    zero = run(env, "users", "budget", "dora", "0")
+    assert zero.exit_code == 0 and "unlimited" in zero.output
+    assert budget_cell() == "unlimited"
+    cleared = run(env, "users", "budget", "dora", "--default")
+    assert cleared.exit_code == 0 and "CHATRELAY_USER_TOKEN_BUDGET" in cleared.output
+    assert budget_cell() == "default"
+
+    assert run(env, "users", "budget", "dora").exit_code == 1  # neither a number nor --default
+    assert run(env, "users", "budget", "dora", "5", "--default").exit_code == 1
+    assert run(env, "users", "budget", "dora", "--", "-5").exit_code == 1
+    unknown = run(env, "users", "budget", "nobody", "10")
+    assert unknown.exit_code == 1 and "no user named 'nobody'" in unknown.output

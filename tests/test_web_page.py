@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -369,3 +370,35 @@ async def test_history_is_sent_and_new_chat_starts_over(
             assert fake.requests[-1].json["messages"] == [{"role": "user", "content": "Hello"}]
             assert fake.requests[-1].json["model"] == "google/gemma-2-9b-it"
             assert await chat.problems() == []
+
+
+async def test_the_header_shows_the_budget_left_and_a_spent_budget_in_place(
+    browser: Browser, relay_for, fake: FakeUpstream
+) -> None:
+    from tests.limits_helpers import needed
+
+    fake.script = livepeer_events(["Fine", " thanks."])  # billed 42 + 2 tokens
+    budget = needed("How are you?", 512) + 30  # one answer fits, a second does not
+    async with relay_for(guest_token_budget=budget) as relay:
+        async with open_chat(browser, relay) as chat:
+            shown = chat.page.get_by_test_id("budget")
+            await expect(shown).to_have_text(f"{budget:,} tokens left")
+            await expect(shown).to_have_attribute("title", re.compile(r"0 of .* this day"))
+            answer = await chat.say("How are you?")
+            await expect(answer.locator(".content")).to_have_text("Fine thanks.")
+            await expect(shown).to_have_text(f"{budget - 44:,} tokens left")
+
+            refused = await chat.say("And tomorrow?")
+            await expect(refused).to_have_attribute("data-state", "error")
+            error = refused.locator(".error")
+            await expect(error).to_contain_text("Your token budget is used up for this day")
+            await expect(error).to_contain_text("Your token budget starts again")
+            assert len(fake.requests) == 1
+            assert await chat.problems(allowed=["status of 429"]) == []
+
+
+async def test_no_budget_no_budget_in_the_header(browser: Browser, relay_for) -> None:
+    async with relay_for() as relay:
+        async with open_chat(browser, relay) as chat:
+            await chat.page.wait_for_load_state("networkidle")
+            await expect(chat.page.get_by_test_id("budget")).to_be_hidden()

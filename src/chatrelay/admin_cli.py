@@ -4,6 +4,7 @@ They open the configured database directly (migrating it first, so a fresh data 
 and need no running server::
 
     chatrelay users create alice --admin          # asks for the password twice
+    chatrelay users budget alice 50000            # tokens per period; 0 = unlimited
     chatrelay keys create --user alice --name laptop
     chatrelay keys list --user alice
     chatrelay keys revoke key_...
@@ -166,12 +167,56 @@ def list_users(config: ConfigOption = None) -> None:
         async with db.transaction() as session:
             return list(await users.list_users(session))
 
-    table = Table("username", "admin", "created (UTC)", "conversations")
+    table = Table("username", "admin", "created (UTC)", "token budget", "conversations")
     for user, count in _run(config, work):
         table.add_row(
-            user.username, "yes" if user.is_admin else "", _when(user.created_at), str(count)
+            user.username,
+            "yes" if user.is_admin else "",
+            _when(user.created_at),
+            _budget(user.token_budget),
+            str(count),
         )
     Console().print(table)
+
+
+def _budget(tokens: int | None) -> str:
+    if tokens is None:
+        return "default"
+    return "unlimited" if tokens == 0 else f"{tokens:,}"
+
+
+@users_app.command("budget")
+def set_budget(
+    name: Annotated[str, typer.Argument(help="Username.")],
+    tokens: Annotated[
+        int | None,
+        typer.Argument(help="Tokens per budget period (CHATRELAY_BUDGET_PERIOD); 0 = unlimited."),
+    ] = None,
+    default: Annotated[
+        bool, typer.Option("--default", help="Follow CHATRELAY_USER_TOKEN_BUDGET again.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set an account's own token budget; it applies from its next request."""
+    from chatrelay.store import usage
+
+    if (tokens is None) == (not default) or (tokens is not None and tokens < 0):
+        typer.secho(
+            "Error: give a number of tokens (0 = unlimited) or --default.", fg="red", err=True
+        )
+        raise typer.Exit(1)
+
+    async def work(db: Database) -> str:
+        user = await _user_named(db, name)
+        async with db.transaction() as session:
+            await usage.set_token_budget(session, user_id=user.id, tokens=tokens)
+        return user.username or name
+
+    username = _run(config, work)
+    if tokens is None:
+        typer.echo(f"'{username}' follows the default token budget (CHATRELAY_USER_TOKEN_BUDGET).")
+    else:
+        typer.echo(f"Token budget of '{username}': {_budget(tokens)} per period.")
 
 
 @keys_app.command("create")

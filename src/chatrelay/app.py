@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
 from chatrelay.auth.csrf import CsrfProtection
@@ -29,9 +29,15 @@ from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
 from chatrelay.errors import install_error_handlers
 from chatrelay.http import BodySizeLimit, SecurityHeaders
+from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
+from chatrelay.limits.quotas import Quotas
+from chatrelay.limits.routes import router as usage_router
+from chatrelay.limits.tokens import LlamaVocabCounter
+from chatrelay.openai_api import router as openai_router
 from chatrelay.store import conversations
 from chatrelay.store.database import Database, database_url
 from chatrelay.store.models import utcnow
+from chatrelay.upstreams.monitor import UpstreamMonitor
 from chatrelay.upstreams.registry import UpstreamRegistry
 from chatrelay.upstreams.sidecar import LocalModelServer, find_bundled_model
 
@@ -54,7 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if interrupted:
             log.warning("marked %d unfinished answers from a previous run interrupted", interrupted)
         app.state.db = db
-        install_auth_state(app, settings)
+        quotas = Quotas.from_settings(settings, db)
+        quotas.start()
+        app.state.quotas = quotas
+        install_auth_state(app, settings, sign_in_throttle=quotas.sign_in_throttle)
         registry = UpstreamRegistry.from_settings(settings)
         sidecar: LocalModelServer | None = None
         if not registry.upstreams and settings.embedded:
@@ -65,14 +74,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 start_timeout=settings.embedded_start_timeout,
             )
             registry.add(await sidecar.start())
-        service = ChatService(settings, registry, db)
+            # Its server does not report usage: count with its own vocabulary instead.
+            quotas.counters["embedded"] = LlamaVocabCounter(sidecar.model_path)
+        service = ChatService(settings, registry, db, quotas=quotas)
         service.open()
+        default = registry.default_model
+        warm = settings.warm_models if settings.warm_models is not None else [default or ""]
+        monitor = UpstreamMonitor(
+            registry,
+            warm_models=[m for m in warm if m],
+            keep_warm=settings.keep_warm_interval,
+            health_interval=settings.health_interval,
+        )
+        monitor.start()
         app.state.chat = service
         app.state.sidecar = sidecar
         try:
             yield
         finally:
+            await monitor.close()
             await service.shutdown()
+            await quotas.close()
             await registry.close()
             if sidecar is not None:
                 await sidecar.stop()
@@ -89,11 +111,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat_router)
     app.include_router(auth_router)
     app.include_router(conversation_router)
+    app.include_router(openai_router)
+    app.include_router(usage_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "Not ready: see `checks`"}})
+    async def readyz(request: Request) -> Response:
+        """Ready for traffic: the database answers and at least one upstream is usable."""
+        checks: dict[str, str] = {}
+        try:
+            await request.app.state.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready; say which
+            checks["database"] = f"failing: {type(exc).__name__}"
+        registry = request.app.state.chat.registry
+        checks["upstreams"] = "ok" if registry.ready else "none usable (all circuit breakers open)"
+        ready = all(value == "ok" for value in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/", include_in_schema=False)
     async def index(request: Request) -> FileResponse:
@@ -105,4 +144,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CsrfProtection)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    # Outermost: every layer below sees the client and scheme that trusted proxies report.
+    app.add_middleware(ProxyHeaders, proxies=TrustedProxies(settings.trusted_proxies))
     return app

@@ -57,6 +57,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         timeout_graceful_shutdown=5,
+        # chatrelay reads X-Forwarded-For/-Proto itself, trusting CHATRELAY_TRUSTED_PROXIES
+        # (limits/client_ip.py): uvicorn's own handling would rewrite the peer before it.
+        proxy_headers=False,
     )
 
 

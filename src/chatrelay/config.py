@@ -9,9 +9,9 @@ Usage::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -36,6 +36,19 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+class UpstreamSpec(BaseModel):
+    """One upstream declared in the TOML config (``[[upstreams]]``)."""
+
+    name: str
+    dialect: Literal["livepeer", "openai"] = "openai"
+    base_url: str
+    api_key: SecretStr | None = None
+    # The name of an env var holding the key, so the file itself can stay free of secrets.
+    api_key_env: str | None = None
+    models: list[str] = Field(default_factory=list)
+    weight: float = Field(default=1.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -91,6 +104,20 @@ class Settings(BaseSettings):
     # refusals within it are HTTP errors; later ones are error events, and Stop works meanwhile.
     stream_start_wait: float = Field(default=5.0, ge=0)
 
+    # Any number of upstreams, from the TOML config; they add to the env-configured ones.
+    upstreams: list[UpstreamSpec] = Field(default_factory=list)
+    # Before the first byte, failed attempts are retried (other upstreams first, then with
+    # back-off) until this many seconds after the request began.
+    retry_deadline: float = Field(default=60.0, ge=0)
+    # How many times one answer may continue on another upstream after failing mid-stream.
+    max_failovers: int = Field(default=2, ge=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown: float = Field(default=30.0, gt=0)
+    health_interval: float = Field(default=30.0, ge=0)  # 0 = no background health checks
+    # Models warmed by a one-token request at start-up (default: the default model).
+    warm_models: CommaList | None = None
+    keep_warm_interval: float = Field(default=0.0, ge=0)  # 0 = warm once, at start-up
+
     # The embedded llama.cpp server, used when no upstream is configured.
     embedded: bool = True
     embedded_model_path: Path | None = None
@@ -111,7 +138,50 @@ class Settings(BaseSettings):
     sign_in_max_failures: int = Field(default=5, ge=1)
     sign_in_window: float = Field(default=900.0, gt=0)
 
-    @field_validator("livepeer_gateway_urls", "models", mode="before")
+    # Token budgets: tokens (prompt + completion) per user per period; 0 is unlimited. An
+    # account's own budget (`chatrelay users budget NAME N`) wins over these.
+    guest_token_budget: int = Field(default=0, ge=0)
+    user_token_budget: int = Field(default=0, ge=0)
+    budget_period: Literal["hour", "day", "week", "month"] = "day"
+    # A reservation (and a stream slot) is a lease, renewed while its answer runs: a crashed
+    # process's holds are released this many seconds after it stopped renewing them.
+    budget_lease: float = Field(default=60.0, gt=0)
+    # When the limits store (Redis) is down: refuse chat with a 503 (default) or serve unmetered.
+    budget_fail_open: bool = False
+    # Per client IP: chat requests per window ("20/minute"; unset is unlimited) and answers
+    # streaming at once (0 is unlimited).
+    rate_limit: str | None = None
+    max_streams_per_ip: int = Field(default=0, ge=0)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs). Loopback by
+    # default, as uvicorn does, so a reverse proxy on the same host works out of the box.
+    trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Shared limits for several processes; unset keeps them in this process's memory.
+    redis_url: str | None = None
+    redis_prefix: str = "chatrelay:"
+    redis_timeout: float = Field(default=1.0, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        from chatrelay.limits.client_ip import TrustedProxies
+
+        TrustedProxies(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        from chatrelay.limits.rate import parse_rate_limit
+
+        parse_rate_limit(value)  # raises ValueError saying what a valid one looks like
+        return value
+
+    @field_validator("livepeer_gateway_urls", "models", "warm_models", mode="before")
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -143,4 +213,4 @@ class Settings(BaseSettings):
 
     @property
     def has_remote_upstream(self) -> bool:
-        return bool(self.livepeer_gateway_urls or self.openai_base_url)
+        return bool(self.livepeer_gateway_urls or self.openai_base_url or self.upstreams)

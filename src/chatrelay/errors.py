@@ -33,6 +33,7 @@ class ChatRelayError(Exception):
         type: str = INVALID_REQUEST,
         headers: dict[str, str] | None = None,
         param: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,12 +42,14 @@ class ChatRelayError(Exception):
         self.type = type
         self.headers = headers or {}
         self.param = param
+        # Extra machine-readable fields next to message/type/code (e.g. a budget's remaining).
+        self.details = details or {}
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
         if self.param is not None:
             error["param"] = self.param
-        return {"error": error}
+        return {"error": {**self.details, **error}}
 
 
 def error_response(error: ChatRelayError) -> Response:
@@ -89,9 +92,12 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ChatRelayError)
         return error_response(exc)
 
-    async def on_validation_error(_: Request, exc: Exception) -> Response:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc))
+        error = validation_error(exc)
+        if request.url.path.startswith("/v1/"):
+            error.status = 400  # OpenAI answers every invalid request with 400, and SDKs expect it
+        return error_response(error)
 
     async def on_http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -7,17 +7,20 @@ from fastapi import FastAPI
 from chatrelay.auth import passwords
 from chatrelay.auth.secret import load_secret_key
 from chatrelay.auth.sessions import SessionCookies
-from chatrelay.auth.throttle import MemorySignInThrottle
+from chatrelay.auth.throttle import MemorySignInThrottle, SignInThrottle
 from chatrelay.config import Settings
 
 
-def install_auth_state(app: FastAPI, settings: Settings) -> None:
+def install_auth_state(
+    app: FastAPI, settings: Settings, *, sign_in_throttle: SignInThrottle | None = None
+) -> None:
+    """``sign_in_throttle``: a shared one (Redis); by default it counts in this process."""
     app.state.session_cookies = SessionCookies(
         load_secret_key(settings),
         user_days=settings.session_days,
         guest_days=settings.guest_session_days,
     )
-    app.state.sign_in_throttle = MemorySignInThrottle(
+    app.state.sign_in_throttle = sign_in_throttle or MemorySignInThrottle(
         max_failures=settings.sign_in_max_failures, window=settings.sign_in_window
     )
     passwords.prepare()

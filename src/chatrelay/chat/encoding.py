@@ -55,13 +55,16 @@ class ChunkEncoder:
         obj = self._envelope()
         obj["choices"] = [{"index": 0, "delta": {}, "finish_reason": finish_reason}]
         if usage is not None:
-            obj["usage"] = {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            }
+            obj["usage"] = _usage_fields(usage)
         if status != "done":
             obj["x_chatrelay"] = {"status": status}
+        return self._frame(obj)
+
+    def usage(self, usage: Usage) -> bytes:
+        """OpenAI's ``include_usage`` chunk: empty ``choices``, the whole answer's usage."""
+        obj = self._envelope()
+        obj["choices"] = []
+        obj["usage"] = _usage_fields(usage)
         return self._frame(obj)
 
     def error(self, message: str, *, type: str, code: str) -> bytes:
@@ -69,3 +72,11 @@ class ChunkEncoder:
         obj["choices"] = []
         obj["error"] = {"message": message, "type": type, "code": code}
         return self._frame(obj)
+
+
+def _usage_fields(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }

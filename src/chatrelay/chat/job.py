@@ -20,16 +20,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
 from chatrelay.chat.encoding import DONE, ChunkEncoder
 from chatrelay.chat.events import EventBuffer
+from chatrelay.chat.failover import RetryPolicy, continuation_messages
 from chatrelay.chat.recorder import AnswerRecorder
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.sse import encode_comment
 from chatrelay.upstreams.chunk import Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams, Message
+from chatrelay.upstreams.registry import UpstreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ class GenerationJob:
         self,
         *,
         message_id: str,
-        upstream: Upstream,
+        pool: UpstreamRegistry,
         model: str,
         messages: list[Message],
         params: GenerationParams,
@@ -51,13 +54,20 @@ class GenerationJob:
         conversation_id: str,
         recorder: AnswerRecorder | None = None,
         on_finished: Callable[[GenerationJob], None] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.id = message_id
         self.owner_id = owner_id
         self.conversation_id = conversation_id
         self.recorder = recorder
-        self.upstream = upstream
+        self.pool = pool
+        self.policy = policy or RetryPolicy()
         self.model = model
+        # Every upstream that was asked, in order; those that streamed part of the answer too.
+        self.attempts: list[str] = []
+        self.served_by: list[str] = []
+        self.failovers = 0
+        self.final_frame: bytes | None = None
         self.messages = messages
         self.params = params
         self.buffer = EventBuffer()
@@ -81,6 +91,11 @@ class GenerationJob:
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+    @property
+    def upstream_names(self) -> str:
+        """Who served the answer (each once, in order), for the stored message."""
+        return ",".join(dict.fromkeys(self.served_by or self.attempts))
 
     @property
     def text_length(self) -> int:
@@ -173,28 +188,105 @@ class GenerationJob:
             await self.recorder.finished(self, status=status)
 
     async def _generate(self) -> None:
-        async with self.upstream.stream(self.model, self.messages, self.params) as stream:
-            self.status = "streaming"
-            self._open()
-            append, encode, parts = self.buffer.append, self.encoder.content, self._parts
-            async for chunk in stream:
-                if chunk.error is not None:
-                    raise UpstreamFailure(
-                        f"Upstream '{self.upstream.config.name}' reported an error mid-answer: "
-                        f"{chunk.error}",
-                        kind="stream_error",
-                        code="upstream_stream_error",
-                        started=bool(parts),
-                    )
-                if chunk.content:
-                    if self.first_token_at is None:
-                        self.first_token_at = time.monotonic()
-                    parts.append(chunk.content)
-                    append(encode(chunk.content))
-                if chunk.usage is not None:
-                    self.usage = chunk.usage
-                if chunk.finish_reason:
-                    self.finish_reason = chunk.finish_reason
+        """Attempts on the pool's upstreams until the answer is complete or nothing is left."""
+        policy, pool = self.policy, self.pool
+        deadline = self.started_at + policy.deadline
+        failed: set[str] = set()
+        last: UpstreamFailure | None = None
+        backoff = policy.first_backoff
+        while True:
+            upstream = pool.pick(self.model, avoid=frozenset(failed))
+            if upstream is None:  # every upstream of the model is paused by its breaker
+                pause = pool.retry_in(self.model)
+                if time.monotonic() + pause > deadline and not self._parts:
+                    raise last or self._unavailable(pause)
+                await asyncio.sleep(max(pause, 0.05))
+                continue
+            try:
+                await self._attempt(upstream)
+            except UpstreamFailure as failure:
+                pool.failed(upstream, failure)
+                log.warning("upstream %s failed: %s", upstream.config.name, failure.kind)
+                if not failure.retryable:
+                    raise
+                failed.add(upstream.config.name)
+                last = failure
+                if self._parts:  # part of the answer is out: continue it elsewhere, at once
+                    self.failovers += 1
+                    if self.failovers > policy.max_failovers:
+                        raise
+                elif failed >= {u.config.name for u in pool.serving(self.model) if pool.usable(u)}:
+                    # A whole round failed: back off (the model may be loading), then again.
+                    pause = max(backoff, failure.retry_after or 0.0)
+                    if time.monotonic() + pause > deadline:
+                        raise
+                    await asyncio.sleep(pause)
+                    backoff = min(backoff * 2, policy.max_backoff)
+                    failed.clear()
+                continue
+            except BaseException:  # stopped, shutting down: the upstream did nothing wrong
+                pool.abandoned(upstream)
+                raise
+            pool.succeeded(upstream)
+            return
+
+    def _unavailable(self, retry_in: float) -> ChatRelayError:
+        seconds = max(1, round(retry_in))
+        return ChatRelayError(
+            503,
+            f"No upstream for model '{self.model}' is available right now: each one failed "
+            f"repeatedly and is paused. Try again in {seconds} s.",
+            code="upstream_unavailable",
+            type=UPSTREAM,
+            headers={"Retry-After": str(seconds)},
+        )
+
+    async def _attempt(self, upstream: Upstream) -> None:
+        """One request to one upstream, streamed into the answer (continuing it if begun)."""
+        name = upstream.config.name
+        self.attempts.append(name)
+        messages, params = self.messages, self.params
+        if self._parts:
+            messages = continuation_messages(self.messages, self.text)
+            used = self.usage.completion_tokens if self.usage else len(self._parts)
+            params = replace(params, max_tokens=max(1, params.max_tokens - used))
+        health = self.pool.health_of(self.model)
+        health.request_started()
+        waiting, began = True, time.monotonic()
+        before = self.usage
+        append, encode, parts = self.buffer.append, self.encoder.content, self._parts
+        try:
+            async with upstream.stream(self.model, messages, params) as stream:
+                self.status = "streaming"
+                if not self.opened.done():
+                    self._open()
+                async for chunk in stream:
+                    if chunk.error is not None:
+                        raise UpstreamFailure(
+                            f"Upstream '{name}' reported an error mid-answer: {chunk.error}",
+                            kind="stream_error",
+                            code="upstream_stream_error",
+                            started=bool(parts),
+                        )
+                    if chunk.content:
+                        if waiting:
+                            waiting = False
+                            health.first_token(time.monotonic() - began)
+                            health.request_ended()
+                            self.served_by.append(name)
+                            if self.first_token_at is None:
+                                self.first_token_at = time.monotonic()
+                        parts.append(chunk.content)
+                        append(encode(chunk.content))
+                    if chunk.usage is not None:
+                        # Usage of every attempt counts: this attempt's running total on top
+                        # of what the earlier attempts used.
+                        self.usage = _plus(before, chunk.usage)
+                    if chunk.finish_reason:
+                        self.finish_reason = chunk.finish_reason
+        finally:
+            if waiting:
+                health.request_ended()
 
     def _open(self) -> None:
         if not self.opened.done():
@@ -205,6 +297,7 @@ class GenerationJob:
         if not self.opened.done():  # stopped before the upstream answered
             self._open()
         final = self.encoder.final(self.finish_reason or "stop", self.usage, status=self.status)
+        self.final_frame = final  # other API shapes recognise (and re-encode) the ending by it
         self.buffer.append(final)
         self.buffer.append(DONE)
 
@@ -222,3 +315,12 @@ class GenerationJob:
         kind = error.type if error.type else UPSTREAM
         self.buffer.append(self.encoder.error(error.message, type=kind, code=error.code))
         self.buffer.append(DONE)
+
+
+def _plus(earlier: Usage | None, current: Usage) -> Usage:
+    if earlier is None:
+        return current
+    return Usage(
+        earlier.prompt_tokens + current.prompt_tokens,
+        earlier.completion_tokens + current.completion_tokens,
+    )

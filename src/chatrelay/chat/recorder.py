@@ -1,5 +1,9 @@
 """Keeps streaming answers in the database: flushed on a timer, settled at the end.
 
+The final write is also where a request's limits are settled: its tokens billed (the
+upstream's usage, else counted), its budget reservation and stream slot given back, and a row
+added to the usage ledger in the same transaction as the answer.
+
 Never a write per token, nor a transaction per answer per tick: one :class:`AnswerStore` per
 process writes the grown text of *every* streaming answer in one batched transaction each
 ``interval`` seconds, and each answer once more with its final status, usage and error.
@@ -8,7 +12,7 @@ Usage::
 
     store = AnswerStore(db, interval=0.5)
     store.start()
-    recorder = store.recorder(owner_id=user.id)   # handed to a GenerationJob
+    recorder = store.recorder(owner_id=user.id, admission=admission)  # for a GenerationJob
     ...
     await store.close()
 """
@@ -20,7 +24,10 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from chatrelay.store import conversations
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatrelay.limits.quotas import Admission, BilledUsage, Quotas
+from chatrelay.store import conversations, usage
 from chatrelay.store.database import Database
 
 if TYPE_CHECKING:
@@ -35,9 +42,12 @@ STORED_STATUS = {"done": "complete", "stopped": "stopped", "error": "error"}
 class AnswerRecorder:
     """One answer's link to the store; counts the writes made for it."""
 
-    def __init__(self, store: AnswerStore, *, owner_id: str) -> None:
+    def __init__(
+        self, store: AnswerStore, *, owner_id: str, admission: Admission | None = None
+    ) -> None:
         self.store = store
         self.owner_id = owner_id
+        self.admission = admission
         self.writes = 0
         self.saved_length = 0
         self.job: GenerationJob | None = None
@@ -53,14 +63,15 @@ class AnswerRecorder:
 
 
 class AnswerStore:
-    def __init__(self, db: Database, *, interval: float) -> None:
+    def __init__(self, db: Database, *, interval: float, quotas: Quotas | None = None) -> None:
         self.db = db
         self.interval = interval
+        self.quotas = quotas
         self.active: dict[str, AnswerRecorder] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def recorder(self, *, owner_id: str) -> AnswerRecorder:
-        return AnswerRecorder(self, owner_id=owner_id)
+    def recorder(self, *, owner_id: str, admission: Admission | None = None) -> AnswerRecorder:
+        return AnswerRecorder(self, owner_id=owner_id, admission=admission)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_periodically(), name="answer-flusher")
@@ -99,7 +110,9 @@ class AnswerStore:
     async def save_final(
         self, recorder: AnswerRecorder, job: GenerationJob, *, status: str | None
     ) -> None:
-        usage = job.usage
+        reported = job.usage
+        stored_status = status or STORED_STATUS.get(job.status, "interrupted")
+        billed = await self._settle(recorder.admission, job)
         for attempt in range(3):
             try:
                 async with self.db.transaction() as session:
@@ -108,15 +121,58 @@ class AnswerStore:
                         owner_id=recorder.owner_id,
                         message_id=job.id,
                         content=job.text,
-                        status=status or STORED_STATUS.get(job.status, "interrupted"),
+                        status=stored_status,
                         finish_reason=job.finish_reason,
                         error=job.error.message if job.error is not None else None,
-                        prompt_tokens=usage.prompt_tokens if usage else None,
-                        completion_tokens=usage.completion_tokens if usage else None,
-                        upstream=job.upstream.config.name,
+                        prompt_tokens=reported.prompt_tokens if reported else None,
+                        completion_tokens=reported.completion_tokens if reported else None,
+                        upstream=job.upstream_names or None,
                     )
+                    if billed is not None:
+                        await self._record_usage(session, recorder, job, billed, stored_status)
                 recorder.writes += 1
                 return
             except Exception:
                 log.exception("saving answer %s failed (attempt %d)", job.id, attempt + 1)
                 await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _settle(self, admission: Admission | None, job: GenerationJob) -> BilledUsage | None:
+        # Before the write and outside its retries: holds are given back even if it fails.
+        if admission is None or self.quotas is None:
+            return None
+        served = job.served_by or job.attempts
+        try:
+            return await self.quotas.settle(
+                admission,
+                usage=job.usage,
+                text=job.text,
+                messages=job.messages,
+                upstream=served[-1] if served else "",
+            )
+        except Exception:  # the answer itself must be saved whatever happens to its bill
+            log.exception("billing answer %s failed", job.id)
+            return None
+
+    @staticmethod
+    async def _record_usage(
+        session: AsyncSession,
+        recorder: AnswerRecorder,
+        job: GenerationJob,
+        billed: BilledUsage,
+        status: str,
+    ) -> None:
+        admission = recorder.admission
+        assert admission is not None
+        await usage.record_usage(
+            session,
+            user_id=recorder.owner_id,
+            message_id=job.id,
+            model=job.model,
+            upstream=job.upstream_names,
+            prompt_tokens=billed.prompt_tokens,
+            completion_tokens=billed.completion_tokens,
+            reserved_tokens=admission.reserved_tokens,
+            status=status,
+            source=billed.source,
+            created_at=admission.admitted_at,
+        )

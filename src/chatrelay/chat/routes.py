@@ -31,7 +31,10 @@ async def chat(
 ) -> StreamingResponse:
     """Stream the answer as OpenAI ``chat.completion.chunk`` events; the exchange is stored."""
     service = _service(request)
-    job = await service.start(body, owner_id=user.id)
+    # The address ProxyHeaders settled on: the peer, or the client a trusted proxy names.
+    client_ip = request.client.host if request.client else None
+    caller = service.quotas.caller(user, client_ip)
+    job = await service.start(body, owner_id=user.id, caller=caller)
     # A quick refusal is still an HTTP error with its status; a slow upstream gets a stream.
     ids = {"X-Message-Id": job.id, "X-Conversation-Id": job.conversation_id}
     try:
@@ -60,13 +63,22 @@ async def stop(
 
 @router.get("/api/models")
 async def models(request: Request) -> dict[str, Any]:
-    """The models this server can answer with (OpenAI list shape) and the default one."""
+    """The models this server can answer with (OpenAI list shape), the default one, and how
+    ready each is: ``warm``, ``warming``, ``cold`` or ``unavailable``."""
     registry = _service(request).registry
-    return {
-        "object": "list",
-        "default": registry.default_model,
-        "data": [
-            {"id": model, "object": "model", "created": 0, "owned_by": upstream.config.name}
-            for model, upstream in registry.models()
-        ],
-    }
+    listing = []
+    for model, upstream in registry.models():
+        health = registry.health_of(model)
+        latency = health.last_first_token_latency
+        listing.append(
+            {
+                "id": model,
+                "object": "model",
+                "created": 0,
+                "owned_by": upstream.config.name,
+                "status": registry.model_status(model),
+                "first_token_latency": round(latency, 3) if latency is not None else None,
+                "upstreams": [u.config.name for u in registry.serving(model)],
+            }
+        )
+    return {"object": "list", "default": registry.default_model, "data": listing}

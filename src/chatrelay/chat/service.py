@@ -2,8 +2,8 @@
 
 Usage::
 
-    service = ChatService(settings, registry, db)
-    job = await service.start(request, owner_id=user.id)  # stores the question, starts the job
+    service = ChatService(settings, registry, db, quotas=quotas)
+    job = await service.start(request, owner_id=user.id, caller=quotas.caller(user, ip))
     service.stop(message_id, owner_id=user.id)
     await service.shutdown()
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 
+from chatrelay.chat.failover import RetryPolicy
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.recorder import AnswerStore
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.config import Settings
 from chatrelay.errors import ChatRelayError
+from chatrelay.limits.quotas import Admission, Caller, Quotas
 from chatrelay.store import conversations
 from chatrelay.store.database import Database
 from chatrelay.store.models import Message as StoredMessage
@@ -37,20 +39,48 @@ def _as_message(message: StoredMessage) -> Message:
 class ChatService:
     """Owns the running jobs. A finished job stays findable for ``finished_job_ttl`` seconds."""
 
-    def __init__(self, settings: Settings, registry: UpstreamRegistry, db: Database) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: UpstreamRegistry,
+        db: Database,
+        *,
+        quotas: Quotas | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.db = db
         self.jobs: dict[str, GenerationJob] = {}
-        self.answers = AnswerStore(db, interval=settings.flush_interval)
+        self.quotas = quotas or Quotas.in_memory(settings, db)
+        self.answers = AnswerStore(db, interval=settings.flush_interval, quotas=self.quotas)
+        self._policy = RetryPolicy(
+            deadline=settings.retry_deadline, max_failovers=settings.max_failovers
+        )
 
     def open(self) -> None:
         """Start the background work (the answer flusher); call with the event loop running."""
         self.answers.start()
 
-    async def start(self, request: ChatRequest, *, owner_id: str) -> GenerationJob:
-        """Store the question and an empty answer, then start generating the answer."""
-        upstream, model = self.registry.resolve(request.model)
+    async def start(
+        self, request: ChatRequest, *, owner_id: str, caller: Caller | None = None
+    ) -> GenerationJob:
+        """Store the question and an empty answer, then start generating the answer.
+
+        With a ``caller``, its address's rate limit and stream slots are checked first and
+        its budget is reserved before anything is stored (429/503 otherwise); what is held is
+        settled when the answer ends, or given back here if the job never starts.
+        """
+        admission = await self.quotas.admit(owner_id=owner_id, caller=caller)
+        try:
+            return await self._start(request, owner_id=owner_id, admission=admission)
+        except BaseException:
+            await self.quotas.release(admission)
+            raise
+
+    async def _start(
+        self, request: ChatRequest, *, owner_id: str, admission: Admission
+    ) -> GenerationJob:
+        model = self.registry.resolve_model(request.model)
         max_tokens = request.max_tokens or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
             raise ChatRelayError(
@@ -61,6 +91,24 @@ class ChatService:
                 param="max_tokens",
             )
         incoming = [{"role": m.role, "content": m.content} for m in request.messages]
+        history: list[Message] = []
+        if request.conversation_id is not None:
+            async with self.db.read() as session:
+                conversation = await conversations.get_conversation(
+                    session, owner_id=owner_id, conversation_id=request.conversation_id
+                )
+                stored = await conversations.messages_of(
+                    session, owner_id=owner_id, conversation_id=conversation.id
+                )
+            history = [_as_message(m) for m in stored if _counts_as_history(m)]
+            # The server keeps the history: of what the client sent, only the new message.
+            incoming = incoming[-1:]
+        upstream_messages = self._with_system_prompt(history + incoming)
+        self._check_sizes(upstream_messages)
+        # The budget (for the prompt too, history included) is reserved before anything is
+        # stored or sent, and outside the writing transaction: the limits store may be remote,
+        # and SQLite's write lock (or a pooled connection) must never wait on it.
+        await self.quotas.reserve(admission, messages=upstream_messages, max_tokens=max_tokens)
         # The question is committed before the upstream is called: nothing accepted is lost.
         async with self.db.transaction() as session:
             if request.conversation_id is None:
@@ -70,21 +118,15 @@ class ChatService:
                     owner_id=owner_id,
                     title=conversations.title_from(first_user["content"]),
                 )
-                history: list[Message] = []
                 last_seq = 0
             else:
+                # Again under the write lock: it may have been deleted or grown meanwhile.
                 conversation = await conversations.get_conversation(
                     session, owner_id=owner_id, conversation_id=request.conversation_id
                 )
-                stored = await conversations.messages_of(
+                last_seq = await conversations.last_seq(
                     session, owner_id=owner_id, conversation_id=conversation.id
                 )
-                history = [_as_message(m) for m in stored if _counts_as_history(m)]
-                last_seq = stored[-1].seq if stored else 0
-                # The server keeps the history: of what the client sent, only the new message.
-                incoming = incoming[-1:]
-            upstream_messages = self._with_system_prompt(history + incoming)
-            self._check_sizes(upstream_messages)
             for message in incoming:
                 last_seq += 1
                 await conversations.add_message(
@@ -99,17 +141,17 @@ class ChatService:
                 status="streaming",
                 seq=last_seq + 1,
                 model=model,
-                upstream=upstream.config.name,
             )
         job = GenerationJob(
             message_id=answer.id,
             owner_id=owner_id,
             conversation_id=conversation.id,
-            upstream=upstream,
+            pool=self.registry,
+            policy=self._policy,
             model=model,
             messages=upstream_messages,
             params=GenerationParams(max_tokens, request.temperature, request.top_p),
-            recorder=self.answers.recorder(owner_id=owner_id),
+            recorder=self.answers.recorder(owner_id=owner_id, admission=admission),
             on_finished=self._forget_later,
         )
         self.jobs[job.id] = job

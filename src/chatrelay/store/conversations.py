@@ -111,6 +111,16 @@ async def messages_of(
     ).all()
 
 
+async def last_seq(session: AsyncSession, *, owner_id: str, conversation_id: str) -> int:
+    """The position of the conversation's last message (0 when it has none)."""
+    found = await session.scalar(
+        select(func.max(Message.seq)).where(
+            Message.conversation_id == conversation_id, Message.user_id == owner_id
+        )
+    )
+    return int(found or 0)
+
+
 async def add_message(
     session: AsyncSession,
     *,

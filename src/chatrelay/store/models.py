@@ -57,6 +57,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Tokens per budget period set for this user by an admin (0 is unlimited); None follows
+    # CHATRELAY_USER_TOKEN_BUDGET / CHATRELAY_GUEST_TOKEN_BUDGET.
+    token_budget: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def is_guest(self) -> bool:
@@ -123,3 +126,31 @@ class Message(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRecord(Base):
+    """One chat request's tokens: the usage ledger, written with the answer's final state.
+
+    It is the operator's record of what was spent, so it outlives what it describes: no
+    foreign keys, and a guest's records keep the guest's id after it signs in to an account
+    (whose budget is its own) and is deleted.
+    """
+
+    __tablename__ = "usage_ledger"
+    __table_args__ = (Index("ix_usage_ledger_user_created", "user_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("use"))
+    user_id: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(200))
+    upstream: Mapped[str] = mapped_column(String(200))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    # What the request held while it ran (max_tokens + estimated prompt); 0 when unmetered.
+    reserved_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # The answer's stored status: complete | stopped | error | interrupted.
+    status: Mapped[str] = mapped_column(String(16))
+    # Where the numbers come from: upstream (its own usage) | tokenizer | estimate.
+    source: Mapped[str] = mapped_column(String(16))
+    # When the request was admitted: the budget period it counts in.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

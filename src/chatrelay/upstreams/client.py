@@ -15,6 +15,7 @@ httpx (bench/http_client_choice.py has the measurement).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ from chatrelay.upstreams.dialects import DIALECTS, GenerationParams, Message, up
 
 # An upstream's error body is read for its message only; never let it fill memory.
 MAX_ERROR_BODY = 64 * 1024
+# Malformed events are skipped, up to this many in one answer; past it the upstream is broken.
+MAX_MALFORMED_EVENTS = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,8 @@ class UpstreamConfig:
     api_key: str | None = None
     # The setting an operator changes to point chatrelay elsewhere, named in error messages.
     configured_by: str = ""
+    # Share of the requests, relative to the other upstreams of the same model.
+    weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +54,45 @@ class Timeouts:
     stall: float
 
 
+# Statuses that say the request itself is wrong or not allowed: another upstream (or a
+# second try) would answer the same, so the user gets the upstream's own message at once.
+NOT_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
+
+
 class UpstreamFailure(ChatRelayError):
     """An upstream failed. ``started`` tells whether any of the answer had been streamed."""
 
-    def __init__(self, message: str, *, kind: str, code: str, started: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        code: str,
+        started: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         ChatRelayError.__init__(self, 502, message, code=code, type=UPSTREAM)
         self.kind = kind
         self.started = started
+        self.upstream_status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.upstream_status not in NOT_RETRYABLE_STATUSES
+
+    @property
+    def counts_against_upstream(self) -> bool:
+        """Whether the upstream's circuit breaker should count this failure."""
+        return self.retryable and self.upstream_status != 429
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:  # an HTTP date: rare from LLM servers; a short pause is as good
+        return 1.0
 
 
 @dataclass(slots=True)
@@ -65,6 +103,7 @@ class UpstreamStream:
     _upstream: Upstream
     _timeouts: Timeouts
     received_content: bool = field(default=False)
+    malformed: int = field(default=0)
 
     def __aiter__(self) -> AsyncIterator[UpstreamChunk]:
         return self._chunks()
@@ -79,7 +118,9 @@ class UpstreamStream:
             async with asyncio.timeout_at(loop.time() + self._timeouts.first_token) as deadline:
                 async for data in self._response.content.iter_any():
                     for event in decoder.feed(data):
-                        chunk = dialect.parse_event(event.data)
+                        chunk = self._parse(event.data)
+                        if chunk is None:
+                            continue
                         if chunk.content:
                             self.received_content = True
                         if self.received_content:
@@ -90,7 +131,9 @@ class UpstreamStream:
                         if chunk.done or chunk.error:
                             return
                 for event in decoder.flush():
-                    chunk = dialect.parse_event(event.data)
+                    chunk = self._parse(event.data)
+                    if chunk is None:
+                        continue
                     finished = finished or bool(chunk.finish_reason or chunk.done)
                     yield chunk
         except TimeoutError:
@@ -112,13 +155,24 @@ class UpstreamStream:
             raise self._failure(
                 f"dropped the connection mid-answer ({exc})", kind="disconnect"
             ) from exc
-        except ValueError as exc:
-            raise self._failure(str(exc), kind="bad_event") from exc
         if not finished:
             if dialect.eof_is_finish and self.received_content:
                 yield UpstreamChunk(finish_reason="stop")
             else:
                 raise self._failure("ended the stream before the answer was finished", kind="eof")
+
+    def _parse(self, data: str) -> UpstreamChunk | None:
+        """One event, or None for a malformed one: a bad line among good ones is skipped."""
+        try:
+            return self._upstream.dialect.parse_event(data)
+        except ValueError as exc:
+            self.malformed += 1
+            log.warning("upstream %s: skipped a malformed event", self._upstream.config.name)
+            if self.malformed > MAX_MALFORMED_EVENTS:
+                raise self._failure(
+                    f"sent {self.malformed} malformed events", kind="bad_event"
+                ) from exc
+            return None
 
     def _failure(self, what: str, *, kind: str) -> UpstreamFailure:
         up = self._upstream
@@ -142,6 +196,7 @@ class Upstream:
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
         self._session: aiohttp.ClientSession | None = None
+        self.active = 0  # streams open right now, for least-busy selection
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -158,6 +213,17 @@ class Upstream:
         self, model: str, messages: list[Message], params: GenerationParams
     ) -> AsyncIterator[UpstreamStream]:
         """Open a streamed answer. Raises UpstreamFailure before the first byte on any failure."""
+        self.active += 1
+        try:
+            async with self._open(model, messages, params) as stream:
+                yield stream
+        finally:
+            self.active -= 1
+
+    @asynccontextmanager
+    async def _open(
+        self, model: str, messages: list[Message], params: GenerationParams
+    ) -> AsyncIterator[UpstreamStream]:
         body = self.dialect.body(model, messages, params)
         try:
             async with asyncio.timeout(self.timeouts.first_token):
@@ -180,6 +246,8 @@ class Upstream:
                     f"{upstream_error_message(raw)}",
                     kind=f"http_{response.status}",
                     code="upstream_http_error",
+                    status=response.status,
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
             yield UpstreamStream(response, self, self.timeouts)
         finally:
@@ -188,6 +256,22 @@ class Upstream:
             else:
                 # Closing drops the socket at once, so a stopped or abandoned upstream stops.
                 response.close()
+
+    async def probe(self) -> bool:
+        """Whether the upstream answers HTTP at all (any status below 500): a cheap GET that
+        costs nothing on a paying gateway, unlike a generation."""
+        url = self.config.base_url.rstrip("/")
+        if self.dialect.name == "openai":
+            url = self.dialect.url(url).rsplit("/chat/completions", 1)[0] + "/models"
+        try:
+            async with self._client().get(
+                url,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeouts.connect),
+            ) as response:
+                return response.status < 500
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
 
     def _refused(self, what: str, code: str) -> UpstreamFailure:
         hint = f" Check {self.config.configured_by}." if self.config.configured_by else ""

@@ -1,17 +1,23 @@
-"""Which upstreams exist, which models each serves, and which one answers a request.
+"""Which upstreams exist, which models each serves, how healthy each is, and which one answers.
 
 Usage::
 
-    registry = UpstreamRegistry.from_settings(settings)   # remote upstreams from env/config
+    registry = UpstreamRegistry.from_settings(settings)   # env and TOML upstreams
     registry.add(embedded_config)                          # the sidecar, once it is up
-    upstream, model = registry.resolve(request_model_or_None)
+    model = registry.resolve_model(request_model_or_None)  # 404 for an unknown model
+    upstream = registry.pick(model, avoid={"lp-a"})        # healthy, weighted, least busy
+    registry.succeeded(upstream) / registry.failed(upstream, failure)
 """
 
 from __future__ import annotations
 
+import os
+import random
+
 from chatrelay.config import LIVEPEER_MODELS, Settings
 from chatrelay.errors import NOT_FOUND, ChatRelayError
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig
+from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamFailure
+from chatrelay.upstreams.health import CircuitBreaker, ModelHealth, ModelStatus
 
 
 def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
@@ -41,11 +47,27 @@ def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
                 configured_by="OPENAI_BASE_URL",
             )
         )
+    for spec in settings.upstreams:
+        key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+        if key is None and spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+        default_models = LIVEPEER_MODELS if spec.dialect == "livepeer" else ()
+        configs.append(
+            UpstreamConfig(
+                name=spec.name,
+                dialect=spec.dialect,
+                base_url=spec.base_url,
+                models=tuple(spec.models) or tuple(settings.models) or default_models,
+                api_key=key,
+                configured_by=f"the [[upstreams]] entry '{spec.name}' of the config file",
+                weight=spec.weight,
+            )
+        )
     return configs
 
 
 class UpstreamRegistry:
-    """The configured upstreams, in order of preference."""
+    """The configured upstreams (in order of preference) with their health."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -55,6 +77,8 @@ class UpstreamRegistry:
             stall=settings.stall_timeout,
         )
         self.upstreams: list[Upstream] = []
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.model_health: dict[str, ModelHealth] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamRegistry:
@@ -64,8 +88,16 @@ class UpstreamRegistry:
         return registry
 
     def add(self, config: UpstreamConfig) -> Upstream:
+        if any(existing.config.name == config.name for existing in self.upstreams):
+            raise ValueError(f"two upstreams are named '{config.name}'")
         upstream = Upstream(config, timeouts=self._timeouts)
         self.upstreams.append(upstream)
+        self.breakers[config.name] = CircuitBreaker(
+            failure_threshold=self._settings.breaker_failures,
+            cooldown=self._settings.breaker_cooldown,
+        )
+        for model in config.models:
+            self.model_health.setdefault(model, ModelHealth())
         return upstream
 
     def models(self) -> list[tuple[str, Upstream]]:
@@ -76,6 +108,9 @@ class UpstreamRegistry:
                 seen.setdefault(model, upstream)
         return list(seen.items())
 
+    def serving(self, model: str) -> list[Upstream]:
+        return [u for u in self.upstreams if model in u.config.models]
+
     @property
     def default_model(self) -> str | None:
         if self._settings.default_model:
@@ -83,8 +118,8 @@ class UpstreamRegistry:
         models = self.models()
         return models[0][0] if models else None
 
-    def resolve(self, model: str | None) -> tuple[Upstream, str]:
-        """The upstream for a model (the default model when None), or a 404 listing the models."""
+    def resolve_model(self, model: str | None) -> str:
+        """The model to use (the default when None), or a 404 listing those that exist."""
         available = self.models()
         if not available:
             raise ChatRelayError(
@@ -95,9 +130,9 @@ class UpstreamRegistry:
                 type="server_error",
             )
         wanted = model or self.default_model
-        for name, upstream in available:
-            if name == wanted:
-                return upstream, name
+        if any(name == wanted for name, _ in available):
+            assert wanted is not None
+            return wanted
         names = ", ".join(name for name, _ in available)
         raise ChatRelayError(
             404,
@@ -106,6 +141,51 @@ class UpstreamRegistry:
             type=NOT_FOUND,
             param="model",
         )
+
+    def usable(self, upstream: Upstream) -> bool:
+        return self.breakers[upstream.config.name].allows()
+
+    def pick(self, model: str, *, avoid: frozenset[str] = frozenset()) -> Upstream | None:
+        """A usable upstream for the model: not in ``avoid`` if possible, then the least busy
+        for its weight (random among equals, so equal upstreams share the load)."""
+        usable = [u for u in self.serving(model) if self.usable(u)]
+        fresh = [u for u in usable if u.config.name not in avoid] or usable
+        if not fresh:
+            return None
+        best = min(u.active / u.config.weight for u in fresh)
+        chosen = random.choice([u for u in fresh if u.active / u.config.weight == best])
+        self.breakers[chosen.config.name].begin()
+        return chosen
+
+    def retry_in(self, model: str) -> float:
+        """How long until some upstream of the model lets a request through again."""
+        waits = [self.breakers[u.config.name].retry_in() for u in self.serving(model)]
+        return min(waits, default=0.0)
+
+    def succeeded(self, upstream: Upstream) -> None:
+        self.breakers[upstream.config.name].success()
+
+    def failed(self, upstream: Upstream, failure: UpstreamFailure) -> None:
+        breaker = self.breakers[upstream.config.name]
+        if failure.counts_against_upstream:
+            breaker.failure()
+        else:
+            breaker.trial_in_flight = False
+
+    def abandoned(self, upstream: Upstream) -> None:
+        """The attempt was cancelled (stop, shutdown): neither a success nor a failure."""
+        self.breakers[upstream.config.name].trial_in_flight = False
+
+    def health_of(self, model: str) -> ModelHealth:
+        return self.model_health.setdefault(model, ModelHealth())
+
+    def model_status(self, model: str) -> ModelStatus:
+        usable = any(self.usable(u) for u in self.serving(model))
+        return self.health_of(model).status(usable=usable)
+
+    @property
+    def ready(self) -> bool:
+        return any(self.usable(u) for u in self.upstreams)
 
     async def close(self) -> None:
         for upstream in self.upstreams:

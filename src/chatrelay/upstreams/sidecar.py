@@ -105,6 +105,9 @@ class LocalModelServer:
             "--port", str(self.port),
             "--n_ctx", str(self.context),
             "--n_threads", str(self.threads),
+            # Its default cuts the answer streaming now short when another request arrives;
+            # chats queue instead, each answered whole.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
         log.info("starting embedded model %s on %s", self.alias, self.base_url)
         with self.log_path.open("wb") as log_file:

@@ -7,10 +7,10 @@ export const UNREACHABLE = 'Cannot reach the chatrelay server — is it running?
 
 export class ApiError extends Error {
   constructor(message, { status = 0, type = '', code = '', param = '', retryAfter = null,
-    network = false, midStream = false } = {}) {
+    network = false, midStream = false, resetsAt = null } = {}) {
     super(message);
     this.name = 'ApiError';
-    Object.assign(this, { status, type, code, param, retryAfter, network, midStream });
+    Object.assign(this, { status, type, code, param, retryAfter, network, midStream, resetsAt });
   }
 
   /** Build from the `{"error": {...}}` object the server sends. */
@@ -19,6 +19,7 @@ export class ApiError extends Error {
     const message = typeof e.message === 'string' && e.message ? e.message : 'Unknown error.';
     return new ApiError(message, {
       type: e.type ?? '', code: e.code ?? '', param: e.param ?? '', ...extra,
+      resetsAt: e.resets_at ?? null, // budget_exceeded: when the budget starts again
     });
   }
 }
@@ -110,6 +111,9 @@ async function json(url, { method = 'GET', body, signal } = {}) {
 }
 
 const conv = (id) => `/api/conversations/${encodeURIComponent(id)}`;
+
+/** GET /api/usage → {used, reserved, limit, remaining, period, resets_at}; limit null: none. */
+export const getUsage = () => json('/api/usage');
 
 /** GET /api/me → {id, username, is_guest, is_admin}; a first visit becomes a guest. */
 export const getMe = () => json('/api/me');

@@ -4,7 +4,7 @@
 // a continued one sends its id and only the new message.
 
 import {
-  ApiError, getConversation, listModels, startChat, stopMessage,
+  ApiError, getConversation, getUsage, listModels, startChat, stopMessage,
 } from './api.js';
 import { AssistantMessage, Announcer, addUserMessage } from './messages.js';
 import { Sidebar } from './sidebar.js';
@@ -21,6 +21,7 @@ const empty = $('empty');
 const loading = $('loading');
 const jump = $('jump');
 const notice = $('notice');
+const budget = $('budget');
 const toggle = $('sidebar-toggle');
 const backdrop = $('sidebar-backdrop');
 const announcer = new Announcer($('live'));
@@ -315,6 +316,7 @@ async function run(answer, req) {
   }
   // The list shows the conversation (new or just moved to the top) with its title.
   sidebar.reload();
+  refreshBudget();
   if (turn.detached || turn.epoch !== epoch) return; // another conversation is shown
   if (current === turn) current = null;
   setBusy(false);
@@ -403,6 +405,9 @@ function hintFor(err) {
         ? 'This conversation was deleted. Start a new chat.'
         : 'Choose a model from the list at the top, then press Retry.';
     case 429:
+      if (err.code === 'budget_exceeded' && err.resetsAt) {
+        return `Your token budget starts again ${when(err.resetsAt)}. Until then, only a shorter answer may fit.`;
+      }
       return err.retryAfter != null
         ? `Wait ${err.retryAfter} s, then press Retry.`
         : 'Wait a moment, then press Retry.';
@@ -413,6 +418,36 @@ function hintFor(err) {
     default:
       return 'Press Retry to try again.';
   }
+}
+
+// ---- token budget -------------------------------------------------------------
+
+function when(iso) {
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return 'later';
+  const sameDay = at.toDateString() === new Date().toDateString();
+  const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return sameDay ? `at ${time}` : `on ${at.toLocaleDateString()} at ${time}`;
+}
+
+/** Show what is left of the user's budget in the header (hidden when it is unlimited). */
+async function refreshBudget() {
+  let usage;
+  try {
+    usage = await getUsage();
+  } catch {
+    return; // only a hint: the last figure stays
+  }
+  if (usage?.limit == null) {
+    budget.hidden = true;
+    return;
+  }
+  const left = Math.max(0, Number(usage.remaining) || 0);
+  budget.textContent = `${left.toLocaleString()} tokens left`;
+  budget.title = `${Number(usage.used).toLocaleString()} of ${Number(usage.limit).toLocaleString()}`
+    + ` tokens used this ${usage.period}; starts again ${when(usage.resets_at)}`;
+  budget.dataset.low = left < usage.limit / 10 ? 'true' : 'false';
+  budget.hidden = false;
 }
 
 // ---- sidebar and account ------------------------------------------------------
@@ -472,6 +507,7 @@ const account = new Account({
     }
     // Registering keeps the same conversations; signing in brings the guest's along.
     sidebar.reload({ fresh: kind === 'signed-out' });
+    refreshBudget();
     prompt.focus();
   },
   onError(err) {
@@ -491,6 +527,7 @@ async function start() {
     return;
   }
   sidebar.reload();
+  refreshBudget();
   const id = hashId();
   if (id) openConversation(id);
 }

@@ -1,0 +1,395 @@
+"""The one object the app asks about limits: admit, reserve, settle, report.
+
+Usage::
+
+    quotas = Quotas.from_settings(settings, db)
+    quotas.start()                                          # renews the leases of running answers
+    admission = await quotas.admit(owner_id=u.id, caller=quotas.caller(u, client_ip))  # 429
+    await quotas.reserve(admission, messages=msgs, max_tokens=512)   # 429 budget / 503 store
+    ...                                                     # generate
+    billed = await quotas.settle(admission, usage=..., text=..., messages=..., upstream=...)
+    await quotas.close()
+
+Order matters and is the caller's: the rate limit and a stream slot first (cheap, per IP),
+then the budget (per user), all before the question is stored or the upstream called. Every
+hold is released exactly once: ``settle`` at the answer's end, ``release`` if the request
+fails before its job starts, and a lease that expires if the process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chatrelay.auth.throttle import MemorySignInThrottle, SignInThrottle
+from chatrelay.config import Settings
+from chatrelay.limits.budget import (
+    BudgetExceeded,
+    BudgetStore,
+    Ledger,
+    MemoryBudgetStore,
+    Reservation,
+    TokenBudget,
+)
+from chatrelay.limits.periods import PeriodWindow
+from chatrelay.limits.rate import MemoryRateLimiter, RateLimiter, parse_rate_limit
+from chatrelay.limits.redis_backend import RedisLimits, RedisSignInThrottle
+from chatrelay.limits.refusals import (
+    LimitStoreDown,
+    budget_exceeded,
+    limits_unavailable,
+    rate_limited,
+    too_many_streams,
+)
+from chatrelay.limits.sign_in import FailSafeSignInThrottle
+from chatrelay.limits.streams import MemoryStreamSlots, StreamSlots
+from chatrelay.limits.tokens import EstimatingCounter, TokenCounter, estimate_prompt_tokens
+from chatrelay.store import usage as usage_queries
+from chatrelay.store.database import Database
+from chatrelay.store.models import User, utcnow
+from chatrelay.upstreams.chunk import Usage
+from chatrelay.upstreams.dialects import Message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a chat request counts against: a user's budget (0: unlimited) and an address."""
+
+    user_id: str
+    budget: int
+    client_ip: str | None
+
+
+@dataclass(slots=True)
+class Admission:
+    """What one chat request holds from admission until it is settled or released."""
+
+    id: str
+    user_id: str
+    budget: int
+    client_ip: str | None
+    admitted_at: datetime
+    slot_key: str | None = None
+    reservation: Reservation | None = None
+    reserved_tokens: int = 0
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BilledUsage:
+    prompt_tokens: int
+    completion_tokens: int
+    source: str  # upstream | tokenizer | estimate
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Quotas:
+    """Rate limits, stream slots and token budgets over whichever backends were configured."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        budgets: BudgetStore,
+        rates: RateLimiter,
+        streams: StreamSlots,
+        ledger: Ledger,
+        store_name: str = "memory",
+        redis: RedisLimits | None = None,
+        sign_in_throttle: SignInThrottle | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rate_rule = parse_rate_limit(settings.rate_limit)
+        self.max_streams = settings.max_streams_per_ip
+        self.lease = settings.budget_lease
+        self.fail_open = settings.budget_fail_open
+        self.budget = TokenBudget(
+            budgets, period=settings.budget_period, lease=settings.budget_lease, ledger=ledger
+        )
+        self.rates = rates
+        self.streams = streams
+        self.store_name = store_name
+        self.redis = redis
+        self.sign_in_throttle = sign_in_throttle or MemorySignInThrottle(
+            max_failures=settings.sign_in_max_failures, window=settings.sign_in_window
+        )
+        # Per upstream name; the rest are estimated. The embedded model registers its own.
+        self.counters: dict[str, TokenCounter] = {}
+        self.estimator = EstimatingCounter()
+        # The budget period's clock; tests move it to cross a period boundary.
+        self.clock: Callable[[], datetime] = utcnow
+        self._ledger = ledger
+        self._holding: dict[str, Admission] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._down_logged_at = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database) -> Quotas:
+        """In this process's memory, or in Redis when ``CHATRELAY_REDIS_URL`` is set."""
+        if settings.redis_url is None:
+            return cls.in_memory(settings, db)
+        redis = RedisLimits.connect(
+            settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+        )
+        quotas = cls(
+            settings,
+            budgets=redis.budgets,
+            rates=redis.rates,
+            streams=redis.streams,
+            ledger=_ledger_of(db),
+            store_name=redis.name,
+            redis=redis,
+        )
+        quotas.sign_in_throttle = FailSafeSignInThrottle(
+            RedisSignInThrottle(
+                redis,
+                max_failures=settings.sign_in_max_failures,
+                window=settings.sign_in_window,
+            ),
+            quotas,
+        )
+        return quotas
+
+    @classmethod
+    def in_memory(cls, settings: Settings, db: Database) -> Quotas:
+        return cls(
+            settings,
+            budgets=MemoryBudgetStore(),
+            rates=MemoryRateLimiter(),
+            streams=MemoryStreamSlots(),
+            ledger=_ledger_of(db),
+        )
+
+    # Who pays
+
+    def budget_of(self, user: User) -> int:
+        """Tokens per period for ``user``: its own setting, else its kind's; 0 is unlimited."""
+        if user.token_budget is not None:
+            return user.token_budget
+        settings = self.settings
+        return settings.guest_token_budget if user.is_guest else settings.user_token_budget
+
+    def caller(self, user: User, client_ip: str | None) -> Caller:
+        return Caller(user.id, self.budget_of(user), client_ip)
+
+    # Admission
+
+    async def admit(self, *, owner_id: str, caller: Caller | None) -> Admission:
+        """Count the request against its address's rate limit and take a stream slot."""
+        admission = Admission(
+            id=secrets.token_urlsafe(12),
+            user_id=owner_id,
+            budget=caller.budget if caller else 0,
+            client_ip=caller.client_ip if caller else None,
+            admitted_at=self.clock(),
+        )
+        ip = admission.client_ip
+        if ip is None:
+            return admission
+        try:
+            if self.rate_rule is not None:
+                wait = await self.rates.hit(key=ip, rule=self.rate_rule)
+                if wait is not None:
+                    raise rate_limited(wait, limit=self.rate_rule.text)
+            if self.max_streams > 0:
+                acquired = await self.streams.acquire(
+                    key=ip, slot_id=admission.id, limit=self.max_streams, lease=self.lease
+                )
+                if not acquired:
+                    raise too_many_streams(self.max_streams)
+                admission.slot_key = ip
+                self._holding[admission.id] = admission
+        except LimitStoreDown as exc:
+            self.store_down(exc)
+        return admission
+
+    async def reserve(
+        self, admission: Admission, *, messages: Sequence[Message], max_tokens: int
+    ) -> None:
+        """Hold max_tokens + the prompt's estimated tokens of the user's budget."""
+        if admission.budget <= 0:
+            return
+        needed = max_tokens + estimate_prompt_tokens(messages)
+        try:
+            admission.reservation = await self.budget.reserve(
+                user_id=admission.user_id,
+                lease_id=admission.id,
+                tokens=needed,
+                limit=admission.budget,
+                now=admission.admitted_at,
+            )
+        except BudgetExceeded as exc:
+            raise budget_exceeded(
+                needed=exc.needed,
+                remaining=exc.remaining,
+                limit=exc.limit,
+                period=self.budget.period,
+                resets_at=exc.window.end,
+                now=self.clock(),
+            ) from None
+        except LimitStoreDown as exc:
+            self.store_down(exc)
+            return
+        admission.reserved_tokens = needed
+        self._holding[admission.id] = admission
+
+    def store_down(self, exc: LimitStoreDown) -> None:
+        """Log the outage (once in a while) and refuse with a 503, unless failing open."""
+        now = time.monotonic()
+        if now - self._down_logged_at > 30:  # one line per outage-ish, not one per request
+            self._down_logged_at = now
+            policy = "serving without limits (fail open)" if self.fail_open else "refusing"
+            log.error("limits store down, %s: %s", policy, exc)
+        if not self.fail_open:
+            raise limits_unavailable(self.store_name) from exc
+
+    # The end of a request
+
+    async def bill(
+        self, *, usage: Usage | None, text: str, messages: Sequence[Message], upstream: str
+    ) -> BilledUsage:
+        """The tokens an answer cost: the upstream's own count, else counted from its text."""
+        if usage is not None and usage.total_tokens > 0:
+            return BilledUsage(usage.prompt_tokens, usage.completion_tokens, "upstream")
+        counter = self.counters.get(upstream, self.estimator)
+        if not text:  # refused, or stopped before a token: nothing was generated
+            return BilledUsage(0, 0, counter.source)
+        try:
+            prompt = await counter.count_prompt(messages)
+            completion = await counter.count(text)
+        except Exception:  # a broken tokenizer must not lose the bill
+            log.exception("counting tokens with %s failed; estimating", upstream)
+            counter = self.estimator
+            prompt = await counter.count_prompt(messages)
+            completion = await counter.count(text)
+        return BilledUsage(prompt, completion, counter.source)
+
+    async def settle(
+        self,
+        admission: Admission,
+        *,
+        usage: Usage | None,
+        text: str,
+        messages: Sequence[Message],
+        upstream: str,
+    ) -> BilledUsage:
+        """Bill the answer and give back every hold. Never raises: the answer must be saved."""
+        billed = await self.bill(usage=usage, text=text, messages=messages, upstream=upstream)
+        await self._let_go(admission, tokens=billed.total)
+        return billed
+
+    async def release(self, admission: Admission) -> None:
+        """The request failed before its job started: give everything back, charge nothing."""
+        await self._let_go(admission, tokens=0)
+
+    async def _let_go(self, admission: Admission, *, tokens: int) -> None:
+        if admission.done:
+            return
+        admission.done = True
+        self._holding.pop(admission.id, None)
+        steps: list[Awaitable[None]] = []
+        if admission.reservation is not None:
+            steps.append(
+                self.budget.settle(admission.reservation, user_id=admission.user_id, tokens=tokens)
+            )
+        if admission.slot_key is not None:
+            steps.append(self.streams.release(key=admission.slot_key, slot_id=admission.id))
+        if self.redis is not None and len(steps) > 1:
+            # Side by side: one round trip of waiting, not two.
+            outcomes: list[object] = list(await asyncio.gather(*steps, return_exceptions=True))
+        else:  # in memory nothing waits: tasks would only add scheduling
+            outcomes = []
+            for step in steps:
+                try:
+                    await step
+                except Exception as exc:
+                    outcomes.append(exc)
+        for failure in outcomes:
+            if isinstance(failure, BaseException):
+                # The leases expire by themselves; the ledger keeps the tokens all the same.
+                log.error("settling request %s failed: %r", admission.id, failure)
+
+    # Reporting
+
+    async def usage(self, user: User) -> dict[str, Any]:
+        """What ``user`` used and has left this period (``GET /api/usage``)."""
+        limit = self.budget_of(user)
+        now = self.clock()
+        window = self.budget.window(now)
+        reserved = 0
+        if limit > 0:
+            try:
+                state = await self.budget.usage(user_id=user.id, now=now)
+                used, reserved = state.used, state.reserved
+            except LimitStoreDown:
+                used = await self._ledger(user.id, window)  # what is settled is in the ledger
+        else:
+            used = await self._ledger(user.id, window)
+        return {
+            "used": used,
+            "reserved": reserved,
+            "limit": limit or None,
+            "remaining": max(0, limit - used - reserved) if limit else None,
+            "period": window.period,
+            "period_start": _iso(window.start),
+            "resets_at": _iso(window.end),
+        }
+
+    # Leases
+
+    def start(self) -> None:
+        """Renew the leases of running answers; call with the event loop running."""
+        self._renewer = asyncio.create_task(self._renew_periodically(), name="lease-renewer")
+
+    async def _renew_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.renew(self._holding.values())
+            except Exception:  # e.g. Redis down: retried next round, within the lease
+                log.warning("renewing limit leases failed", exc_info=True)
+
+    async def renew(self, admissions: Iterable[Admission]) -> None:
+        holding = list(admissions)
+        await self.budget.renew([a.reservation for a in holding if a.reservation is not None])
+        slots = [(a.slot_key, a.id) for a in holding if a.slot_key is not None]
+        if slots:
+            await self.streams.renew(slots=slots, lease=self.lease)
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        for counter in self.counters.values():
+            close = getattr(counter, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+        if self.redis is not None:
+            await self.redis.close()
+
+
+def _ledger_of(db: Database) -> Ledger:
+    async def ledger(user_id: str, window: PeriodWindow) -> int:
+        async with db.read() as session:
+            return await usage_queries.tokens_used(
+                session, user_id=user_id, since=window.start, until=window.end
+            )
+
+    return ledger
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

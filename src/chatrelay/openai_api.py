@@ -1,0 +1,174 @@
+"""The OpenAI API, spoken by chatrelay itself: ``POST /v1/chat/completions``, ``GET /v1/models``.
+
+Any OpenAI client works against chatrelay by changing its base URL to ``http://host/v1`` and
+its key to a chatrelay API key, with the same budgets, limits, failover and storage as the
+page. Conversations are stored under the key's user; the header ``X-Conversation-Id``
+continues one (the answer carries it too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.responses import Response, StreamingResponse
+
+from chatrelay.auth.identity import current_user
+from chatrelay.chat.encoding import DONE
+from chatrelay.chat.job import GenerationJob
+from chatrelay.chat.routes import STREAM_HEADERS
+from chatrelay.chat.schemas import ChatMessage, ChatRequest
+from chatrelay.chat.service import ChatService
+from chatrelay.errors import ChatRelayError
+from chatrelay.store.models import User
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[ContentPart]
+
+    def as_chat_message(self) -> ChatMessage:
+        if isinstance(self.content, str):
+            text = self.content
+        else:  # only text parts can be relayed; images and audio have no upstream here
+            text = "".join(part.text or "" for part in self.content if part.type == "text")
+        return ChatMessage(role="system" if self.role == "developer" else self.role, content=text)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: StrictBool = False
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's request body; fields it has that chatrelay cannot honour are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr | None = None
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: StrictInt | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
+
+
+async def api_user(request: Request) -> User:
+    user = await current_user(request)
+    if user is None:
+        raise ChatRelayError(
+            401,
+            "You didn't provide an API key. Send 'Authorization: Bearer cr_...' with a key "
+            "from 'chatrelay keys create --user NAME'.",
+            code="invalid_api_key",
+            type="invalid_request_error",
+        )
+    return user
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: CompletionRequest,
+    request: Request,
+    user: Annotated[User, Depends(api_user)],
+    conversation_id: Annotated[str | None, Header(alias="X-Conversation-Id")] = None,
+) -> Response:
+    """OpenAI chat completions, streamed (``stream: true``) or whole."""
+    service: ChatService = request.app.state.chat
+    chat = ChatRequest(
+        messages=[m.as_chat_message() for m in body.messages],
+        model=body.model,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        conversation_id=conversation_id,
+    )
+    client_ip = request.client.host if request.client else None
+    job = await service.start(chat, owner_id=user.id, caller=service.quotas.caller(user, client_ip))
+    ids = {"X-Conversation-Id": job.conversation_id, "X-Message-Id": job.id}
+    try:
+        await job.accepted(wait=service.settings.stream_start_wait)
+    except ChatRelayError as refused:
+        refused.headers.update(ids)
+        raise
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _openai_stream(job, include_usage=include_usage),
+            media_type="text/event-stream",
+            headers={**STREAM_HEADERS, **ids},
+        )
+    await job.wait()
+    if job.status == "error" and job.error is not None:
+        job.error.headers.update(ids)
+        raise job.error
+    return Response(orjson.dumps(completion(job)), media_type="application/json", headers=ids)
+
+
+async def _openai_stream(job: GenerationJob, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """The job's frames as they come, with OpenAI's ending: the finish chunk without usage,
+    then (when asked for) a chunk with empty ``choices`` and the usage, then ``[DONE]``."""
+    async for data in job.buffer.follow():
+        final = job.final_frame
+        if final is not None and data.endswith(final + DONE):
+            data = data[: -len(final + DONE)] + job.encoder.final(
+                job.finish_reason or "stop", None, status=job.status
+            )
+            if include_usage and job.usage is not None:
+                data += job.encoder.usage(job.usage)
+            data += DONE
+        yield data
+
+
+def completion(job: GenerationJob) -> dict[str, Any]:
+    usage = job.usage
+    return {
+        "id": job.encoder.completion_id,
+        "object": "chat.completion",
+        "created": job.encoder.created,
+        "model": job.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": job.text},
+                "finish_reason": job.finish_reason or "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "total_tokens": usage.total_tokens if usage else 0,
+        },
+    }
+
+
+@router.get("/models")
+async def list_models(request: Request, user: Annotated[User, Depends(api_user)]) -> dict[str, Any]:
+    """The models, in OpenAI's list shape."""
+    registry = request.app.state.chat.registry
+    return {
+        "object": "list",
+        "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": upstream.config.name}
+            for model, upstream in registry.models()
+        ],
+    }

@@ -1,0 +1,111 @@
+"""Background care of the upstreams: warming cold models and checking health.
+
+- Warming: a cold Livepeer model can take minutes for its first token (a runner container
+  starts on demand), so at start-up each warm model gets a one-token request in the
+  background, and again every ``keep_warm_interval`` seconds when that is set.
+- Health checks: every ``health_interval`` seconds each upstream is probed with a cheap GET;
+  one that answers again gets its open circuit breaker half-opened at once, one that does not
+  answer counts a failure.
+
+Usage::
+
+    monitor = UpstreamMonitor(registry, warm_models=["m"], keep_warm=0, health_interval=30)
+    monitor.start()
+    ...
+    await monitor.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from chatrelay.upstreams.client import Upstream, UpstreamFailure
+from chatrelay.upstreams.dialects import GenerationParams
+from chatrelay.upstreams.registry import UpstreamRegistry
+
+log = logging.getLogger(__name__)
+
+WARMING_PROMPT = [{"role": "user", "content": "Hi"}]
+
+
+class UpstreamMonitor:
+    def __init__(
+        self,
+        registry: UpstreamRegistry,
+        *,
+        warm_models: list[str],
+        keep_warm: float,
+        health_interval: float,
+    ) -> None:
+        self.registry = registry
+        self.warm_models = warm_models
+        self.keep_warm = keep_warm
+        self.health_interval = health_interval
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        if self.warm_models:
+            self._tasks.append(asyncio.create_task(self._warm_loop(), name="warming"))
+        if self.health_interval > 0:
+            self._tasks.append(asyncio.create_task(self._health_loop(), name="health-checks"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _warm_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self.warm(model) for model in self.warm_models))
+            if self.keep_warm <= 0:
+                return
+            await asyncio.sleep(self.keep_warm)
+
+    async def warm(self, model: str) -> bool:
+        """One single-token request for the model; True when a token came back."""
+        upstream = self.registry.pick(model)
+        if upstream is None:
+            return False
+        health = self.registry.health_of(model)
+        health.request_started()
+        began, waiting = time.monotonic(), True
+        try:
+            params = GenerationParams(max_tokens=1)
+            async with upstream.stream(model, list(WARMING_PROMPT), params) as stream:
+                async for chunk in stream:
+                    if chunk.content or chunk.finish_reason or chunk.done:
+                        health.first_token(time.monotonic() - began)
+                        health.request_ended()
+                        waiting = False
+                        break
+        except UpstreamFailure as failure:
+            self.registry.failed(upstream, failure)
+            log.warning("warming %s on %s failed: %s", model, upstream.config.name, failure.kind)
+            return False
+        except BaseException:
+            self.registry.abandoned(upstream)
+            raise
+        finally:
+            if waiting:
+                health.request_ended()
+        self.registry.succeeded(upstream)
+        log.info("model %s is warm (%.1f s)", model, time.monotonic() - began)
+        return True
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            await asyncio.gather(*(self.check(u) for u in self.registry.upstreams))
+
+    async def check(self, upstream: Upstream) -> None:
+        breaker = self.registry.breakers[upstream.config.name]
+        if await upstream.probe():
+            breaker.half_open_now()
+        elif breaker.state == "closed":
+            breaker.failure()

@@ -1,0 +1,163 @@
+"""chatrelay as an OpenAI endpoint, driven by the official `openai` package (not hand-made
+requests): streaming, whole answers, models, usage, stored conversations, errors."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from chatrelay.auth.api_keys import issue_api_key
+from chatrelay.store import users
+from tests.conftest import RunningRelay
+from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
+
+MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct"
+
+
+async def api_key(relay: RunningRelay, username: str = "sdk-user") -> tuple[str, str]:
+    issued = issue_api_key()
+    async with relay.app.state.db.transaction() as session:
+        user = await users.create_user(session, username=username, password_hash="x")
+        await users.create_api_key(
+            session, user_id=user.id, name="tests", key_hash=issued.key_hash, prefix=issued.prefix
+        )
+    return issued.key, user.id
+
+
+def client_for(relay: RunningRelay, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{relay.url}/v1", api_key=key, max_retries=0, timeout=10)
+
+
+async def test_streaming_with_usage_and_storage(relay_for, fake: FakeUpstream) -> None:
+    fake.script = livepeer_events(["Hello", " from", " Livepeer"])
+    async with relay_for() as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            stream = await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+                max_tokens=20,
+            )
+            chunks = [chunk async for chunk in stream]
+        conversations = (
+            await relay.client.get("/api/conversations", headers={"Authorization": f"Bearer {key}"})
+        ).json()["data"]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from Livepeer"
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finish[-1] == "stop" and set(finish[:-1]) == {None}
+    usage_chunk = chunks[-1]
+    assert usage_chunk.choices == []
+    assert usage_chunk.usage is not None and usage_chunk.usage.completion_tokens == 3
+    assert all(c.usage is None for c in chunks[:-1])  # usage only where OpenAI puts it
+    assert len(conversations) == 1 and conversations[0]["title"] == "hi"
+    assert fake.requests[-1].json["max_tokens"] == 20
+
+
+async def test_streaming_without_include_usage_has_no_usage_chunk(
+    relay_for, fake: FakeUpstream
+) -> None:
+    fake.script = livepeer_events(["ok"])
+    async with relay_for() as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            chunks = [chunk async for chunk in stream]
+    assert all(c.choices for c in chunks)
+    assert all(c.usage is None for c in chunks)
+
+
+async def test_whole_answer_and_models(relay_for, fake: FakeUpstream) -> None:
+    fake.script = livepeer_events(["All", " at", " once"])
+    async with relay_for() as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            answer = await client.chat.completions.create(
+                model=MODEL,
+                messages=[
+                    {"role": "developer", "content": "Be terse."},
+                    {"role": "user", "content": [{"type": "text", "text": "Say it"}]},
+                ],
+            )
+            models = await client.models.list()
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.content == "All at once"
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage is not None and answer.usage.prompt_tokens == 42
+    assert fake.requests[-1].json["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Say it"},
+    ]
+    assert models.data[0].id == MODEL
+
+
+async def test_conversation_header_continues_a_stored_conversation(
+    relay_for, fake: FakeUpstream
+) -> None:
+    fake.script = livepeer_events(["First"])
+    async with relay_for() as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": "one"}]
+            )
+            conversation_id = raw.headers["x-conversation-id"]
+            fake.script = livepeer_events(["Second"])
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "two"}],
+                extra_headers={"X-Conversation-Id": conversation_id},
+            )
+    assert fake.requests[-1].json["messages"] == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "First"},
+        {"role": "user", "content": "two"},
+    ]
+
+
+async def test_errors_have_openai_shapes(relay_for, fake: FakeUpstream) -> None:
+    async with relay_for() as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, "cr_not_a_key") as stranger:
+            with pytest.raises(openai.AuthenticationError) as refused:
+                await stranger.models.list()
+        assert refused.value.code == "invalid_api_key"
+        async with client_for(relay, key) as client:
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.chat.completions.create(
+                    model="gpt-9", messages=[{"role": "user", "content": "x"}]
+                )
+            assert missing.value.code == "model_not_found"
+            with pytest.raises(openai.BadRequestError) as bad:
+                await client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=7
+                )
+            assert bad.value.status_code == 400 and "temperature" in bad.value.message
+            with pytest.raises(openai.BadRequestError):
+                await client.chat.completions.create(model=MODEL, messages=[])
+            with pytest.raises(openai.BadRequestError):
+                await client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "x"}], n=2
+                )
+            fake.fail(503, {"error": {"message": "Service Unavailable Error"}})
+            with pytest.raises(openai.APIStatusError) as failing:
+                await client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "x"}]
+                )
+            assert failing.value.status_code == 502
+            assert "Service Unavailable Error" in failing.value.message
+
+            fake.script = [livepeer_chunk("Half"), b'data: {"error":"CUDA out of memory"}\n\n']
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+            )
+            received = []
+            with pytest.raises(openai.APIError) as mid_stream:
+                async for chunk in stream:
+                    received.append(chunk)
+            assert "CUDA out of memory" in mid_stream.value.message
+            assert received[-1].choices[0].delta.content == "Half"
