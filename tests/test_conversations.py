@@ -289,3 +289,37 @@ async def test_streaming_answer_text_is_flushed_while_it_grows(
             gate.set()
             await response.aread()
     assert content == "partial"
+
+
+async def test_a_late_flush_never_overwrites_the_final_text(database_url: str) -> None:
+    """A periodic flush that waited for the lock while the answer was finished is a no-op."""
+    from chatrelay.store import conversations as store
+    from chatrelay.store import users
+    from chatrelay.store.database import Database
+
+    db = Database(database_url)
+    await db.upgrade()
+    try:
+        async with db.transaction() as session:
+            guest = await users.create_guest(session)
+            conversation = await store.create_conversation(session, owner_id=guest.id, title="t")
+            answer = await store.add_message(
+                session, owner_id=guest.id, conversation=conversation, role="assistant",
+                content="", status="streaming",
+            )  # fmt: skip
+        async with db.transaction() as session:
+            await store.finish_answer(
+                session, owner_id=guest.id, message_id=answer.id, content="the whole answer",
+                status="complete", finish_reason="stop", error=None, prompt_tokens=1,
+                completion_tokens=3, upstream="livepeer",
+            )  # fmt: skip
+        async with db.transaction() as session:
+            stale = [{"b_id": answer.id, "b_owner": guest.id, "b_content": "the who"}]
+            await store.save_answer_texts(session, stale)
+        async with db.read() as session:
+            [stored] = await store.messages_of(
+                session, owner_id=guest.id, conversation_id=conversation.id
+            )
+        assert (stored.content, stored.status) == ("the whole answer", "complete")
+    finally:
+        await db.close()

@@ -33,6 +33,7 @@ from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
 from chatrelay.limits.quotas import Quotas
 from chatrelay.limits.routes import router as usage_router
 from chatrelay.limits.tokens import LlamaVocabCounter
+from chatrelay.observability import RequestLog, metrics_endpoint
 from chatrelay.openai_api import router as openai_router
 from chatrelay.store import conversations
 from chatrelay.store.database import Database, database_url
@@ -114,6 +115,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(usage_router)
 
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        methods=["GET"],
+        summary="Prometheus metrics (all workers' when PROMETHEUS_MULTIPROC_DIR is set)",
+        response_class=Response,
+    )
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is alive."""
@@ -145,5 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     # Outermost: every layer below sees the client and scheme that trusted proxies report.
+    # Just inside ProxyHeaders: every request gets an id and a log line, whatever answers it.
+    app.add_middleware(RequestLog, log_content=settings.log_content)
     app.add_middleware(ProxyHeaders, proxies=TrustedProxies(settings.trusted_proxies))
     return app

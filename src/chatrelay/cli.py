@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -44,10 +43,11 @@ def serve(
     """Run the server (embedded model unless LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL is set)."""
     from chatrelay.app import create_app
     from chatrelay.config import Settings
+    from chatrelay.observability import configure_logging
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings.load(config, **overrides)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    configure_logging()
     if not settings.has_remote_upstream:
         typer.secho(
             "No upstream configured: starting the embedded model (SmolLM2-135M) ...", fg="cyan"
@@ -60,6 +60,9 @@ def serve(
         # chatrelay reads X-Forwarded-For/-Proto itself, trusting CHATRELAY_TRUSTED_PROXIES
         # (limits/client_ip.py): uvicorn's own handling would rewrite the peer before it.
         proxy_headers=False,
+        # chatrelay writes one structured line per request itself (with its request id).
+        access_log=False,
+        log_config=None,
     )
 
 

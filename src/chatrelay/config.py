@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
     )
 
+    # Put the question and answer text in request log lines (off: ids and counts only).
+    log_content: bool = False
+
     # Storage: a SQLite file in data_dir unless a database URL is given
     # (e.g. postgresql+asyncpg://user@127.0.0.1:5432/chatrelay).
     data_dir: Path = Path("data")

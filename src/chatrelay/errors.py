@@ -6,6 +6,7 @@ FastAPI's own validation and HTTP errors) into that JSON with the right status.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -13,6 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from chatrelay.observability import REJECTIONS
+
+log = logging.getLogger(__name__)
 
 # OpenAI's error "type" values, so OpenAI clients classify our errors the way they expect.
 INVALID_REQUEST = "invalid_request_error"
@@ -90,6 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_chatrelay_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ChatRelayError)
+        if exc.status == 429:
+            REJECTIONS.labels(exc.code).inc()
         return error_response(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
@@ -115,6 +122,19 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         )
 
+    async def on_unexpected_error(_: Request, exc: Exception) -> Response:
+        # Still the JSON error shape (never a text/plain 500), and no internals in it.
+        log.error("unhandled error", exc_info=exc)
+        return error_response(
+            ChatRelayError(
+                500,
+                "Internal server error; the details are in the server's log.",
+                code="internal_error",
+                type=SERVER,
+            )
+        )
+
+    app.add_exception_handler(Exception, on_unexpected_error)
     app.add_exception_handler(ChatRelayError, on_chatrelay_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -103,6 +103,7 @@ async def chat_completions(
     )
     client_ip = request.client.host if request.client else None
     job = await service.start(chat, owner_id=user.id, caller=service.quotas.caller(user, client_ip))
+    request.state.job = job  # for the request's log line
     ids = {"X-Conversation-Id": job.conversation_id, "X-Message-Id": job.id}
     try:
         await job.accepted(wait=service.settings.stream_start_wait)

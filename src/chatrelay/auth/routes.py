@@ -146,6 +146,9 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
             type="rate_limit_error",
             headers={"Retry-After": str(seconds)},
         )
+    # Counted before the (slow) check, so a burst of parallel guesses cannot all slip in
+    # under the limit; a success takes its own count back below.
+    await throttle.record_failure(attempts)
     async with _database(request).transaction() as session:
         account = await users.get_user_by_username(session, username=username)
     if account is None or account.password_hash is None:
@@ -154,14 +157,14 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
     else:
         valid = await verify_password(account.password_hash, body.password)
     if account is None or not valid:
-        await throttle.record_failure(attempts)
         raise ChatRelayError(
             401,
             "Wrong username or password.",
             code="invalid_credentials",
             type=AUTHENTICATION_ERROR,
         )
-    await throttle.reset(f"user:{username}")
+    for key in attempts:
+        await throttle.reset(key)
     assert account.password_hash is not None  # verified above
     fresh_hash = await hash_password(body.password) if needs_rehash(account.password_hash) else None
     identity = await identify(request)

@@ -28,6 +28,14 @@ from chatrelay.chat.events import EventBuffer
 from chatrelay.chat.failover import RetryPolicy, continuation_messages
 from chatrelay.chat.recorder import AnswerRecorder
 from chatrelay.errors import UPSTREAM, ChatRelayError
+from chatrelay.observability import (
+    ACTIVE_STREAMS,
+    FAILOVERS,
+    FIRST_TOKEN,
+    TOKEN_GAP,
+    TOKENS,
+    UPSTREAM_ERRORS,
+)
 from chatrelay.sse import encode_comment
 from chatrelay.upstreams.chunk import Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
@@ -115,6 +123,10 @@ class GenerationJob:
         """
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.opened), wait)
+        if self.opened.done() and self.opened.exception() is not None:
+            # Refused in the very tick the wait ran out: still an HTTP error, never a silent
+            # empty stream.
+            raise self.opened.exception()  # type: ignore[misc]
         self._committed = True
         if not self.opened.done():
             self.buffer.append(encode_comment("waiting for the upstream to accept"))
@@ -124,7 +136,7 @@ class GenerationJob:
 
     def stop(self) -> bool:
         """Cancel the upstream request now; the partial answer is kept. False if already over."""
-        if self.finished or self._task is None:
+        if self.finished or self._task is None or self._stop_requested:
             return False
         self._stop_requested = True
         self._task.cancel()
@@ -144,6 +156,7 @@ class GenerationJob:
     async def _run(self) -> None:
         if self.recorder is not None:
             self.recorder.started(self)
+        ACTIVE_STREAMS.inc()
         try:
             await self._generate()
             self.status = "done"
@@ -178,9 +191,32 @@ class GenerationJob:
             await self._record()
             self._abort()
         finally:
+            ACTIVE_STREAMS.dec()
+            self._count_tokens()
             self.buffer.close()
             if self._on_finished is not None:
                 self._on_finished(self)
+
+    def _count_tokens(self) -> None:
+        if self.usage is not None:
+            TOKENS.labels(self.model, "in").inc(self.usage.prompt_tokens)
+            TOKENS.labels(self.model, "out").inc(self.usage.completion_tokens)
+
+    def log_fields(self) -> dict[str, object]:
+        """What the request's log line says about its answer (never its text)."""
+        usage = self.usage
+        ttft = self.first_token_at - self.started_at if self.first_token_at else None
+        return {
+            "message_id": self.id,
+            "conversation_id": self.conversation_id,
+            "model": self.model,
+            "upstream": self.upstream_names,
+            "answer_status": self.status,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "ttft_ms": round(ttft * 1000, 1) if ttft is not None else None,
+            "failovers": self.failovers,
+        }
 
     async def _record(self, *, status: str | None = None) -> None:
         # Stored before the client sees the end, so a reload right after [DONE] shows it all.
@@ -198,7 +234,7 @@ class GenerationJob:
             upstream = pool.pick(self.model, avoid=frozenset(failed))
             if upstream is None:  # every upstream of the model is paused by its breaker
                 pause = pool.retry_in(self.model)
-                if time.monotonic() + pause > deadline and not self._parts:
+                if time.monotonic() + pause > deadline:
                     raise last or self._unavailable(pause)
                 await asyncio.sleep(max(pause, 0.05))
                 continue
@@ -207,14 +243,18 @@ class GenerationJob:
             except UpstreamFailure as failure:
                 pool.failed(upstream, failure)
                 log.warning("upstream %s failed: %s", upstream.config.name, failure.kind)
+                UPSTREAM_ERRORS.labels(upstream.config.name, failure.kind).inc()
                 if not failure.retryable:
                     raise
                 failed.add(upstream.config.name)
                 last = failure
                 if self._parts:  # part of the answer is out: continue it elsewhere, at once
                     self.failovers += 1
+                    FAILOVERS.labels(self.model).inc()
                     if self.failovers > policy.max_failovers:
                         raise
+                    # The continuation gets its own retry window, counted from this failure.
+                    deadline = time.monotonic() + policy.deadline
                 elif failed >= {u.config.name for u in pool.serving(self.model) if pool.usable(u)}:
                     # A whole round failed: back off (the model may be loading), then again.
                     pause = max(backoff, failure.retry_after or 0.0)
@@ -253,6 +293,8 @@ class GenerationJob:
         health = self.pool.health_of(self.model)
         health.request_started()
         waiting, began = True, time.monotonic()
+        last = began
+        gap: Callable[[float], None] = _no_gap
         before = self.usage
         append, encode, parts = self.buffer.append, self.encoder.content, self._parts
         try:
@@ -269,13 +311,20 @@ class GenerationJob:
                             started=bool(parts),
                         )
                     if chunk.content:
+                        now = time.monotonic()
                         if waiting:
                             waiting = False
-                            health.first_token(time.monotonic() - began)
+                            health.first_token(now - began)
                             health.request_ended()
                             self.served_by.append(name)
+                            FIRST_TOKEN.labels(self.model, name).observe(now - began)
+                            # Label children resolved once per attempt, not per token.
+                            gap = TOKEN_GAP.labels(self.model, name).observe
                             if self.first_token_at is None:
-                                self.first_token_at = time.monotonic()
+                                self.first_token_at = now
+                        else:
+                            gap(now - last)
+                        last = now
                         parts.append(chunk.content)
                         append(encode(chunk.content))
                     if chunk.usage is not None:
@@ -324,3 +373,7 @@ def _plus(earlier: Usage | None, current: Usage) -> Usage:
         earlier.prompt_tokens + current.prompt_tokens,
         earlier.completion_tokens + current.completion_tokens,
     )
+
+
+def _no_gap(seconds: float) -> None:
+    """Stands in for the gap histogram until an attempt's first token resolves its labels."""

@@ -36,6 +36,7 @@ async def chat(
     caller = service.quotas.caller(user, client_ip)
     job = await service.start(body, owner_id=user.id, caller=caller)
     # A quick refusal is still an HTTP error with its status; a slow upstream gets a stream.
+    request.state.job = job  # for the request's log line
     ids = {"X-Message-Id": job.id, "X-Conversation-Id": job.conversation_id}
     try:
         await job.accepted(wait=service.settings.stream_start_wait)

@@ -167,7 +167,12 @@ async def save_answer_texts(session: AsyncSession, rows: list[dict[str, str]]) -
     assert isinstance(messages, Table)
     statement = (
         update(messages)
-        .where(messages.c.id == bindparam("b_id"), messages.c.user_id == bindparam("b_owner"))
+        .where(
+            messages.c.id == bindparam("b_id"),
+            messages.c.user_id == bindparam("b_owner"),
+            # A flush that waited for the lock must never overwrite the final text.
+            messages.c.status == "streaming",
+        )
         .values(content=bindparam("b_content"), updated_at=utcnow())
     )
     # Core executemany: the ORM's bulk UPDATE would insist on primary keys alone.

@@ -56,7 +56,8 @@ class UpstreamMonitor:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A loop that died of an error must not abort the rest of the shutdown.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
 
