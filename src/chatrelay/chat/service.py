@@ -122,7 +122,7 @@ class ChatService:
             else:
                 # Again under the write lock: it may have been deleted or grown meanwhile.
                 conversation = await conversations.get_conversation(
-                    session, owner_id=owner_id, conversation_id=request.conversation_id
+                    session, owner_id=owner_id, conversation_id=request.conversation_id, lock=True
                 )
                 last_seq = await conversations.last_seq(
                     session, owner_id=owner_id, conversation_id=conversation.id

@@ -44,13 +44,14 @@ async def create_conversation(session: AsyncSession, *, owner_id: str, title: st
 
 
 async def get_conversation(
-    session: AsyncSession, *, owner_id: str, conversation_id: str
+    session: AsyncSession, *, owner_id: str, conversation_id: str, lock: bool = False
 ) -> Conversation:
-    conversation = await session.scalar(
-        select(Conversation).where(
-            Conversation.id == conversation_id, Conversation.user_id == owner_id
-        )
+    """``lock`` holds the row for the rest of the transaction (PostgreSQL): two messages sent
+    to one conversation at once then take their places one after the other."""
+    statement = select(Conversation).where(
+        Conversation.id == conversation_id, Conversation.user_id == owner_id
     )
+    conversation = await session.scalar(statement.with_for_update() if lock else statement)
     if conversation is None:
         raise NotFound("conversation", conversation_id)
     return conversation
