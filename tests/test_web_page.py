@@ -147,7 +147,7 @@ async def test_page_loads_under_csp_with_the_livepeer_models(browser: Browser, r
             await expect(page).to_have_title("chatrelay")
             await expect(page.get_by_text("What can I help with?")).to_be_visible()
             await expect(page.locator("#model option")).to_have_text(
-                [f"{model} (livepeer)" for model in LIVEPEER_MODELS]
+                [f"{model} (livepeer) · cold" for model in LIVEPEER_MODELS]
             )
             await expect(page.locator("#model")).to_have_value(LIVEPEER_MODELS[0])
             await expect(chat.send_button).to_have_text("Send")

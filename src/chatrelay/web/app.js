@@ -15,6 +15,7 @@ const form = $('composer');
 const prompt = $('prompt');
 const sendBtn = $('send');
 const modelSelect = $('model');
+const modelHint = $('model-hint');
 const list = $('messages');
 const scroller = $('scroller');
 const empty = $('empty');
@@ -39,37 +40,123 @@ let lastFailed = null;
 let opening = false;
 /** Known models by id, for labels of stored answers: id → owned_by. */
 const upstreamOf = new Map();
+/** The models of the last listing by id: {id, owned_by, status, first_token_latency}. */
+const modelInfo = new Map();
 
 // ---- models -----------------------------------------------------------------
+
+/** How ready a model is, as the option says it. */
+const STATUS_TEXT = {
+  warm: 'warm', warming: 'warming up', cold: 'cold', unavailable: 'unavailable',
+};
+const WARMING_HINT = 'Warming up: the first answer may take a minute.';
+const MODEL_HINTS = {
+  cold: WARMING_HINT,
+  warming: WARMING_HINT,
+  unavailable: 'No upstream can serve this model right now; try again shortly or pick another model.',
+};
+const MODELS_REFRESH_MS = 15_000;
+
+/** Bumped by every listing, so a late answer cannot overwrite a newer one. */
+let modelsSeq = 0;
+/** True once a listing arrived: a failed refresh then keeps what is shown. */
+let modelsLoaded = false;
 
 function modelLabel(m) {
   return m.owned_by ? `${m.id} (${m.owned_by})` : m.id;
 }
 
-function selectedModelLabel() {
-  const opt = modelSelect.selectedOptions[0];
-  return opt && opt.value ? opt.textContent : 'assistant';
+/** The model's status if the server sent one this page knows, else ''. */
+function statusOf(m) {
+  return m && Object.hasOwn(STATUS_TEXT, m.status) ? m.status : '';
 }
 
+function fillOption(option, m) {
+  const status = statusOf(m);
+  option.textContent = status ? `${modelLabel(m)} · ${STATUS_TEXT[status]}` : modelLabel(m);
+  const secs = m.first_token_latency == null ? NaN : Number(m.first_token_latency);
+  option.title = Number.isFinite(secs) && secs >= 0
+    ? `last first token in ${secs < 10 ? secs.toFixed(1) : Math.round(secs)} s`
+    : '';
+  option.dataset.status = status;
+}
+
+/** The label of answers from the selected model (without its status). */
+function selectedModelLabel() {
+  const m = modelInfo.get(modelSelect.value);
+  return m ? modelLabel(m) : 'assistant';
+}
+
+function selectedStatus() {
+  return statusOf(modelInfo.get(modelSelect.value));
+}
+
+/** Show how ready the selected model is: the select's data-status and the hint line. */
+function showModelStatus() {
+  const status = selectedStatus();
+  if (status) modelSelect.dataset.status = status;
+  else delete modelSelect.dataset.status;
+  const hint = MODEL_HINTS[status] ?? '';
+  if (modelHint.textContent !== hint) modelHint.textContent = hint; // no repeated announcements
+  modelHint.dataset.status = status;
+  modelHint.hidden = !hint;
+  const selected = modelSelect.selectedOptions[0];
+  modelSelect.title = selected && selected.value ? selected.textContent : '';
+}
+
+/**
+ * Load the model list and how ready each model is. A refresh updates the options
+ * in place, so the selection (and an open drop-down) stays as it is.
+ */
 async function loadModels() {
-  modelSelect.disabled = true;
+  const seq = ++modelsSeq;
+  if (!modelsLoaded) modelSelect.disabled = true;
   try {
     const { default: def, data } = await listModels();
-    for (const m of data) upstreamOf.set(m.id, m.owned_by ?? '');
-    const previous = modelSelect.value;
-    modelSelect.replaceChildren(...data.map((m) => new Option(modelLabel(m), m.id)));
-    if (!data.length) modelSelect.append(new Option('No models configured', ''));
-    const keep = data.some((m) => m.id === previous) ? previous : def;
-    if (keep) modelSelect.value = keep;
+    if (seq !== modelsSeq) return;
+    modelInfo.clear();
+    for (const m of data) {
+      modelInfo.set(m.id, m);
+      upstreamOf.set(m.id, m.owned_by ?? '');
+    }
+    const options = [...modelSelect.options];
+    const same = options.length === data.length && data.every((m, i) => options[i].value === m.id);
+    if (same) {
+      data.forEach((m, i) => fillOption(options[i], m));
+    } else {
+      const previous = modelSelect.value;
+      modelSelect.replaceChildren(...data.map((m) => {
+        const option = new Option('', m.id);
+        fillOption(option, m);
+        return option;
+      }));
+      if (!data.length) modelSelect.append(new Option('No models configured', ''));
+      const keep = data.some((m) => m.id === previous) ? previous : def;
+      if (keep) modelSelect.value = keep;
+    }
+    modelsLoaded = true;
     if (notice.dataset.source === 'models') hideNotice();
   } catch (err) {
+    if (seq !== modelsSeq || modelsLoaded) return; // a refresh: the last statuses stay
+    modelInfo.clear();
     modelSelect.replaceChildren(new Option('Models unavailable', ''));
     showNotice(`Cannot load the model list: ${err.message}`, loadModels, 'models');
   } finally {
-    modelSelect.disabled = false;
-    modelSelect.title = selectedModelLabel();
+    if (seq === modelsSeq) {
+      modelSelect.disabled = false;
+      showModelStatus();
+    }
   }
 }
+
+// Statuses change on the server (a model warms up, an upstream fails): look again
+// now and then while the page is seen, and as soon as it is seen again.
+setInterval(() => {
+  if (document.visibilityState === 'visible') loadModels();
+}, MODELS_REFRESH_MS);
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible') loadModels();
+});
 
 /** A message above the chat; `source` lets its sender clear only its own. */
 function showNotice(text, onRetry, source = 'page') {
@@ -149,7 +236,10 @@ $('new-chat').addEventListener('click', () => {
   if (narrow.matches) setSidebar(false);
   prompt.focus();
 });
-modelSelect.addEventListener('change', () => { modelSelect.title = selectedModelLabel(); });
+modelSelect.addEventListener('change', () => {
+  showModelStatus();
+  loadModels();
+});
 
 // ---- conversation -----------------------------------------------------------
 
@@ -288,7 +378,8 @@ async function run(answer, req) {
   current = turn;
   setBusy(true);
   announcer.reset();
-  answer.wait();
+  const status = selectedStatus();
+  answer.wait({ cold: status === 'cold' || status === 'warming' });
   follow(true);
 
   let outcome;
@@ -317,6 +408,7 @@ async function run(answer, req) {
   // The list shows the conversation (new or just moved to the top) with its title.
   sidebar.reload();
   refreshBudget();
+  loadModels(); // a first token makes the model warm; a failure may make it unavailable
   if (turn.detached || turn.epoch !== epoch) return; // another conversation is shown
   if (current === turn) current = null;
   setBusy(false);
@@ -366,7 +458,7 @@ async function consume(events, answer) {
 function settle(answer, outcome, req) {
   if (outcome.kind === 'error') {
     const { error } = outcome;
-    if (error.status === 404 && error.code === 'model_not_found') loadModels(); // stale list
+    // A 404 model_not_found means a stale list: the refresh after each answer renews it.
     announcer.flush(`Error: ${error.message}`);
     answer.fail(error.message, hintFor(error), () => retry(answer, req));
     lastFailed = answer;

@@ -56,18 +56,22 @@ export class AssistantMessage {
 
   setModel(label) { this.meta.textContent = label; }
 
-  /** Show the waiting indicator with elapsed seconds until the first token. */
-  wait() {
+  /**
+   * Show the waiting indicator with elapsed seconds until the first token. The
+   * cold-model hint shows after a while, or at once when the model is known to be
+   * cold (`cold`: true).
+   */
+  wait({ cold = false } = {}) {
     this.#clearExtras();
     this.content.replaceChildren();
     this.item.dataset.state = 'waiting';
     this.progress.hidden = false;
-    this.coldHint.hidden = true;
+    this.coldHint.hidden = !cold;
     const started = performance.now();
     const tick = () => {
       const secs = Math.floor((performance.now() - started) / 1000);
       this.progressText.textContent = `Waiting for the model… ${secs} s`;
-      this.coldHint.hidden = secs < COLD_HINT_AFTER_S;
+      this.coldHint.hidden = !cold && secs < COLD_HINT_AFTER_S;
     };
     tick();
     clearInterval(this.#timer);
