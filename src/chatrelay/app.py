@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
+from chatrelay.api_docs import install_api_docs
 from chatrelay.auth.csrf import CsrfProtection
 from chatrelay.auth.identity import require_user
 from chatrelay.auth.routes import router as auth_router
@@ -106,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Streaming chat relay for OpenAI-compatible and Livepeer LLM endpoints.",
         lifespan=lifespan,
+        # Swagger UI is served by install_api_docs: FastAPI's own pages load it from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversation_router)
     app.include_router(openai_router)
     app.include_router(usage_router)
+    install_api_docs(app)
 
     app.add_api_route(
         "/metrics",

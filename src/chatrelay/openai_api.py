@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
+from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
 from chatrelay.chat.encoding import DONE
 from chatrelay.chat.job import GenerationJob
@@ -84,7 +85,35 @@ async def api_user(request: Request) -> User:
     return user
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "A `chat.completion` object; with `stream: true`, Server-Sent Events "
+            "of `chat.completion.chunk` objects ending with `data: [DONE]`. "
+            "`X-Conversation-Id` and `X-Message-Id` name the stored exchange.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        },
+        **error_responses(
+            400,
+            401,
+            403,
+            404,
+            413,
+            429,
+            502,
+            503,
+            notes={
+                400: "Or a field has a wrong type or value (OpenAI answers 400, not 422).",
+                404: "No such model (`model_not_found`) or `X-Conversation-Id`.",
+            },
+        ),
+    },
+)
 async def chat_completions(
     body: CompletionRequest,
     request: Request,
@@ -162,7 +191,7 @@ def completion(job: GenerationJob) -> dict[str, Any]:
     }
 
 
-@router.get("/models")
+@router.get("/models", responses=error_responses(401))
 async def list_models(request: Request, user: Annotated[User, Depends(api_user)]) -> dict[str, Any]:
     """The models, in OpenAI's list shape."""
     registry = request.app.state.chat.registry

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
+from chatrelay.api_docs import error_responses
 from chatrelay.auth.accounts import MAX_PASSWORD_CHARS, check_new_password, normalise_username
 from chatrelay.auth.identity import (
     AUTHENTICATION_ERROR,
@@ -82,13 +83,30 @@ def _signed_in(request: Request, user: User, token: str) -> None:
     remember(request, Identity(user=user, session_token_hash=token_hash(token)))
 
 
-@router.get("/api/me")
+@router.get("/api/me", responses=error_responses(401))
 async def who_am_i(user: Annotated[User, Depends(require_user)]) -> dict[str, Any]:
     """The current user (a new guest on a first visit): ``{id, username, is_guest, is_admin}``."""
     return me(user)
 
 
-@router.post("/api/auth/register", status_code=201)
+@router.post(
+    "/api/auth/register",
+    status_code=201,
+    responses=error_responses(
+        400,
+        401,
+        403,
+        409,
+        413,
+        422,
+        notes={
+            409: "The username is taken (`username_taken`), or this browser is already "
+            "signed in (`already_signed_in`).",
+            422: "Or the username or password breaks the rules (`invalid_username`, "
+            "`password_too_short`, `password_too_long`).",
+        },
+    ),
+)
 async def register(body: Credentials, request: Request) -> dict[str, Any]:
     """Create an account. A guest becomes it in place, keeping its id and conversations."""
     username = normalise_username(body.username)
@@ -129,7 +147,22 @@ async def register(body: Credentials, request: Request) -> dict[str, Any]:
     return me(user)
 
 
-@router.post("/api/auth/login")
+@router.post(
+    "/api/auth/login",
+    responses=error_responses(
+        400,
+        401,
+        403,
+        413,
+        422,
+        429,
+        503,
+        notes={
+            401: "Wrong username or password (`invalid_credentials`).",
+            429: "Too many failed sign-ins for this username or address.",
+        },
+    ),
+)
 async def login(body: Credentials, request: Request) -> dict[str, Any]:
     """Sign in. A guest browser's conversations move to the account, and the guest goes."""
     username = body.username.lower()
@@ -179,7 +212,7 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
     return me(account)
 
 
-@router.post("/api/auth/logout", status_code=204)
+@router.post("/api/auth/logout", status_code=204, responses=error_responses(401, 403))
 async def logout(request: Request) -> Response:
     """Sign out: this browser's session is deleted and its cookie cleared."""
     identity = await identify(request)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
 from chatrelay.chat.service import ChatService
 from chatrelay.store import conversations
@@ -19,6 +20,7 @@ from chatrelay.store.models import Conversation, Message, User
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 Owner = Annotated[User | None, Depends(current_user)]
+NOT_YOURS = {404: "No such conversation, or not yours (`conversation_not_found`)."}
 
 
 class Rename(BaseModel):
@@ -67,12 +69,12 @@ def message_view(message: Message, live_text: str | None = None) -> dict[str, An
     }
 
 
-@router.get("")
+@router.get("", responses=error_responses(401, 422))
 async def list_conversations(
     request: Request,
     user: Owner,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     q: Annotated[str | None, Query(max_length=200, description="Search titles and text")] = None,
 ) -> dict[str, Any]:
     """Your conversations, most recently active first."""
@@ -105,14 +107,16 @@ async def _load(
     return conversation, messages
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", responses=error_responses(401, 404, notes=NOT_YOURS))
 async def get_conversation(conversation_id: str, request: Request, user: Owner) -> dict[str, Any]:
     """One conversation with all its messages, oldest first."""
     conversation, messages = await _load(request, user, conversation_id)
     return {**conversation_summary(conversation), "messages": messages}
 
 
-@router.patch("/{conversation_id}")
+@router.patch(
+    "/{conversation_id}", responses=error_responses(400, 401, 403, 404, 413, 422, notes=NOT_YOURS)
+)
 async def rename_conversation(
     conversation_id: str, body: Rename, request: Request, user: Owner
 ) -> dict[str, Any]:
@@ -125,7 +129,11 @@ async def rename_conversation(
     return conversation_summary(conversation)
 
 
-@router.delete("/{conversation_id}", status_code=204)
+@router.delete(
+    "/{conversation_id}",
+    status_code=204,
+    responses=error_responses(401, 403, 404, notes=NOT_YOURS),
+)
 async def delete_conversation(conversation_id: str, request: Request, user: Owner) -> Response:
     """Delete the conversation and its messages; an answer still streaming in it is stopped."""
     owner_id = _owner_id(user, conversation_id)
@@ -140,7 +148,19 @@ async def delete_conversation(conversation_id: str, request: Request, user: Owne
     return Response(status_code=204)
 
 
-@router.get("/{conversation_id}/export")
+@router.get(
+    "/{conversation_id}/export",
+    responses={
+        200: {
+            "description": "The conversation as a download (`Content-Disposition: attachment`).",
+            "content": {
+                "application/json": {},
+                "text/markdown": {"schema": {"type": "string"}},
+            },
+        },
+        **error_responses(401, 404, 422, notes=NOT_YOURS),
+    },
+)
 async def export_conversation(
     conversation_id: str,
     request: Request,

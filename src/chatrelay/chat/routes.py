@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
+from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user, require_user
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.service import ChatService
@@ -25,7 +26,31 @@ def _service(request: Request) -> ChatService:
     return service
 
 
-@router.post("/api/chat", response_class=StreamingResponse)
+@router.post(
+    "/api/chat",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The answer as Server-Sent Events: OpenAI `chat.completion.chunk` "
+            "objects, then `data: [DONE]`. Failures after the stream began arrive as "
+            '`data: {"error": ...}` events. `X-Message-Id` and `X-Conversation-Id` name the '
+            "stored answer and its conversation.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(
+            400,
+            401,
+            403,
+            404,
+            413,
+            422,
+            429,
+            502,
+            503,
+            notes={404: "No such model (`model_not_found`) or conversation."},
+        ),
+    },
+)
 async def chat(
     body: ChatRequest, request: Request, user: Annotated[User, Depends(require_user)]
 ) -> StreamingResponse:
@@ -51,7 +76,10 @@ async def chat(
     )
 
 
-@router.post("/api/messages/{message_id}/stop")
+@router.post(
+    "/api/messages/{message_id}/stop",
+    responses=error_responses(401, 403, 404, notes={404: "No such answer in progress."}),
+)
 async def stop(
     message_id: str, request: Request, user: Annotated[User | None, Depends(current_user)]
 ) -> dict[str, Any]:

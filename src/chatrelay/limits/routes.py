@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import require_user
 from chatrelay.limits.quotas import Quotas
 from chatrelay.store.models import User
@@ -18,7 +19,7 @@ def quotas_of(request: Request) -> Quotas:
     return quotas
 
 
-@router.get("/api/usage")
+@router.get("/api/usage", responses=error_responses(401))
 async def usage(request: Request, user: Annotated[User, Depends(require_user)]) -> dict[str, Any]:
     """``{used, reserved, limit, remaining, period, period_start, resets_at}``; ``limit`` and
     ``remaining`` are null when the user's budget is unlimited."""
