@@ -25,6 +25,7 @@ from chatrelay.chat.schemas import ChatMessage, ChatRequest
 from chatrelay.chat.service import ChatService
 from chatrelay.errors import ChatRelayError
 from chatrelay.store.models import User
+from chatrelay.text import StoredText
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -33,14 +34,14 @@ class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: StrictStr
-    text: StrictStr | None = None
+    text: StoredText | None = None
 
 
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | list[ContentPart]
+    content: StoredText | list[ContentPart]
 
     def as_chat_message(self) -> ChatMessage:
         if isinstance(self.content, str):
@@ -61,7 +62,7 @@ class CompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr | None = None
+    model: StoredText | None = None
     messages: list[OpenAIMessage] = Field(min_length=1)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None

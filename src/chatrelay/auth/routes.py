@@ -28,14 +28,15 @@ from chatrelay.errors import ChatRelayError
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow
+from chatrelay.text import StoredText
 
 router = APIRouter()
 
 
 class Credentials(BaseModel):
     # Bounded before anything is hashed, looked up or kept as a throttle key.
-    username: str = Field(max_length=64)
-    password: str = Field(max_length=MAX_PASSWORD_CHARS)
+    username: StoredText = Field(max_length=64)
+    password: StoredText = Field(max_length=MAX_PASSWORD_CHARS)
 
 
 def me(user: User) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from chatrelay.store import conversations
 from chatrelay.store.conversations import NotFound
 from chatrelay.store.database import Database
 from chatrelay.store.models import Conversation, Message, User
+from chatrelay.text import StoredText
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 Owner = Annotated[User | None, Depends(current_user)]
@@ -24,7 +25,7 @@ NOT_YOURS = {404: "No such conversation, or not yours (`conversation_not_found`)
 
 
 class Rename(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
+    title: StoredText = Field(min_length=1, max_length=200)
 
 
 def _db(request: Request) -> Database:
@@ -75,7 +76,9 @@ async def list_conversations(
     user: Owner,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    q: Annotated[str | None, Query(max_length=200, description="Search titles and text")] = None,
+    q: Annotated[
+        StoredText | None, Query(max_length=200, description="Search titles and text")
+    ] = None,
 ) -> dict[str, Any]:
     """Your conversations, most recently active first."""
     if user is None:

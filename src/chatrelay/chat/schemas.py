@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from chatrelay.text import StoredText
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    content: StoredText
 
 
 class ChatRequest(BaseModel):
@@ -20,9 +22,9 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     messages: list[ChatMessage] = Field(min_length=1)
-    model: StrictStr | None = None
+    model: StoredText | None = None
     # Continue this conversation (the server keeps its history); none starts a new one.
-    conversation_id: StrictStr | None = None
+    conversation_id: StoredText | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)

@@ -48,6 +48,8 @@ async def get_conversation(
 ) -> Conversation:
     """``lock`` holds the row for the rest of the transaction (PostgreSQL): two messages sent
     to one conversation at once then take their places one after the other."""
+    if "\x00" in conversation_id:  # no id holds one, and PostgreSQL cannot even compare it
+        raise NotFound("conversation", conversation_id.replace("\x00", ""))
     statement = select(Conversation).where(
         Conversation.id == conversation_id, Conversation.user_id == owner_id
     )
