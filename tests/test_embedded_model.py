@@ -44,6 +44,9 @@ async def test_no_upstream_means_embedded_model_streams(tmp_path: Path) -> None:
         assert answer.text.strip()
         assert answer.final["choices"][0]["finish_reason"] in ("stop", "length")
         assert answer.final["model"] == EMBEDDED_MODEL
+        # llama.cpp's server reports no usage: the tokens are counted with the model's vocabulary.
+        usage = answer.final["usage"]
+        assert usage["prompt_tokens"] > 0 and 0 < usage["completion_tokens"] <= 24
         process = sidecar._process
     # Leaving the app stops the llama.cpp server.
     assert sidecar._process is None

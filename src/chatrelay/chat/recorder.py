@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatrelay.limits.quotas import Admission, BilledUsage, Quotas
 from chatrelay.store import conversations, usage
 from chatrelay.store.database import Database
+from chatrelay.upstreams.chunk import Usage
 
 if TYPE_CHECKING:
     from chatrelay.chat.job import GenerationJob
@@ -113,6 +114,10 @@ class AnswerStore:
         reported = job.usage
         stored_status = status or STORED_STATUS.get(job.status, "interrupted")
         billed = await self._settle(recorder.admission, job)
+        if reported is None and billed is not None:
+            # The upstream reported nothing (llama.cpp's server does not): the counted tokens
+            # stand in everywhere, in the stored message, the final chunk, logs and metrics.
+            reported = job.usage = Usage(billed.prompt_tokens, billed.completion_tokens)
         for attempt in range(3):
             try:
                 async with self.db.transaction() as session:
