@@ -24,6 +24,9 @@ from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
 from tests.fake_upstream import FakeUpstream
 
+# The browser fixture for the page tests lives in its own module.
+pytest_plugins = ["tests.browser"]
+
 # Settings come only from what each test says: never from the developer's shell or .env.
 # Nor from a .env file in the working directory.
 Settings.model_config["env_file"] = None

@@ -4,22 +4,18 @@ its errors in the one error shape, and Swagger UI working offline under the app'
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
-from playwright.async_api import Browser, ConsoleMessage, Request, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Request, expect
 
 from chatrelay.api_docs import ERROR_REF
+from tests.browser import RECORD_CSP_VIOLATIONS, WAIT_MS
 from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_events
 from tests.test_openai_api import api_key
-from tests.test_web_page import CHROMIUM, CHROMIUM_ARGS, RECORD_CSP_VIOLATIONS, WAIT_MS
 
 # What each operation answers: its 2xx and at least these errors (read from the routes, the
 # dependencies they use, errors.py, limits/refusals.py and the middleware). A new route must
@@ -164,27 +160,6 @@ async def test_docs_assets_are_served_by_the_app(relay_for) -> None:
     assert "javascript" in fetched["/docs/assets/swagger-ui-bundle.js"].headers["content-type"]
     assert "text/css" in fetched["/docs/assets/swagger-ui.css"].headers["content-type"]
     assert redoc.status_code == 404  # FastAPI's own ReDoc page would load it from a CDN
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    """Debian's Chromium: without it the test skips, except under CI, where it must run."""
-    if not CHROMIUM.exists():
-        reason = f"Chromium is not installed at {CHROMIUM}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must run the browser tests")
-        pytest.skip(reason)
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def test_docs_page_renders_every_operation_offline_under_the_csp(

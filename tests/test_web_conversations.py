@@ -11,13 +11,8 @@ from typing import Any
 
 from playwright.async_api import Browser, Locator, Page, Request, expect
 
-from tests import test_web_page
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.test_web_page import ChatPage, open_chat
-
-# The page tests' fixtures: Debian's Chromium, one browser per test.
-chromium = test_web_page.chromium
-browser = test_web_page.browser
 
 PASSWORD = "correct horse battery"
 # The browser itself logs refused requests ("the server responded with a status of 401").

@@ -4,62 +4,19 @@ relay on a real socket and the fake upstream: what a person sees, and what the u
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Locator, Page, expect
 
 from chatrelay.config import LIVEPEER_MODELS
+from tests.browser import RECORD_CSP_VIOLATIONS, WAIT_MS
 from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 5_000  # any single thing a person waits for on this page
-
-# Recorded by the test harness, not by the page: CDP injects it ahead of the page's own code.
-RECORD_CSP_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener('securitypolicyviolation', (e) => {
-  window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
-});
-"""
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    """Debian's Chromium: without it the tests skip, except under CI, where they must run."""
-    if not CHROMIUM.exists():
-        reason = f"Chromium is not installed at {CHROMIUM}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must run the browser tests")
-        pytest.skip(reason)
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    """One browser per test: Playwright's connection belongs to the test's own event loop."""
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @dataclass
