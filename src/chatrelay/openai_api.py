@@ -20,9 +20,8 @@ from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
 from chatrelay.chat.encoding import DONE
 from chatrelay.chat.job import GenerationJob
-from chatrelay.chat.routes import STREAM_HEADERS
+from chatrelay.chat.routes import STREAM_HEADERS, start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest
-from chatrelay.chat.service import ChatService
 from chatrelay.errors import ChatRelayError
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
@@ -122,7 +121,6 @@ async def chat_completions(
     conversation_id: Annotated[str | None, Header(alias="X-Conversation-Id")] = None,
 ) -> Response:
     """OpenAI chat completions, streamed (``stream: true``) or whole."""
-    service: ChatService = request.app.state.chat
     chat = ChatRequest(
         messages=[m.as_chat_message() for m in body.messages],
         model=body.model,
@@ -131,15 +129,7 @@ async def chat_completions(
         top_p=body.top_p,
         conversation_id=conversation_id,
     )
-    client_ip = request.client.host if request.client else None
-    job = await service.start(chat, owner_id=user.id, caller=service.quotas.caller(user, client_ip))
-    request.state.job = job  # for the request's log line
-    ids = {"X-Conversation-Id": job.conversation_id, "X-Message-Id": job.id}
-    try:
-        await job.accepted(wait=service.settings.stream_start_wait)
-    except ChatRelayError as refused:
-        refused.headers.update(ids)
-        raise
+    job, ids = await start_answer(request, chat, user)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(

@@ -9,6 +9,7 @@ from starlette.responses import StreamingResponse
 
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user, require_user
+from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.service import ChatService
 from chatrelay.errors import ChatRelayError
@@ -55,25 +56,34 @@ async def chat(
     body: ChatRequest, request: Request, user: Annotated[User, Depends(require_user)]
 ) -> StreamingResponse:
     """Stream the answer as OpenAI ``chat.completion.chunk`` events; the exchange is stored."""
-    service = _service(request)
-    # The address ProxyHeaders settled on: the peer, or the client a trusted proxy names.
-    client_ip = request.client.host if request.client else None
-    caller = service.quotas.caller(user, client_ip)
-    job = await service.start(body, owner_id=user.id, caller=caller)
-    # A quick refusal is still an HTTP error with its status; a slow upstream gets a stream.
-    request.state.job = job  # for the request's log line
-    ids = {"X-Message-Id": job.id, "X-Conversation-Id": job.conversation_id}
-    try:
-        await job.accepted(wait=service.settings.stream_start_wait)
-    except ChatRelayError as refused:
-        # The question is stored all the same: say where, so a retry can continue there.
-        refused.headers.update(ids)
-        raise
+    job, ids = await start_answer(request, body, user)
     return StreamingResponse(
         job.buffer.follow(),
         media_type="text/event-stream",
         headers={**STREAM_HEADERS, **ids},
     )
+
+
+async def start_answer(
+    request: Request, body: ChatRequest, user: User
+) -> tuple[GenerationJob, dict[str, str]]:
+    """Store the question and start its answer, for any route that asks: the job, and the
+    headers that say where it is stored. An upstream refusal within the start wait is raised
+    as the HTTP error it is, carrying those headers (the question is stored all the same, so
+    a retry can continue there)."""
+    service = _service(request)
+    # The address ProxyHeaders settled on: the peer, or the client a trusted proxy names.
+    client_ip = request.client.host if request.client else None
+    caller = service.quotas.caller(user, client_ip)
+    job = await service.start(body, owner_id=user.id, caller=caller)
+    request.state.job = job  # for the request's log line
+    ids = {"X-Message-Id": job.id, "X-Conversation-Id": job.conversation_id}
+    try:
+        await job.accepted(wait=service.settings.stream_start_wait)
+    except ChatRelayError as refused:
+        refused.headers.update(ids)
+        raise
+    return job, ids
 
 
 @router.post(
