@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
-from playwright.async_api import Browser, ConsoleMessage, Locator, Page, expect
+from playwright.async_api import Browser, expect
 
 from chatrelay.config import LIVEPEER_MODELS
-from tests.browser import RECORD_CSP_VIOLATIONS, WAIT_MS
-from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_events
+from tests.test_web_page import open_chat
 
 DEFAULT = LIVEPEER_MODELS[0]
 OTHER = LIVEPEER_MODELS[1]
@@ -23,69 +19,6 @@ WARMING_HINT = "Warming up: the first answer may take a minute."
 UNAVAILABLE_HINT = (
     "No upstream can serve this model right now; try again shortly or pick another model."
 )
-
-
-@dataclass
-class ChatPage:
-    page: Page
-    console_errors: list[str] = field(default_factory=list)
-
-    @property
-    def prompt(self) -> Locator:
-        return self.page.locator("#prompt")
-
-    @property
-    def select(self) -> Locator:
-        return self.page.locator("#model")
-
-    @property
-    def hint(self) -> Locator:
-        return self.page.locator("#model-hint")
-
-    @property
-    def answers(self) -> Locator:
-        return self.page.locator("#messages li.message.assistant")
-
-    def option(self, model: str) -> Locator:
-        return self.select.locator(f'option[value="{model}"]')
-
-    async def say(self, text: str) -> Locator:
-        """Type a message and press Enter; returns the assistant bubble it creates."""
-        before = await self.answers.count()
-        await self.prompt.fill(text)
-        await self.prompt.press("Enter")
-        await expect(self.answers).to_have_count(before + 1)
-        return self.answers.nth(before)
-
-    async def problems(self, allowed: Iterable[str] = ()) -> list[str]:
-        violations: list[str] = await self.page.evaluate("window.__cspViolations")
-        errors = [e for e in self.console_errors if not any(a in e for a in allowed)]
-        return errors + [f"CSP violation: {v}" for v in violations]
-
-
-@asynccontextmanager
-async def open_chat(browser: Browser, relay: RunningRelay) -> AsyncIterator[ChatPage]:
-    """A fresh browser context on the relay's page, with the model list loaded."""
-    context = await browser.new_context()
-    try:
-        page = await context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        await page.add_init_script(RECORD_CSP_VIOLATIONS)
-        errors: list[str] = []
-
-        def on_console(message: ConsoleMessage) -> None:
-            if message.type == "error":
-                errors.append(f"console: {message.text}")
-
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-        response = await page.goto(relay.url + "/")
-        assert response is not None and response.status == 200
-        chat = ChatPage(page, errors)
-        await expect(chat.select).to_be_enabled()
-        yield chat
-    finally:
-        await context.close()
 
 
 async def test_a_fresh_relay_shows_cold_models_and_a_warm_one_after_an_answer(

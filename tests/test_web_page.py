@@ -17,6 +17,7 @@ from chatrelay.config import LIVEPEER_MODELS
 from tests.browser import RECORD_CSP_VIOLATIONS, WAIT_MS
 from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
+from tests.polling import wait_until
 
 
 @dataclass
@@ -44,6 +45,17 @@ class ChatPage:
     @property
     def answers(self) -> Locator:
         return self.page.locator("#messages li.message.assistant")
+
+    @property
+    def select(self) -> Locator:
+        return self.page.locator("#model")
+
+    @property
+    def hint(self) -> Locator:
+        return self.page.locator("#model-hint")
+
+    def option(self, model: str) -> Locator:
+        return self.select.locator(f'option[value="{model}"]')
 
     async def say(self, text: str) -> Locator:
         """Type a message and press Enter; returns the assistant bubble it creates."""
@@ -78,17 +90,10 @@ async def open_chat(browser: Browser, relay: RunningRelay) -> AsyncIterator[Chat
         response = await page.goto(relay.url + "/")
         assert response is not None and response.status == 200
         chat = ChatPage(page, response.headers.get("content-security-policy", ""), errors)
-        await expect(page.locator("#model")).to_be_enabled()
+        await expect(chat.select).to_be_enabled()
         yield chat
     finally:
         await context.close()
-
-
-async def wait_until(predicate, within: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_page_loads_under_csp_with_the_livepeer_models(browser: Browser, relay_for) -> None:
