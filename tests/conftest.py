@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from chatrelay.app import create_app
 from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
+from chatrelay.upstreams.sidecar import free_port
 from tests.fake_upstream import FakeUpstream
 
 # The browser fixture for the page tests lives in its own module.
@@ -34,12 +35,6 @@ Settings.model_config["env_file"] = None
 for _name in list(os.environ):
     if _name.startswith(("CHATRELAY_", "LIVEPEER_", "OPENAI_")):
         del os.environ[_name]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
