@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-relay clean
+.PHONY: run test lint bench-relay bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chatrelay needs Python 3.11+"'
@@ -30,6 +30,11 @@ lint: $(STAMP)
 
 bench-relay: $(STAMP)
 	$(BIN)/python bench/relay_latency.py
+
+# Side by side: the mock directly, nginx, chatrelay and LiteLLM (installed on first use into
+# bench/.venv-litellm); results in bench/results/, tables and chart in docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

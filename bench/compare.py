@@ -1,0 +1,300 @@
+"""Side by side, in one interleaved run: the mock directly, nginx, chatrelay and LiteLLM.
+
+What ``make bench`` runs. Every process is on 127.0.0.1 (the driver refuses anything else):
+
+    bench/mock_upstream.py  <-  system under test  <-  bench/load_driver.py (C clients)
+
+For each concurrency C (1, 8, 32, 64, 128, 512 by default) each system in turn (the order
+rotates from one C to the next, so no system always runs on a machine warmed up by another)
+gets C clients, each streaming answers of 64 chunks paced 20 ms apart, back to back; then
+non-streaming requests at C=1 and C=32; then unpaced answers (as fast as the chain goes) for
+the highest chunk rate. Per run it records, besides the driver's figures, the CPU seconds
+and the peak resident memory of the system's process tree (from /proc). A system whose
+streams mostly stall at some C (fewer than half without a stall) is not run at higher C.
+
+    .venv/bin/python bench/compare.py [--concurrency 1,8,32,64,128,512] [--no-litellm] [--smoke]
+
+Writes bench/results/<UTC time>.json (and latest.json), then bench/report.py turns it into the
+table and chart of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from systems import (
+    BENCH,
+    System,
+    ensure_litellm,
+    nginx_available,
+    start_chatrelay,
+    start_litellm,
+    start_mock,
+    start_nginx,
+)
+
+RESULTS = BENCH / "results"
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_average_at_start": load,
+    }
+
+
+def run_driver(
+    system: System,
+    mock: System,
+    *,
+    concurrency: int,
+    requests_per_client: int,
+    chunks: int,
+    pace_ms: float,
+    chunk_bytes: int,
+    non_streaming: bool = False,
+) -> dict[str, Any]:
+    """One load run against ``system``, with its CPU and memory sampled meanwhile."""
+    duration = chunks * pace_ms / 1000
+    ramp = 0.0 if non_streaming else duration
+    deadline = ramp + requests_per_client * max(duration, 0.5) * 3 + 20
+    command = [
+        sys.executable,
+        str(BENCH / "load_driver.py"),
+        "--url",
+        system.url,
+        "--concurrency",
+        str(concurrency),
+        "--requests-per-client",
+        str(requests_per_client),
+        "--chunks",
+        str(chunks),
+        "--pace-ms",
+        str(pace_ms),
+        "--chunk-bytes",
+        str(chunk_bytes),
+        "--ramp-s",
+        str(ramp),
+        "--deadline-s",
+        str(deadline),
+    ]
+    if system.api_key:
+        command += ["--api-key", system.api_key]
+    if non_streaming:
+        command.append("--non-streaming")
+    system.refresh_pids()
+    measured = system if system.name != "direct" else None
+    rss_before = measured.rss() if measured else 0
+    cpu_before = measured.cpu() if measured else 0.0
+    mock_cpu_before = mock.cpu()
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE)
+    peak = rss_before
+    while driver.poll() is None:
+        if measured:
+            peak = max(peak, measured.rss())
+        time.sleep(0.05)
+    out, _ = driver.communicate()
+    if driver.returncode != 0:
+        raise RuntimeError(f"load driver failed ({driver.returncode}) against {system.name}")
+    figures: dict[str, Any] = json.loads(out)
+    figures["system"] = system.name
+    figures["mock_cpu_s"] = round(mock.cpu() - mock_cpu_before, 3)
+    if measured:
+        cpu = measured.cpu() - cpu_before
+        figures["cpu_s"] = round(cpu, 3)
+        units = figures["chunks"] if not non_streaming else figures["completed"]
+        key = "cpu_ms_per_1k_chunks" if not non_streaming else "cpu_ms_per_request"
+        scale = 1e6 if not non_streaming else 1e3
+        figures[key] = round(cpu * scale / units, 1) if units else None
+        figures["rss_kb_before"] = rss_before
+        figures["rss_kb_peak"] = peak
+        figures["rss_kb_per_stream"] = round(max(0, peak - rss_before) / concurrency, 1)
+    return figures
+
+
+def summary_line(f: dict[str, Any]) -> str:
+    if f["mode"] == "non-stream":
+        return (
+            f"{f['system']:<10} C={f['concurrency']:<4} non-stream: {f['completed']}/"
+            f"{f['requests']} ok, p50 {f['latency_ms']['p50']} ms, p99 {f['latency_ms']['p99']}"
+            f" ms, {f.get('requests_per_s')} req/s, cpu {f.get('cpu_ms_per_request')} ms/req"
+        )
+    return (
+        f"{f['system']:<10} C={f['concurrency']:<4} pace={f['pace_ms']:g}: {f['no_stall']}/"
+        f"{f['requests']} without stall, ttft p50 {f['ttft_ms']['p50']} ms, chunk latency "
+        f"p50 {f['latency_ms']['p50']} p99 {f['latency_ms']['p99']} ms, gap p99 "
+        f"{f['gap_ms']['p99']} ms, {f.get('chunks_per_s')} chunks/s, cpu "
+        f"{f.get('cpu_ms_per_1k_chunks')} ms/1k chunks, {f.get('rss_kb_per_stream')} KB/stream"
+        + (f", errors {f['errors']}" if f["errors"] else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--concurrency", default="1,8,32,64,128,512")
+    parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--pace-ms", type=float, default=20.0)
+    parser.add_argument("--chunk-bytes", type=int, default=20)
+    parser.add_argument("--systems", default="direct,nginx,chatrelay,litellm")
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--non-streaming", default="1,32", help="C values; empty: none")
+    parser.add_argument("--unpaced", default="32", help="C values; empty: none")
+    parser.add_argument("--unpaced-chunks", type=int, default=256)
+    parser.add_argument(
+        "--smoke", action="store_true", help="seconds, not minutes: tiny C and answers, no LiteLLM"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.concurrency, args.chunks, args.pace_ms = "1,4", 8, 5.0
+        args.non_streaming, args.unpaced, args.unpaced_chunks = "2", "2", 16
+        args.no_litellm = True
+    levels = [int(c) for c in args.concurrency.split(",") if c]
+    wanted = [s for s in args.systems.split(",") if s and not (args.no_litellm and s == "litellm")]
+
+    started_at = datetime.now(UTC)
+    result: dict[str, Any] = {
+        "started": started_at.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "parameters": {
+            "concurrency": levels,
+            "chunks": args.chunks,
+            "pace_ms": args.pace_ms,
+            "chunk_bytes": args.chunk_bytes,
+            "stall_ms": 100,
+            "smoke": args.smoke,
+            "non_streaming_concurrency": args.non_streaming,
+            "unpaced_concurrency": args.unpaced,
+            "unpaced_chunks": args.unpaced_chunks,
+        },
+        "systems": {},
+        "skipped": {},
+        "runs": [],
+    }
+    mock = start_mock(pace_ms=args.pace_ms, chunks=args.chunks, chunk_bytes=args.chunk_bytes)
+    systems: list[System] = []
+    try:
+        for name in wanted:
+            try:
+                if name == "direct":
+                    systems.append(mock)
+                elif name == "nginx":
+                    if not nginx_available():
+                        raise RuntimeError("nginx is not installed (apt-get install nginx)")
+                    systems.append(start_nginx(mock))
+                elif name == "chatrelay":
+                    systems.append(start_chatrelay(mock))
+                elif name == "litellm":
+                    if not ensure_litellm():
+                        raise RuntimeError("could not install litellm[proxy]")
+                    systems.append(start_litellm(mock))
+            except RuntimeError as why:
+                print(f"skipping {name}: {why}", flush=True)
+                result["skipped"][name] = str(why)
+        result["systems"] = {s.name: s.describe() for s in systems}
+        for s in systems:
+            print(f"{s.name}: {s.version}; {json.dumps(s.settings)}", flush=True)
+        common = {"chunk_bytes": args.chunk_bytes}
+        for s in systems:  # warm up: imports, connection pools, the first database writes
+            run_driver(s, mock, concurrency=4, requests_per_client=2, chunks=4, pace_ms=1, **common)
+
+        collapsed: dict[str, int] = {}
+        for index, concurrency in enumerate(levels):
+            shift = index % len(systems)
+            for s in systems[shift:] + systems[:shift]:
+                if s.name in collapsed:
+                    continue
+                per_client = 2 if args.smoke else min(4, max(2, math.ceil(32 / concurrency)))
+                figures = run_driver(
+                    s,
+                    mock,
+                    concurrency=concurrency,
+                    requests_per_client=per_client,
+                    chunks=args.chunks,
+                    pace_ms=args.pace_ms,
+                    **common,
+                )
+                figures["kind"] = "paced"
+                result["runs"].append(figures)
+                print(summary_line(figures), flush=True)
+                if figures["no_stall"] < figures["requests"] / 2:
+                    collapsed[s.name] = concurrency
+        result["collapsed_at"] = collapsed
+
+        for concurrency in [int(c) for c in args.non_streaming.split(",") if c]:
+            for s in systems:
+                per_client = 20 if args.smoke else max(5, 200 // concurrency)
+                figures = run_driver(
+                    s,
+                    mock,
+                    concurrency=concurrency,
+                    requests_per_client=per_client,
+                    chunks=args.chunks,
+                    pace_ms=0,
+                    non_streaming=True,
+                    **common,
+                )
+                figures["kind"] = "non-stream"
+                result["runs"].append(figures)
+                print(summary_line(figures), flush=True)
+
+        for concurrency in [int(c) for c in args.unpaced.split(",") if c]:
+            for s in systems:
+                figures = run_driver(
+                    s,
+                    mock,
+                    concurrency=concurrency,
+                    requests_per_client=1,
+                    chunks=args.unpaced_chunks,
+                    pace_ms=0,
+                    **common,
+                )
+                figures["kind"] = "unpaced"
+                result["runs"].append(figures)
+                print(summary_line(figures), flush=True)
+    finally:
+        for s in systems:
+            if s is not mock:
+                s.stop()
+        mock.stop()
+
+    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ") + ("-smoke" if args.smoke else "")
+    path = args.out / f"{stamp}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    if not args.smoke:
+        (args.out / "latest.json").write_text(path.read_text())
+    print(f"results: {path}", flush=True)
+    if not args.no_report:
+        from report import write_report
+
+        write_report(path, smoke=args.smoke)
+    return path
+
+
+if __name__ == "__main__":
+    main()

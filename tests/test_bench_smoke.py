@@ -1,0 +1,83 @@
+"""The benchmark harness still works: a smoke run of bench/compare.py (seconds, tiny C and
+answers, no LiteLLM) produces real figures for every system, and the driver refuses any target
+that is not 127.0.0.1. Asserts on figures being there, never on timings: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+def test_smoke_run_produces_figures_for_every_system(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "compare.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    [path] = out.glob("*-smoke.json")
+    result = json.loads(path.read_text())
+
+    systems = set(result["systems"])
+    expected = {"direct", "chatrelay"} | ({"nginx"} if Path("/usr/sbin/nginx").exists() else set())
+    assert expected <= systems, result.get("skipped")
+    for name in systems:
+        assert result["systems"][name]["version"], name
+
+    params = result["parameters"]
+    runs = {(r["kind"], r["system"], r["concurrency"]): r for r in result["runs"]}
+    for name in systems:
+        for concurrency in params["concurrency"]:
+            r = runs[("paced", name, concurrency)]
+            assert r["completed"] == r["requests"] > 0, r["errors"]
+            assert r["chunks"] == r["requests"] * params["chunks"]
+            assert r["no_stall"] <= r["requests"]
+            for metric in ("ttft_ms", "latency_ms", "gap_ms"):
+                assert r[metric]["p50"] is not None and r[metric]["p99"] is not None, metric
+            assert r["ttft_ms"]["p50"] > 0
+            assert r["gap_ms"]["p50"] > 0  # paced: the chunks really arrive apart
+            assert r["chunks_per_s"] > 0
+            if name != "direct":  # the system under test's own process tree was measured
+                assert r["cpu_s"] >= 0 and r["cpu_ms_per_1k_chunks"] is not None
+                assert r["rss_kb_peak"] > 0 and r["rss_kb_per_stream"] >= 0
+        [non_stream] = [r for k, r in runs.items() if k[0] == "non-stream" and k[1] == name]
+        assert non_stream["completed"] == non_stream["requests"] > 0, non_stream["errors"]
+        assert non_stream["latency_ms"]["p50"] > 0 and non_stream["requests_per_s"] > 0
+        [unpaced] = [r for k, r in runs.items() if k[0] == "unpaced" and k[1] == name]
+        assert unpaced["chunks"] == unpaced["requests"] * params["unpaced_chunks"]
+
+    # The report: a Markdown table with a row per system, and a real PNG chart.
+    markdown = path.with_suffix(".md").read_text()
+    for name in systems:
+        assert f"| {name} |" in markdown
+    assert "| target (chatrelay) |" in markdown
+    with Image.open(path.with_suffix(".png")) as chart:
+        assert chart.format == "PNG" and chart.size[0] > 300
+
+
+def test_driver_refuses_targets_other_than_loopback() -> None:
+    for url in (
+        "http://10.0.0.1:8000/v1/chat/completions",
+        "http://localhost:8000/",
+        "https://127.0.0.1:8000/",
+        "http://[::1]:8000/",
+    ):
+        run = subprocess.run(
+            [sys.executable, str(BENCH / "load_driver.py"), "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert run.returncode != 0
+        assert "refused" in run.stderr, run.stderr
