@@ -7,10 +7,14 @@ export const UNREACHABLE = 'Cannot reach the chatrelay server — is it running?
 
 export class ApiError extends Error {
   constructor(message, { status = 0, type = '', code = '', param = '', retryAfter = null,
-    network = false, midStream = false, resetsAt = null } = {}) {
+    network = false, midStream = false, resetsAt = null, messageId = null,
+    conversationId = null } = {}) {
     super(message);
     this.name = 'ApiError';
-    Object.assign(this, { status, type, code, param, retryAfter, network, midStream, resetsAt });
+    Object.assign(this, {
+      status, type, code, param, retryAfter, network, midStream, resetsAt, messageId,
+      conversationId,
+    });
   }
 
   /** Build from the `{"error": {...}}` object the server sends. */
@@ -34,7 +38,13 @@ function parseRetryAfter(value) {
 }
 
 async function errorFromResponse(res) {
-  const extra = { status: res.status, retryAfter: parseRetryAfter(res.headers.get('Retry-After')) };
+  const extra = {
+    status: res.status,
+    retryAfter: parseRetryAfter(res.headers.get('Retry-After')),
+    // A refusal after the question was stored names it: Retry then regenerates that answer.
+    messageId: res.headers.get('X-Message-Id'),
+    conversationId: res.headers.get('X-Conversation-Id'),
+  };
   let body = null;
   try { body = await res.json(); } catch { /* not JSON: fall back to the status line */ }
   if (body?.error) return ApiError.fromBody(body.error, extra);
@@ -65,12 +75,16 @@ export async function listModels() {
 
 /**
  * POST /api/chat. Resolves once the stream has started, with the message id
- * (needed to stop it), the conversation id and an async iterator over the SSE
- * data strings. With `conversationId` the server keeps the history, so only the
- * new message is sent; without it the server starts a new conversation.
+ * (needed to stop or resume it), the conversation id and an async iterator over
+ * the SSE events ({data, id}). With `conversationId` the server keeps the
+ * history, so only the new message is sent; without it the server starts a new
+ * conversation. `action`: 'regenerate' (a new answer to the last question, no
+ * text) or 'edit' (`text` replaces the last question, then a new answer).
  */
-export async function startChat({ text, model, conversationId }, signal) {
-  const payload = { messages: [{ role: 'user', content: text }] };
+export async function startChat({ text, model, conversationId, action }, signal) {
+  const payload = {};
+  if (action) payload.action = action;
+  if (action !== 'regenerate') payload.messages = [{ role: 'user', content: text }];
   if (model) payload.model = model; // empty: let the server use its default
   if (conversationId) payload.conversation_id = conversationId;
   const res = await request('/api/chat', {
@@ -86,11 +100,30 @@ export async function startChat({ text, model, conversationId }, signal) {
   };
 }
 
-/** Ask the server to stop generating. A 404 only means it had already finished. */
+/**
+ * GET /api/messages/{id}/stream: the events of answer `id` after event `after`
+ * (null or 0: from its start), then live until it ends.
+ */
+export async function resumeStream(id, after, signal) {
+  const headers = { Accept: 'text/event-stream' };
+  if (after) headers['Last-Event-ID'] = String(after);
+  const res = await request(`/api/messages/${encodeURIComponent(id)}/stream`, {
+    headers, signal, cache: 'no-store',
+  });
+  return { id, events: readSSE(res.body) };
+}
+
+/**
+ * Ask the server to stop generating. A 404 only means it had already finished.
+ * Resolves true when the server took the request.
+ */
 export async function stopMessage(id) {
   try {
-    await fetch(`/api/messages/${encodeURIComponent(id)}/stop`, { method: 'POST' });
-  } catch { /* nothing useful to do: the reader is cancelled anyway */ }
+    const res = await fetch(`/api/messages/${encodeURIComponent(id)}/stop`, { method: 'POST' });
+    return res.ok || res.status === 404;
+  } catch {
+    return false; // unreachable: the caller stops reading anyway
+  }
 }
 
 // ---- JSON endpoints -----------------------------------------------------------
@@ -139,3 +172,5 @@ export const getConversation = (id, signal) => json(conv(id), { signal });
 export const renameConversation = (id, title) =>
   json(conv(id), { method: 'PATCH', body: { title } });
 export const deleteConversation = (id) => json(conv(id), { method: 'DELETE' });
+/** Where the browser downloads a conversation: format 'json' or 'markdown'. */
+export const exportUrl = (id, format) => `${conv(id)}/export?format=${format}`;

@@ -1,12 +1,15 @@
 // chatrelay chat page: wires the composer, the model list, the message list,
 // the sidebar of stored conversations and the account area to the API.
 // The server keeps each conversation: a new chat sends its first message alone,
-// a continued one sends its id and only the new message.
+// a continued one sends its id and only the new message. An answer is generated
+// on the server whatever the page does: a reload or a dropped connection
+// re-attaches to it (GET /api/messages/{id}/stream with Last-Event-ID).
 
 import {
-  ApiError, getConversation, getUsage, listModels, startChat, stopMessage,
+  ApiError, exportUrl, getConversation, getUsage, listModels, resumeStream, startChat,
+  stopMessage,
 } from './api.js';
-import { AssistantMessage, Announcer, addUserMessage } from './messages.js';
+import { AssistantMessage, Announcer, UserMessage, handleCodeCopy } from './messages.js';
 import { Sidebar } from './sidebar.js';
 import { Account } from './account.js';
 
@@ -25,6 +28,10 @@ const notice = $('notice');
 const budget = $('budget');
 const toggle = $('sidebar-toggle');
 const backdrop = $('sidebar-backdrop');
+const exportMenu = $('export');
+const connectionBar = $('connection');
+const connectionText = $('connection-text');
+const reconnectNow = $('reconnect-now');
 const announcer = new Announcer($('live'));
 const narrow = window.matchMedia('(max-width: 760px)');
 
@@ -177,20 +184,27 @@ function showNotice(text, onRetry, source = 'page') {
 
 function hideNotice() { notice.hidden = true; notice.replaceChildren(); }
 
+
 // ---- scrolling ----------------------------------------------------------------
 
-// Follow the stream only while the reader is at the bottom; scrolling up opts out.
+// Follow the stream only while the reader is at the bottom; scrolling up opts out,
+// scrolling back to the bottom (or "↓ Latest") opts in again.
 let stick = true;
+let lastTop = 0;
 const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 32;
 
 function follow(force = false) {
   if (force) stick = true;
   if (stick) scroller.scrollTop = scroller.scrollHeight;
+  lastTop = scroller.scrollTop;
   jump.hidden = stick;
 }
 
 scroller.addEventListener('scroll', () => {
-  stick = atBottom();
+  // Text growing below never moves scrollTop: only the reader (or follow) does.
+  if (atBottom()) stick = true;
+  else if (scroller.scrollTop < lastTop - 2) stick = false;
+  lastTop = scroller.scrollTop;
   jump.hidden = stick;
 });
 jump.addEventListener('click', () => { follow(true); prompt.focus(); });
@@ -205,9 +219,13 @@ function autosize() {
   prompt.style.height = `${prompt.scrollHeight + border}px`; // CSS max-height caps it
 }
 
+/** busy: false | true | 'stopping' */
 function setBusy(busy) {
   form.dataset.busy = busy ? 'true' : 'false';
-  sendBtn.textContent = busy ? 'Stop' : 'Send';
+  document.body.dataset.busy = busy ? 'true' : 'false';
+  sendBtn.textContent = busy === 'stopping' ? 'Stopping…' : busy ? 'Stop' : 'Send';
+  sendBtn.disabled = busy === 'stopping';
+  sendBtn.setAttribute('aria-label', busy ? 'Stop the answer (Esc)' : 'Send (Enter)');
 }
 
 prompt.addEventListener('input', autosize);
@@ -224,8 +242,9 @@ form.addEventListener('submit', (e) => {
   else send();
 });
 document.addEventListener('keydown', (e) => {
-  // Esc inside a form of its own (rename, confirm, the sign-in dialog) belongs to that form.
+  // Esc inside a form of its own (rename, confirm, edit, the sign-in dialog) belongs to it.
   if (e.key !== 'Escape' || e.defaultPrevented || account.isOpen) return;
+  if (exportMenu.open) { exportMenu.open = false; exportMenu.querySelector('summary').focus(); return; }
   if (current) { e.preventDefault(); stop(); return; }
   if (narrow.matches && document.body.dataset.sidebar === 'open') setSidebar(false);
 });
@@ -240,32 +259,111 @@ modelSelect.addEventListener('change', () => {
   showModelStatus();
   loadModels();
 });
+handleCodeCopy(list);
+// The export menu closes when the reader picks a format or clicks elsewhere.
+exportMenu.addEventListener('click', (e) => {
+  if (e.target instanceof Element && e.target.closest('a')) exportMenu.open = false;
+});
+document.addEventListener('click', (e) => {
+  if (exportMenu.open && !exportMenu.contains(e.target)) exportMenu.open = false;
+});
+
+// ---- messages on the page -----------------------------------------------------
+
+function addUser(text) {
+  return new UserMessage(list, text, { onEdit: editLast });
+}
+
+function addAnswer(label) {
+  const answer = new AssistantMessage(list, label, { onRegenerate: regenerate });
+  answer.onRender = () => follow();
+  return answer;
+}
+
+/** The messages of the page, by their list items. */
+const views = new WeakMap();
+function track(view) { views.set(view.item, view); return view; }
+const lastItem = () => list.lastElementChild;
 
 // ---- conversation -----------------------------------------------------------
 
 function send() {
   const text = prompt.value.trim();
   if (!text || current || opening) return;
-  lastFailed?.dropRetry();
-  lastFailed = null;
-  addUserMessage(list, text);
+  forgetFailure();
+  track(addUser(text));
   empty.hidden = true;
   prompt.value = '';
   autosize();
-  const answer = new AssistantMessage(list, selectedModelLabel());
+  const answer = track(addAnswer(selectedModelLabel()));
   run(answer, { text, conversationId: activeId });
+}
+
+function forgetFailure() {
+  lastFailed?.dropRetry();
+  lastFailed = null;
+}
+
+/** Regenerate the last answer: a new one to the same question, in its place. */
+function regenerate(answer) {
+  if (current || opening || lastItem() !== answer.item) return;
+  if (answer === lastFailed && answer.retryRequest) {
+    retry(answer);
+    return;
+  }
+  const question = views.get(answer.item.previousElementSibling);
+  let req;
+  if (answer.item.dataset.id && activeId) {
+    req = { action: 'regenerate', conversationId: activeId };
+  } else if (question instanceof UserMessage) {
+    // Never stored (refused before it was): ask the question again.
+    req = { text: question.text, conversationId: activeId };
+  } else {
+    return;
+  }
+  forgetFailure();
+  answer.setModel(selectedModelLabel());
+  run(answer, req);
+}
+
+/** Edit the last question in place, then ask it again: the answer after it is replaced. */
+function editLast(user) {
+  if (current || opening) return;
+  const next = user.item.nextElementSibling;
+  if (next && next !== lastItem()) return; // only the last question
+  user.startEdit((text) => {
+    if (current || opening) return;
+    const previous = next ? views.get(next) : null;
+    const stored = previous instanceof AssistantMessage && previous.item.dataset.id && activeId;
+    forgetFailure();
+    user.setText(text);
+    const answer = previous instanceof AssistantMessage
+      ? previous : track(addAnswer(selectedModelLabel()));
+    answer.setModel(selectedModelLabel());
+    run(answer, stored
+      ? { action: 'edit', text, conversationId: activeId }
+      : { text, conversationId: activeId });
+  });
 }
 
 function stop() {
   const turn = current;
   if (!turn || turn.stopRequested) return;
   turn.stopRequested = true;
-  // The stop call is what makes the upstream stop generating; aborting the
-  // fetch stops our reading. Without an id yet (no response headers), the
-  // abort alone closes the connection, which the server also sees.
-  if (turn.messageId) stopMessage(turn.messageId);
-  turn.controller.abort();
+  setBusy('stopping');
+  // The stop call makes the server stop generating (a closed connection never does);
+  // the stream then ends with the "stopped" final chunk, so the page shows exactly
+  // what was stored. Without an id yet (no response headers), run() sends it as
+  // soon as the id comes. If nothing ends the stream soon, stop reading anyway.
+  if (turn.messageId && !turn.reconnecting) {
+    stopMessage(turn.messageId).then((ok) => { if (!ok) turn.controller.abort(); });
+  } else if (turn.reconnecting) {
+    stopMessage(turn.messageId); // the server may be back; the page stops waiting for it
+    turn.controller.abort();
+  }
+  turn.stopTimer = setTimeout(() => turn.controller.abort(), STOP_GRACE_MS);
 }
+const STOP_GRACE_MS = 4000;
 
 /**
  * Stop reading the answer in flight without stopping it: the server finishes
@@ -278,6 +376,7 @@ function detach() {
   turn.controller.abort();
   current = null;
   setBusy(false);
+  connection.clear(turn);
 }
 
 /** Empty the message list and forget the shown conversation (a new, unsaved chat). */
@@ -310,6 +409,12 @@ function setActive(id) {
   }
   const title = id ? sidebar.titleOf(id) : null;
   document.title = title ? `${title} · chatrelay` : 'chatrelay';
+  exportMenu.hidden = !id;
+  exportMenu.open = false;
+  if (id) {
+    $('export-json').href = exportUrl(id, 'json');
+    $('export-markdown').href = exportUrl(id, 'markdown');
+  }
 }
 
 /** The conversation id in the address, or null. */
@@ -350,17 +455,21 @@ async function openConversation(id) {
     document.title = `${conversation.title} · chatrelay`;
   }
   const messages = Array.isArray(conversation?.messages) ? conversation.messages : [];
-  for (const m of messages) {
+  let live = null;
+  messages.forEach((m, i) => {
     if (m.role === 'assistant') {
-      const answer = new AssistantMessage(list, storedModelLabel(m));
-      answer.restore(m, () => { if (activeId === id) openConversation(id); });
+      const answer = track(addAnswer(storedModelLabel(m)));
+      if (m.status === 'streaming' && i === messages.length - 1) live = { answer, stored: m };
+      else answer.restore(m);
     } else if (m.role === 'user') {
-      addUserMessage(list, typeof m.content === 'string' ? m.content : '');
+      track(addUser(typeof m.content === 'string' ? m.content : ''));
     }
-  }
+  });
   empty.hidden = messages.length > 0;
   follow(true);
   if (!narrow.matches) prompt.focus();
+  // The last answer is still being generated: follow it from its first event.
+  if (live) reattach(live.answer, live.stored, id);
 }
 
 function storedModelLabel(m) {
@@ -369,15 +478,30 @@ function storedModelLabel(m) {
   return upstream ? `${m.model} (${upstream})` : m.model;
 }
 
-/** Run one request for `answer`; resolves when it is finished, stopped or failed. */
-async function run(answer, req) {
+function newTurn(answer, req) {
   const turn = {
-    controller: new AbortController(), messageId: null, stopRequested: false,
-    detached: false, epoch,
+    controller: new AbortController(), messageId: null, lastEventId: null,
+    stopRequested: false, detached: false, reconnecting: false, stopTimer: 0, epoch, answer,
+    req,
   };
   current = turn;
   setBusy(true);
   announcer.reset();
+  return turn;
+}
+
+/** Run one request for `answer`; resolves when it is finished, stopped or failed. */
+async function run(answer, req) {
+  const turn = newTurn(answer, req);
+  // The button that started this (Regenerate, the edit form) goes away while it runs.
+  if (list.contains(document.activeElement) || document.activeElement === document.body) {
+    prompt.focus();
+  }
+  answer.clearExtras();
+  // A new question has no stored answer until the server names one. Regenerate and edit
+  // replace the stored one only once they are under way: until then it is still there.
+  if (!req.action) delete answer.item.dataset.id;
+  delete answer.item.dataset.stored;
   const status = selectedStatus();
   answer.wait({ cold: status === 'cold' || status === 'warming' });
   follow(true);
@@ -385,35 +509,75 @@ async function run(answer, req) {
   let outcome;
   try {
     const stream = await startChat(
-      { text: req.text, model: modelSelect.value, conversationId: req.conversationId },
+      { ...req, model: modelSelect.value },
       turn.controller.signal,
     );
-    turn.messageId = stream.id;
-    if (stream.id) answer.item.dataset.id = stream.id;
-    if (!req.conversationId && stream.conversationId) {
-      // A new chat was just stored: from now on it is continued by its id (Retry too).
-      req.conversationId = stream.conversationId;
-      if (turn.epoch === epoch && !turn.detached) {
-        setActive(stream.conversationId);
-        sidebar.reload();
-      }
+    known(turn, stream.id, stream.conversationId);
+    if (turn.stopRequested && turn.messageId) {
+      // Stop was pressed before the answer had an id: stop it now.
+      stopMessage(turn.messageId).then((ok) => { if (!ok) turn.controller.abort(); });
     }
-    outcome = await consume(stream.events, answer);
+    outcome = await pump(turn, stream.events);
   } catch (err) {
-    if (turn.detached) return; // another conversation is shown; the answer goes on
-    if (turn.stopRequested) outcome = { kind: 'stopped' };
-    else if (err instanceof ApiError) outcome = { kind: 'error', error: err };
-    else outcome = { kind: 'error', error: new ApiError(lostMessage(err), { network: true, midStream: true }) };
+    if (err instanceof ApiError) known(turn, err.messageId, err.conversationId);
+    outcome = failure(turn, err);
   }
-  // The list shows the conversation (new or just moved to the top) with its title.
-  sidebar.reload();
-  refreshBudget();
-  loadModels(); // a first token makes the model warm; a failure may make it unavailable
-  if (turn.detached || turn.epoch !== epoch) return; // another conversation is shown
-  if (current === turn) current = null;
-  setBusy(false);
-  settle(answer, outcome, req);
-  follow();
+  await end(turn, outcome);
+}
+
+/** The server named the answer (and its conversation): remember them. */
+function known(turn, messageId, conversationId) {
+  if (messageId) {
+    turn.messageId = messageId;
+    turn.answer.item.dataset.id = messageId;
+  }
+  const { req } = turn;
+  if (!req.conversationId && conversationId) {
+    // A new chat was just stored: from now on it is continued by its id (Retry too).
+    req.conversationId = conversationId;
+    if (turn.epoch === epoch && !turn.detached) {
+      setActive(conversationId);
+      sidebar.reload();
+    }
+  }
+}
+
+/** Follow an answer the server is still generating (found on opening a conversation). */
+async function reattach(answer, stored, conversationId) {
+  const turn = newTurn(answer, { conversationId });
+  turn.messageId = stored.id;
+  answer.item.dataset.id = stored.id;
+  // Shown as stored until the replay (from the first event) brings the text again.
+  answer.attach(typeof stored.content === 'string' ? stored.content : '', { replay: true });
+  follow(true);
+  let outcome;
+  try {
+    const stream = await resumeStream(stored.id, 0, turn.controller.signal);
+    outcome = await pump(turn, stream.events);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) err.resumed = true; // finished meanwhile
+    if (err instanceof ApiError && err.network) {
+      try {
+        outcome = await pump(turn, null); // unreachable now: keep trying, as after a drop
+      } catch (again) {
+        outcome = failure(turn, again);
+      }
+    } else {
+      outcome = failure(turn, err);
+    }
+  }
+  await end(turn, outcome);
+}
+
+function failure(turn, err) {
+  if (err?.name === 'AbortError') return { kind: turn.detached ? 'detached' : 'stopped' };
+  if (turn.stopRequested) return { kind: 'stopped' };
+  if (err instanceof ApiError) {
+    // The answer went away while it could not be followed (e.g. the server restarted).
+    if (err.status === 404 && err.resumed) return { kind: 'gone' };
+    return { kind: 'error', error: err };
+  }
+  return { kind: 'error', error: new ApiError(lostMessage(err), { network: true, midStream: true }) };
 }
 
 function lostMessage(err) {
@@ -422,13 +586,84 @@ function lostMessage(err) {
     : `Unexpected error: ${err?.message ?? err}`;
 }
 
-/** Read the chunks into the answer; returns the outcome. */
-async function consume(events, answer) {
+// ---- following a stream, and re-attaching when the connection drops ------------
+
+const RECONNECT_FIRST_MS = 1000;
+const RECONNECT_MAX_MS = 30_000;
+
+/**
+ * Read the answer's events until it ends; when the connection drops (or never
+ * was: `events` null), re-attach from the last event seen, with back-off, for as
+ * long as it takes. Returns the outcome.
+ */
+async function pump(turn, events) {
+  let delay = RECONNECT_FIRST_MS;
+  let stream = events;
+  for (;;) {
+    if (stream) {
+      const seen = turn.lastEventId;
+      let outcome;
+      try {
+        outcome = await consume(stream, turn);
+      } catch (err) {
+        if (err?.name === 'AbortError' || !(err instanceof TypeError)) throw err;
+        outcome = { kind: 'lost' }; // the network read failed mid-answer
+      }
+      if (outcome.kind !== 'lost' || turn.stopRequested || !turn.messageId) {
+        return outcome.kind === 'lost' ? lostOutcome(turn) : outcome;
+      }
+      if (turn.lastEventId !== seen) delay = RECONNECT_FIRST_MS; // it got further: start over
+    }
+    stream = await reconnect(turn, stream ? delay : 0);
+    delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+  }
+}
+
+function lostOutcome(turn) {
+  if (turn.stopRequested) return { kind: 'stopped' };
+  return {
+    kind: 'error',
+    error: new ApiError('The stream ended before the answer was complete.', { midStream: true }),
+  };
+}
+
+/** One wait and one attempt to re-attach; resolves with the events, or throws. */
+async function reconnect(turn, delay) {
+  turn.reconnecting = true;
+  turn.answer.setConnection(true);
+  try {
+    for (;;) {
+      await connection.wait(turn, delay);
+      try {
+        const s = await resumeStream(turn.messageId, turn.lastEventId, turn.controller.signal);
+        connection.clear(turn);
+        turn.answer.setConnection(false);
+        return s.events;
+      } catch (err) {
+        if (err?.name === 'AbortError') throw err;
+        const retryable = err instanceof ApiError && (err.network || err.status >= 500);
+        if (!retryable) {
+          if (err instanceof ApiError) err.resumed = true;
+          throw err;
+        }
+        delay = Math.min(Math.max(delay * 2, RECONNECT_FIRST_MS), RECONNECT_MAX_MS);
+      }
+    }
+  } finally {
+    turn.reconnecting = false;
+  }
+}
+
+/** Read the chunks into the answer; returns the outcome ('lost': it broke off). */
+async function consume(events, turn) {
+  const { answer } = turn;
   let finish = null;
   let status = null;
-  let sawDone = false;
-  for await (const data of events) {
-    if (data === '[DONE]') { sawDone = true; break; }
+  for await (const { data, id } of events) {
+    if (id !== null && id !== undefined && id !== '') turn.lastEventId = id;
+    if (data === '[DONE]') {
+      return status === 'stopped' ? { kind: 'stopped' } : { kind: 'done', finish, status };
+    }
     let chunk;
     try { chunk = JSON.parse(data); } catch { continue; } // not ours: skip it
     if (chunk?.error) {
@@ -436,37 +671,96 @@ async function consume(events, answer) {
     }
     const choice = chunk?.choices?.[0];
     if (!choice) continue;
+    if (choice.delta?.role === 'assistant') {
+      // The answer (re)starts here: a replay brings all of its text again. A replay of
+      // the stored text carries no ids; resuming after it must start from the start again.
+      turn.lastEventId = id || null;
+      answer.restart();
+      announcer.reset();
+    }
     const token = choice.delta?.content;
     if (typeof token === 'string' && token) {
       answer.append(token);
       announcer.push(token);
-      follow();
     }
     if (choice.finish_reason) {
       finish = choice.finish_reason;
       status = chunk.x_chatrelay?.status ?? status;
     }
   }
+  // No [DONE]: a final chunk still says how it ended; without one it broke off.
   if (status === 'stopped') return { kind: 'stopped' };
-  if (finish || sawDone) return { kind: 'done', finish };
-  return {
-    kind: 'error',
-    error: new ApiError('The stream ended before the answer was complete.', { midStream: true }),
-  };
+  if (finish) return { kind: 'done', finish, status };
+  return { kind: 'lost' };
 }
 
-function settle(answer, outcome, req) {
+/** The turn is over: show how it ended (if its conversation is still shown). */
+async function end(turn, outcome) {
+  clearTimeout(turn.stopTimer);
+  connection.clear(turn);
+  // The list shows the conversation (new or just moved to the top) with its title.
+  sidebar.reload();
+  refreshBudget();
+  loadModels(); // a first token makes the model warm; a failure may make it unavailable
+  if (turn.detached || outcome.kind === 'detached' || turn.epoch !== epoch) return;
+  if (current === turn) current = null;
+  setBusy(false);
+  if (outcome.kind === 'gone') {
+    await showStored(turn);
+  } else {
+    settle(turn, outcome);
+  }
+  follow();
+}
+
+/** The answer can no longer be followed: show it as the server stored it. */
+async function showStored(turn) {
+  const { answer } = turn;
+  let stored = null;
+  try {
+    const conversation = await getConversation(turn.req.conversationId);
+    stored = conversation?.messages?.find((m) => m.id === turn.messageId) ?? null;
+  } catch { /* shown as an error below */ }
+  if (turn.epoch !== epoch) return;
+  answer.clearExtras();
+  if (stored && stored.status !== 'streaming') {
+    answer.restore(stored);
+  } else {
+    answer.fail(
+      'This answer can no longer be followed.',
+      'Open the conversation again in a moment to see how it ended.',
+    );
+  }
+}
+
+function settle(turn, outcome) {
+  const { answer } = turn;
   if (outcome.kind === 'error') {
     const { error } = outcome;
     // A 404 model_not_found means a stale list: the refresh after each answer renews it.
     announcer.flush(`Error: ${error.message}`);
-    answer.fail(error.message, hintFor(error), () => retry(answer, req));
+    answer.retryRequest = retryRequest(turn);
+    answer.fail(error.message, hintFor(error), () => retry(answer), {
+      code: error.code || (error.network ? 'unreachable' : ''),
+      waitSeconds: error.code === 'rate_limited' ? error.retryAfter ?? 0 : 0,
+    });
     lastFailed = answer;
     return;
   }
   if (outcome.kind === 'stopped') {
     answer.finish('stopped', 'stopped');
     announcer.flush('Stopped.');
+  } else if (outcome.status === 'interrupted') {
+    answer.finish('interrupted', 'interrupted');
+    answer.fail(
+      'The server stopped before this answer was complete.',
+      'Press Regenerate to ask once more.',
+    );
+    answer.item.dataset.state = 'interrupted';
+    announcer.flush('Interrupted.');
+  } else if (outcome.status === 'error') {
+    answer.fail('The answer failed.', 'Press Regenerate to ask again.');
+    announcer.flush('Error.');
   } else if (outcome.finish === 'length') {
     answer.finish('done', '(cut at the token limit)');
     announcer.flush('Cut at the token limit.');
@@ -477,10 +771,25 @@ function settle(answer, outcome, req) {
   }
 }
 
-function retry(answer, req) {
+/**
+ * What Retry sends: once the server has stored the question (it named the answer),
+ * a new answer to it (regenerate); else the same request again.
+ */
+function retryRequest(turn) {
+  const { req } = turn;
+  if (turn.messageId && req.conversationId) {
+    return { action: 'regenerate', conversationId: req.conversationId };
+  }
+  return { ...req };
+}
+
+function retry(answer) {
   if (current || opening || answer !== lastFailed) return;
   lastFailed = null;
-  // The same message; the currently selected model, so "pick another model" fixes a 404.
+  const req = answer.retryRequest;
+  answer.retryRequest = null;
+  // The currently selected model, so "pick another model" fixes a 404.
+  answer.setModel(selectedModelLabel());
   run(answer, req);
 }
 
@@ -496,13 +805,17 @@ function hintFor(err) {
       return err.code === 'conversation_not_found'
         ? 'This conversation was deleted. Start a new chat.'
         : 'Choose a model from the list at the top, then press Retry.';
+    case 409:
+      return 'An answer is still being generated in this conversation. Wait for it (or stop it), then press Retry.';
     case 429:
-      if (err.code === 'budget_exceeded' && err.resetsAt) {
-        return `Your token budget starts again ${when(err.resetsAt)}. Until then, only a shorter answer may fit.`;
+      if (err.code === 'budget_exceeded') {
+        return err.resetsAt
+          ? `Your token budget starts again ${when(err.resetsAt)}. Until then, only a shorter answer may fit.`
+          : 'Your token budget is used up for now.';
       }
       return err.retryAfter != null
-        ? `Wait ${err.retryAfter} s, then press Retry.`
-        : 'Wait a moment, then press Retry.';
+        ? `Too many requests for now. You can retry ${clockIn(err.retryAfter)} (in ${err.retryAfter} s).`
+        : 'Too many requests for now. Wait a moment, then press Retry.';
     case 502:
       return 'The model server behind chatrelay is unreachable or failing. Start it, or point chatrelay at it with the setting named above, then press Retry.';
     case 503:
@@ -511,6 +824,90 @@ function hintFor(err) {
       return 'Press Retry to try again.';
   }
 }
+
+/** "at 14:05:09", the wall-clock time `seconds` from now. */
+function clockIn(seconds) {
+  const at = new Date(Date.now() + seconds * 1000);
+  return `at ${at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })}`;
+}
+
+// ---- connection state ----------------------------------------------------------
+
+/**
+ * The bar that says the server cannot be reached while an answer is being
+ * re-attached to, counting down to the next attempt; "Reconnect now" (or the
+ * browser coming back online) tries at once.
+ */
+const connection = {
+  owner: null,
+  wake: null,
+  timer: 0,
+
+  /** Wait `ms` before the next attempt of `turn` (less if woken); rejects on abort. */
+  wait(turn, ms) {
+    this.owner = turn;
+    return new Promise((resolve, reject) => {
+      const until = performance.now() + ms;
+      const signal = turn.controller.signal;
+      const done = () => {
+        cleanup();
+        this.show('Reconnecting…');
+        resolve();
+      };
+      const aborted = () => { cleanup(); reject(new DOMException('Aborted', 'AbortError')); };
+      const cleanup = () => {
+        clearInterval(this.timer);
+        this.wake = null;
+        window.removeEventListener('online', done);
+        signal.removeEventListener('abort', aborted);
+      };
+      if (signal.aborted) { aborted(); return; }
+      if (ms <= 0) { done(); return; }
+      this.wake = done;
+      window.addEventListener('online', done);
+      signal.addEventListener('abort', aborted);
+      const tick = () => {
+        const left = Math.ceil((until - performance.now()) / 1000);
+        if (left <= 0) { done(); return; }
+        const where = navigator.onLine ? 'Cannot reach the server' : 'You are offline';
+        this.show(`${where}. The answer goes on there; reconnecting in ${left} s…`);
+      };
+      clearInterval(this.timer);
+      this.timer = setInterval(tick, 250);
+      tick();
+    });
+  },
+
+  show(text) {
+    if (connectionText.textContent !== text) connectionText.textContent = text;
+    connectionBar.dataset.state = 'reconnecting';
+    connectionBar.hidden = false;
+  },
+
+  clear(turn) {
+    if (turn && this.owner !== turn) return;
+    clearInterval(this.timer);
+    this.owner = null;
+    this.wake = null;
+    if (!navigator.onLine) {
+      connectionText.textContent = 'You are offline.';
+      connectionBar.dataset.state = 'offline';
+      return;
+    }
+    connectionBar.hidden = true;
+  },
+};
+
+reconnectNow.addEventListener('click', () => connection.wake?.());
+window.addEventListener('offline', () => {
+  if (connection.owner) return; // the countdown says so already
+  connectionText.textContent = 'You are offline.';
+  connectionBar.dataset.state = 'offline';
+  connectionBar.hidden = false;
+});
+window.addEventListener('online', () => {
+  if (!connection.owner) connectionBar.hidden = true;
+});
 
 // ---- token budget -------------------------------------------------------------
 

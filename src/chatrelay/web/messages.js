@@ -1,13 +1,24 @@
 // DOM for the messages in the conversation list.
-// Model output is untrusted: it only ever goes in through textContent / text nodes.
+// Model output is untrusted: it is rendered by markdown.js (markdown-it without raw HTML,
+// then DOMPurify) or inserted as text. User text is only ever inserted as text.
+
+import { copyText, patchChildren, renderMarkdown } from './markdown.js';
 
 const COLD_HINT_AFTER_S = 10;
+const COPIED_MS = 1500;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+function button(className, text, label) {
+  const b = el('button', className, text);
+  b.type = 'button';
+  if (label) b.setAttribute('aria-label', label);
+  return b;
 }
 
 function errorBox(message, hint, role) {
@@ -18,22 +29,116 @@ function errorBox(message, hint, role) {
   return box;
 }
 
-export function addUserMessage(list, text) {
-  const item = el('li', 'message user');
-  item.dataset.testid = 'message-user';
-  item.dataset.state = 'done';
-  const bubble = el('div', 'bubble');
-  bubble.append(el('span', 'visually-hidden', 'You: '), el('div', 'content', text));
-  item.append(bubble);
-  list.append(item);
-  return item;
+/** A Copy button for `text()`, which says "Copied" for a moment. */
+function copyButton(text, label) {
+  const b = button('copy', 'Copy', label);
+  b.addEventListener('click', async () => {
+    const ok = await copyText(text());
+    b.textContent = ok ? 'Copied' : 'Copy failed';
+    setTimeout(() => { b.textContent = 'Copy'; }, COPIED_MS);
+  });
+  return b;
+}
+
+// A code block's Copy button lives in rendered markdown (rebuilt while streaming), so one
+// listener on the list serves them all.
+export function handleCodeCopy(list) {
+  list.addEventListener('click', async (e) => {
+    const target = e.target instanceof Element ? e.target.closest('.copy-code') : null;
+    if (!target) return;
+    const code = target.closest('.code-block')?.querySelector('pre code, pre');
+    if (!code) return;
+    const ok = await copyText(code.textContent);
+    target.textContent = ok ? 'Copied' : 'Copy failed';
+    setTimeout(() => { target.textContent = 'Copy'; }, COPIED_MS);
+  });
+}
+
+/** A question: its text, Copy, and (for the last one) Edit. */
+export class UserMessage {
+  constructor(list, text, { onEdit } = {}) {
+    this.text = text;
+    this.item = el('li', 'message user');
+    this.item.dataset.testid = 'message-user';
+    this.item.dataset.state = 'done';
+    this.bubble = el('div', 'bubble');
+    this.content = el('div', 'content', text);
+    this.bubble.append(el('span', 'visually-hidden', 'You: '), this.content);
+    this.actions = el('div', 'message-actions');
+    this.editButton = button('edit', 'Edit', 'Edit your last message');
+    this.editButton.addEventListener('click', () => onEdit?.(this));
+    this.actions.append(copyButton(() => this.text, 'Copy your message'), this.editButton);
+    this.item.append(this.bubble, this.actions);
+    list.append(this.item);
+  }
+
+  setText(text) {
+    this.text = text;
+    this.content.textContent = text;
+  }
+
+  get editing() { return this.item.classList.contains('editing'); }
+
+  /**
+   * Edit in place: a text box with the question, Enter (or "Send") sends it with
+   * `onSubmit(text)`, Esc (or "Cancel") leaves it as it was.
+   */
+  startEdit(onSubmit) {
+    if (this.editing) return;
+    this.item.classList.add('editing');
+    const form = el('form', 'edit-form');
+    form.setAttribute('aria-label', 'Edit your message');
+    const area = el('textarea', 'edit-input');
+    area.value = this.text;
+    area.rows = Math.min(8, Math.max(2, this.text.split('\n').length));
+    area.setAttribute('aria-label', 'Edited message');
+    const row = el('div', 'edit-actions');
+    const save = el('button', 'primary edit-send', 'Send');
+    save.type = 'submit';
+    const cancel = button('edit-cancel', 'Cancel');
+    row.append(save, cancel);
+    form.append(area, row);
+    this.bubble.append(form);
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+
+    const close = () => {
+      form.remove();
+      this.item.classList.remove('editing');
+    };
+    const submit = () => {
+      const text = area.value.trim();
+      if (!text) { area.focus(); return; }
+      close();
+      onSubmit(text);
+    };
+    form.addEventListener('submit', (e) => { e.preventDefault(); submit(); });
+    cancel.addEventListener('click', () => { close(); this.editButton.focus(); });
+    area.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        submit();
+      } else if (e.key === 'Escape') {
+        e.preventDefault(); // not "stop the answer"
+        e.stopPropagation();
+        close();
+        this.editButton.focus();
+      }
+    });
+  }
 }
 
 /** One assistant answer: waiting → streaming → done | stopped | error. */
 export class AssistantMessage {
   #timer = 0;
+  #retryTimer = 0;
+  #parts = [];
+  #frame = 0;
+  #lastRender = 0;
+  #renderCost = 0;
+  #clearOnText = false;
 
-  constructor(list, modelLabel) {
+  constructor(list, modelLabel, { onRegenerate } = {}) {
     this.item = el('li', 'message assistant');
     this.item.dataset.testid = 'message-assistant';
     this.item.dataset.state = 'waiting';
@@ -44,15 +149,20 @@ export class AssistantMessage {
     this.progressText = el('span', 'progress-text');
     this.coldHint = el('span', 'progress-hint', 'Cold models can take a minute or more to load.');
     this.progress.append(el('span', 'spinner'), this.progressText, this.coldHint);
-    this.content = el('div', 'content');
+    this.content = el('div', 'content markdown');
     bubble.append(this.meta, this.progress, this.content);
-    this.item.append(bubble);
+    this.actions = el('div', 'message-actions');
+    this.regenerateButton = button('regenerate', 'Regenerate', 'Regenerate this answer');
+    this.regenerateButton.addEventListener('click', () => onRegenerate?.(this));
+    this.actions.append(copyButton(() => this.text, 'Copy the answer'), this.regenerateButton);
+    this.item.append(bubble, this.actions);
     this.bubble = bubble;
     list.append(this.item);
   }
 
   get state() { return this.item.dataset.state; }
-  get text() { return this.content.textContent; }
+  /** The answer as the model wrote it (markdown source). */
+  get text() { return this.#parts.join(''); }
 
   setModel(label) { this.meta.textContent = label; }
 
@@ -62,8 +172,8 @@ export class AssistantMessage {
    * cold (`cold`: true).
    */
   wait({ cold = false } = {}) {
-    this.#clearExtras();
-    this.content.replaceChildren();
+    this.clearExtras();
+    this.setText('');
     this.item.dataset.state = 'waiting';
     this.progress.hidden = false;
     this.coldHint.hidden = !cold;
@@ -78,45 +188,131 @@ export class AssistantMessage {
     this.#timer = setInterval(tick, 1000);
   }
 
+  /** Following an answer already under way (a reload, a reconnect): its text so far. */
+  attach(text, { replay = false } = {}) {
+    this.clearExtras();
+    this.#stopWaiting();
+    this.setText(text);
+    // A replay from the start sends the whole text again: what is shown stays until it comes.
+    this.#clearOnText = replay;
+    this.item.dataset.state = text ? 'streaming' : 'waiting';
+    if (!text) this.wait();
+  }
+
   append(text) {
+    if (this.#clearOnText) {
+      this.#clearOnText = false;
+      this.#parts = [];
+    }
     if (this.state === 'waiting') {
       this.#stopWaiting();
       this.item.dataset.state = 'streaming';
     }
-    // A text node per chunk: cheaper than rewriting textContent each time.
-    this.content.append(document.createTextNode(text));
+    this.#parts.push(text);
+    this.#schedule();
+  }
+
+  /** The server starts the answer's text over (a role chunk): forget what was shown. */
+  restart() {
+    this.#clearOnText = false;
+    this.#parts = [];
+    this.#schedule();
+  }
+
+  /** Replace the whole text and show it now. */
+  setText(text) {
+    this.#parts = text ? [text] : [];
+    this.#clearOnText = false;
+    this.renderNow();
+  }
+
+  /** While the connection is lost the answer says so (it goes on on the server). */
+  setConnection(lost) {
+    if (lost) this.item.dataset.connection = 'lost';
+    else delete this.item.dataset.connection;
+  }
+
+  // Re-rendering the markdown once per animation frame at most (tokens come faster than
+  // frames), and less often when a long answer makes a render costly.
+  #schedule() {
+    if (this.#frame) return;
+    this.#frame = requestAnimationFrame((now) => {
+      this.#frame = 0;
+      if (now - this.#lastRender < this.#renderCost * 4) {
+        this.#schedule();
+        return;
+      }
+      this.renderNow();
+    });
+  }
+
+  renderNow() {
+    if (this.#frame) cancelAnimationFrame(this.#frame);
+    this.#frame = 0;
+    const started = performance.now();
+    patchChildren(this.content, renderMarkdown(this.text));
+    this.#lastRender = performance.now();
+    this.#renderCost = this.#lastRender - started;
+    this.onRender?.();
   }
 
   /** kind: 'done' | 'stopped'; note: optional small marker text. */
   finish(kind, note) {
     this.#stopWaiting();
+    this.setConnection(false);
+    this.#clearOnText = false;
+    this.renderNow();
     this.item.dataset.state = kind;
     if (note) this.#note(kind, note);
   }
 
-  /** Show an error in place, keeping any partial text, with a Retry button (if onRetry). */
-  fail(message, hint, onRetry) {
+  /**
+   * Show an error in place, keeping any partial text, with a Retry button (if onRetry).
+   * `waitSeconds`: Retry only becomes possible after that long (a rate limit), counting down.
+   */
+  fail(message, hint, onRetry, { code = '', waitSeconds = 0 } = {}) {
     this.#stopWaiting();
+    this.setConnection(false);
+    this.#clearOnText = false;
+    this.renderNow();
     this.item.dataset.state = 'error';
+    if (code) this.item.dataset.error = code;
+    else delete this.item.dataset.error;
     this.bubble.append(errorBox(message, hint, 'alert'));
     if (!onRetry) return null;
-    const retry = el('button', 'retry', 'Retry');
-    retry.type = 'button';
+    const retry = button('retry', 'Retry');
     retry.dataset.testid = 'retry';
     retry.addEventListener('click', onRetry);
     this.bubble.append(retry);
+    if (waitSeconds > 0) {
+      const until = performance.now() + waitSeconds * 1000;
+      const tick = () => {
+        const left = Math.ceil((until - performance.now()) / 1000);
+        if (left > 0) {
+          retry.disabled = true;
+          retry.textContent = `Retry in ${left} s`;
+        } else {
+          clearInterval(this.#retryTimer);
+          retry.disabled = false;
+          retry.textContent = 'Retry';
+        }
+      };
+      tick();
+      clearInterval(this.#retryTimer);
+      this.#retryTimer = setInterval(tick, 250);
+    }
     return retry;
   }
 
   /**
-   * Show an answer as it was stored: its text and its final (or current) state.
-   * status: complete | streaming | stopped | error | interrupted.
+   * Show an answer as it was stored: its text and its final state.
+   * status: complete | stopped | error | interrupted (streaming ones are attached to).
    */
-  restore(stored, onRefresh) {
+  restore(stored) {
     this.#stopWaiting();
     if (stored.id) this.item.dataset.id = stored.id;
     this.item.dataset.stored = 'true';
-    this.content.textContent = typeof stored.content === 'string' ? stored.content : '';
+    this.setText(typeof stored.content === 'string' ? stored.content : '');
     const error = typeof stored.error === 'string' && stored.error ? stored.error : '';
     switch (stored.status) {
       case 'complete': {
@@ -135,24 +331,15 @@ export class AssistantMessage {
         this.#note('interrupted', 'interrupted');
         this.bubble.append(errorBox(
           error || 'The server stopped before this answer was complete.',
-          'Send your message again to ask once more.',
+          'Press Regenerate to ask once more.',
         ));
         break;
-      case 'streaming': {
-        this.item.dataset.state = 'generating';
-        const note = this.#note('generating', 'Still being generated… ');
-        const refresh = el('button', 'refresh', 'Refresh');
-        refresh.type = 'button';
-        refresh.addEventListener('click', onRefresh);
-        note.append(refresh);
-        break;
-      }
       case 'error':
       default:
         this.item.dataset.state = 'error';
         this.bubble.append(errorBox(
           error || 'This answer failed.',
-          'Send your message again to ask once more.',
+          'Press Regenerate to ask once more.',
         ));
     }
   }
@@ -164,7 +351,10 @@ export class AssistantMessage {
   }
 
   /** Retry is only meaningful for the latest exchange; drop it once the chat moves on. */
-  dropRetry() { this.bubble.querySelector('.retry')?.remove(); }
+  dropRetry() {
+    clearInterval(this.#retryTimer);
+    this.bubble.querySelector('.retry')?.remove();
+  }
 
   #stopWaiting() {
     clearInterval(this.#timer);
@@ -172,7 +362,11 @@ export class AssistantMessage {
     this.progress.hidden = true;
   }
 
-  #clearExtras() {
+  /** Forget the marks of an earlier outcome (errors, Retry, notes) before it goes again. */
+  clearExtras() {
+    clearInterval(this.#retryTimer);
+    delete this.item.dataset.error;
+    this.setConnection(false);
     this.bubble.querySelectorAll('.error, .retry, .note').forEach((n) => n.remove());
   }
 }
@@ -206,7 +400,8 @@ export class Announcer {
   }
 
   say(text) {
-    const t = text.trim();
+    // Markdown marks read aloud are noise: "## Steps" is "Steps".
+    const t = text.replace(/[#*_`>|~]+/g, ' ').replace(/\s+/g, ' ').trim();
     if (t) this.region.append(el('p', '', t));
   }
 }

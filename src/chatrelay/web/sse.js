@@ -1,14 +1,17 @@
 // Incremental Server-Sent Events parsing for the chat stream.
 //
 // Network reads can split an event, a line, a UTF-8 character or even a "\r\n"
-// pair anywhere, so the parser keeps the unfinished tail between reads. Only the
-// `data:` field matters to chatrelay; `event:`, `id:` and `retry:` are ignored.
+// pair anywhere, so the parser keeps the unfinished tail between reads. chatrelay
+// uses `data:` and `id:` (the event's number in its answer, for resuming with
+// Last-Event-ID); `event:` and `retry:` are ignored.
 
 export class SSEParser {
   #buf = '';
   #data = null; // lines of the current event's data, or null if it has none yet
+  /** The last event id seen, as EventSource keeps it: it carries over to later events. */
+  lastEventId = null;
 
-  /** Feed decoded text; returns the data strings of the events it completed. */
+  /** Feed decoded text; returns the events it completed: [{data, id}]. */
   push(text) {
     this.#buf += text;
     return this.#drain(false);
@@ -21,8 +24,7 @@ export class SSEParser {
     this.#buf = '';
     // The spec drops an event that lacks its closing blank line; we keep it,
     // because losing a final "[DONE]" or error would hurt more than it helps.
-    if (this.#data !== null) out.push(this.#data.join('\n'));
-    this.#data = null;
+    this.#dispatch(out);
     return out;
   }
 
@@ -41,10 +43,14 @@ export class SSEParser {
     return out;
   }
 
+  #dispatch(out) {
+    if (this.#data !== null) out.push({ data: this.#data.join('\n'), id: this.lastEventId });
+    this.#data = null;
+  }
+
   #line(line, out) {
     if (line === '') { // blank line: dispatch the event
-      if (this.#data !== null) out.push(this.#data.join('\n'));
-      this.#data = null;
+      this.#dispatch(out);
       return;
     }
     if (line.startsWith(':')) return; // comment / keep-alive
@@ -53,12 +59,14 @@ export class SSEParser {
     let value = colon === -1 ? '' : line.slice(colon + 1);
     if (value.startsWith(' ')) value = value.slice(1);
     if (field === 'data') (this.#data ??= []).push(value);
+    else if (field === 'id' && !value.includes('\0')) this.lastEventId = value;
   }
 }
 
 /**
- * Yield the data string of each event in a fetch Response body.
- * Breaking out of the loop (or an abort) cancels the underlying reader.
+ * Yield each event ({data, id}) of a fetch Response body. Breaking out of the
+ * loop (or an abort) cancels the underlying reader. A connection that breaks
+ * rejects with a TypeError, as fetch does.
  */
 export async function* readSSE(body) {
   const reader = body.getReader();

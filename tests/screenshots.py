@@ -1,0 +1,228 @@
+"""Screenshots of the chat page's main states for the README, into docs/screenshots/.
+
+    .venv/bin/python -m tests.screenshots [OUT_DIR]
+
+The real relay on loopback with the fake upstream (scripted answers), driven in Debian's
+Chromium like the page tests. Not a test: run it by hand after changing the page, and commit
+the PNGs it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from chatrelay.config import Settings
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import RunningRelay, serve
+from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
+from tests.limits_helpers import needed
+from tests.test_web_resume import behind_proxy
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+DESKTOP = {"width": 1100, "height": 720}
+PHONE = {"width": 390, "height": 780}
+
+ANSWER = (
+    "Here is a small function that **retries** a request with exponential back-off:\n"
+    "\n"
+    "```python\n"
+    "import time\n"
+    "\n"
+    "def retry(call, attempts=5, base=0.5):\n"
+    "    for attempt in range(attempts):\n"
+    "        try:\n"
+    "            return call()\n"
+    "        except ConnectionError:\n"
+    "            time.sleep(base * 2 ** attempt)\n"
+    "    raise RuntimeError('gave up')\n"
+    "```\n"
+    "\n"
+    "| attempt | wait |\n"
+    "|--------:|-----:|\n"
+    "| 1 | 0.5 s |\n"
+    "| 2 | 1 s |\n"
+    "| 3 | 2 s |\n"
+    "\n"
+    "- Keep `base` small for interactive calls.\n"
+    "- See [the HTTP spec on Retry-After](https://www.rfc-editor.org/rfc/rfc9110#name-retry-after).\n"
+)
+
+
+def tokens(text: str, size: int = 6) -> list[bytes | float]:
+    return [*livepeer_events([text[i : i + size] for i in range(0, len(text), size)])]
+
+
+@asynccontextmanager
+async def relay(
+    fake: FakeUpstream, data_dir: Path, **overrides: Any
+) -> AsyncIterator[RunningRelay]:
+    settings = Settings(
+        **{
+            "embedded": False,
+            "livepeer_gateway_urls": [fake.base_url],
+            "data_dir": data_dir,
+            "warm_models": [],
+            "health_interval": 0,
+            "retry_deadline": 0,
+            "max_failovers": 0,
+            "finished_job_ttl": 30,
+            "first_token_timeout": 120,
+            "stall_timeout": 60,
+            **overrides,
+        }
+    )
+    async with serve(settings) as running:
+        yield running
+
+
+@asynccontextmanager
+async def page_on(
+    browser: Browser, url: str, *, viewport: dict[str, int] = DESKTOP, scheme: str = "light"
+) -> AsyncIterator[Page]:
+    context = await browser.new_context(
+        viewport=viewport,  # type: ignore[arg-type]
+        color_scheme=scheme,  # type: ignore[arg-type]
+        device_scale_factor=1,
+    )
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(10_000)
+        await page.goto(url + "/")
+        await expect(page.locator("#model")).to_be_enabled()
+        yield page
+    finally:
+        await context.close()
+
+
+async def say(page: Page, text: str) -> Any:
+    before = await page.locator("#messages li.assistant").count()
+    await page.locator("#prompt").fill(text)
+    await page.locator("#prompt").press("Enter")
+    answer = page.locator("#messages li.assistant").nth(before)
+    await expect(answer).to_be_visible()
+    return answer
+
+
+async def shoot(page: Page, name: str) -> None:
+    await page.mouse.move(0, 0)
+    await page.screenshot(path=OUT / f"{name}.png")
+    print(OUT / f"{name}.png")
+
+
+async def scenes(browser: Browser, fake: FakeUpstream, tmp: Path) -> None:
+    async with relay(fake, tmp / "main") as r:
+        # An answer with markdown and code, finished; two chats in the sidebar.
+        async with page_on(browser, r.url) as page:
+            fake.script = tokens("Fine, thanks. What shall we build?")
+            done = await say(page, "Hello!")
+            await expect(done).to_have_attribute("data-state", "done")
+            await page.locator("#new-chat").click()
+            fake.script = tokens(ANSWER)
+            answer = await say(page, "How do I retry a flaky request in Python?")
+            await expect(answer).to_have_attribute("data-state", "done")
+            await shoot(page, "answer")
+
+            # Dark, with the same conversation.
+        async with page_on(browser, r.url, scheme="dark") as page:
+            await page.locator("#conversations li").first.locator("a").click()
+            await expect(page.locator("#messages li.assistant")).to_have_count(1)
+            await shoot(page, "dark")
+
+        # Waiting for a cold model, then streaming, then stopped.
+        async with page_on(browser, r.url) as page:
+            gate = asyncio.Event()
+            words = [f"{w} " for w in ("Once upon a time, a relay carried tokens " * 30).split()]
+            fake.script = [gate, *paced(livepeer_events(words), 0.08)]
+            answer = await say(page, "Tell me a long story.")
+            await expect(answer.locator(".progress-text")).to_contain_text("3 s", timeout=8000)
+            await shoot(page, "waiting")
+            gate.set()
+            await expect(answer.locator(".content")).to_contain_text("carried tokens Once")
+            await shoot(page, "streaming")
+            await page.keyboard.press("Escape")
+            await expect(answer).to_have_attribute("data-state", "stopped")
+            await shoot(page, "stopped")
+
+            # Edit the last question in place.
+            await page.locator("#messages li.user").last.locator(".edit").click()
+            await page.locator(".edit-input").fill("Tell me a short story.")
+            await shoot(page, "edit")
+
+        # An upstream error in place, with Retry.
+        async with page_on(browser, r.url) as page:
+            fake.script = [
+                livepeer_chunk("The answer is"),
+                b'data: {"error":"CUDA out of memory"}\n\n',
+            ]
+            answer = await say(page, "What is the answer?")
+            await expect(answer).to_have_attribute("data-state", "error")
+            await shoot(page, "error")
+
+        # Phone width, an answer and the composer.
+        async with page_on(browser, r.url, viewport=PHONE) as page:
+            await page.locator("#sidebar-toggle").click()
+            await page.locator("#conversations li").first.locator("a").click()
+            await expect(page.locator("#messages li.assistant")).to_have_count(1)
+            await shoot(page, "phone")
+
+    # Offline: the connection drops mid-answer and the page keeps trying.
+    async with relay(fake, tmp / "offline") as direct, behind_proxy(direct) as (proxy, r):
+        async with page_on(browser, r.url) as page:
+            words = [f"{w} " for w in ("Streaming on, whatever the network does. " * 40).split()]
+            fake.script = paced(livepeer_events(words), 0.05)
+            answer = await say(page, "Keep going")
+            await expect(answer.locator(".content")).to_contain_text("does. Streaming")
+            proxy.refusing = True
+            proxy.cut()
+            await expect(page.get_by_test_id("connection")).to_contain_text("reconnecting in")
+            await shoot(page, "offline")
+            proxy.refusing = False
+            await page.get_by_test_id("reconnect-now").click()
+
+    # Rate limited, and a spent token budget.
+    async with relay(fake, tmp / "limits", rate_limit="1/minute") as r:
+        async with page_on(browser, r.url) as page:
+            fake.script = tokens("Sure.")
+            await say(page, "One question")
+            refused = await say(page, "And another")
+            await expect(refused).to_have_attribute("data-state", "error")
+            await shoot(page, "rate-limited")
+    budget = needed("One question", 512) + 30  # one answer fits, a second does not
+    async with relay(fake, tmp / "budget", guest_token_budget=budget) as r:
+        async with page_on(browser, r.url) as page:
+            fake.script = tokens("Sure.")
+            answer = await say(page, "One question")
+            await expect(answer).to_have_attribute("data-state", "done")
+            refused = await say(page, "And another")
+            await expect(refused).to_have_attribute("data-state", "error")
+            await shoot(page, "budget")
+
+
+async def main(out: Path) -> None:
+    global OUT
+    OUT = out
+    OUT.mkdir(parents=True, exist_ok=True)
+    fake = FakeUpstream()
+    await fake.start()
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    await scenes(browser, fake, Path(tmp))
+            finally:
+                await browser.close()
+    finally:
+        await fake.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
