@@ -130,11 +130,27 @@ async def scenes(browser: Browser, fake: FakeUpstream, tmp: Path) -> None:
             await expect(answer).to_have_attribute("data-state", "done")
             await shoot(page, "answer")
 
-            # Dark, with the same conversation.
-        async with page_on(browser, r.url, scheme="dark") as page:
-            await page.locator("#conversations li").first.locator("a").click()
-            await expect(page.locator("#messages li.assistant")).to_have_count(1)
+            # Dark, as the system says.
+            await page.emulate_media(color_scheme="dark")
             await shoot(page, "dark")
+            await page.emulate_media(color_scheme="light")
+
+            # Phone width (the same guest, in a phone-sized window): the sidebar folds away.
+            state = await page.context.storage_state()
+            phone = await browser.new_context(
+                viewport=PHONE,  # type: ignore[arg-type]
+                storage_state=state,  # type: ignore[arg-type]
+                device_scale_factor=1,
+            )
+            try:
+                small = await phone.new_page()
+                await small.goto(page.url)
+                await expect(small.locator("#messages li.assistant")).to_have_count(1)
+                await expect(small.locator("#sidebar")).to_be_hidden()
+                await small.evaluate("document.querySelector('#scroller').scrollTop = 0")
+                await shoot(small, "phone")
+            finally:
+                await phone.close()
 
         # Waiting for a cold model, then streaming, then stopped.
         async with page_on(browser, r.url) as page:
@@ -165,13 +181,6 @@ async def scenes(browser: Browser, fake: FakeUpstream, tmp: Path) -> None:
             answer = await say(page, "What is the answer?")
             await expect(answer).to_have_attribute("data-state", "error")
             await shoot(page, "error")
-
-        # Phone width, an answer and the composer.
-        async with page_on(browser, r.url, viewport=PHONE) as page:
-            await page.locator("#sidebar-toggle").click()
-            await page.locator("#conversations li").first.locator("a").click()
-            await expect(page.locator("#messages li.assistant")).to_have_count(1)
-            await shoot(page, "phone")
 
     # Offline: the connection drops mid-answer and the page keeps trying.
     async with relay(fake, tmp / "offline") as direct, behind_proxy(direct) as (proxy, r):

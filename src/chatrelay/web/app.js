@@ -814,7 +814,7 @@ function hintFor(err) {
           : 'Your token budget is used up for now.';
       }
       return err.retryAfter != null
-        ? `Too many requests for now. You can retry ${clockIn(err.retryAfter)} (in ${err.retryAfter} s).`
+        ? `You can send again ${clockIn(err.retryAfter)}.`
         : 'Too many requests for now. Wait a moment, then press Retry.';
     case 502:
       return 'The model server behind chatrelay is unreachable or failing. Start it, or point chatrelay at it with the setting named above, then press Retry.';
