@@ -21,8 +21,9 @@ from tests.test_openai_api import api_key
 # dependencies they use, errors.py, limits/refusals.py and the middleware). A new route must
 # be added here, with its errors, and documented with them.
 EXPECTED: dict[tuple[str, str], set[int]] = {
-    ("POST", "/api/chat"): {200, 400, 401, 403, 404, 413, 422, 429, 502, 503},
-    ("POST", "/api/messages/{message_id}/stop"): {200, 401, 403, 404},
+    ("POST", "/api/chat"): {200, 400, 401, 403, 404, 409, 413, 422, 429, 502, 503},
+    ("GET", "/api/messages/{message_id}/stream"): {200, 401, 403, 404, 422},
+    ("POST", "/api/messages/{message_id}/stop"): {200, 401, 403, 404, 409},
     ("GET", "/api/models"): {200},
     ("GET", "/api/me"): {200, 401},
     ("POST", "/api/auth/register"): {201, 400, 401, 403, 409, 413, 422},

@@ -36,9 +36,7 @@ from chatrelay.limits.routes import router as usage_router
 from chatrelay.limits.tokens import LlamaVocabCounter
 from chatrelay.observability import RequestLog, metrics_endpoint
 from chatrelay.openai_api import router as openai_router
-from chatrelay.store import conversations
 from chatrelay.store.database import Database, database_url
-from chatrelay.store.models import utcnow
 from chatrelay.upstreams.monitor import UpstreamMonitor
 from chatrelay.upstreams.registry import UpstreamRegistry
 from chatrelay.upstreams.sidecar import LocalModelServer, find_bundled_model
@@ -54,13 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(database_url(settings))
         await db.upgrade()
-        async with db.transaction() as session:
-            # Answers a crashed process left "streaming" keep their text, marked interrupted.
-            interrupted = await conversations.interrupt_streaming_answers(
-                session, older_than=utcnow()
-            )
-        if interrupted:
-            log.warning("marked %d unfinished answers from a previous run interrupted", interrupted)
         app.state.db = db
         quotas = Quotas.from_settings(settings, db)
         quotas.start()
@@ -79,7 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Its server does not report usage: count with its own vocabulary instead.
             quotas.counters["embedded"] = LlamaVocabCounter(sidecar.model_path)
         service = ChatService(settings, registry, db, quotas=quotas)
-        service.open()
+        # Joins the instances: answers a crashed process left "streaming" keep their text,
+        # marked interrupted (at once if it ran on this host, else once its heartbeat stops).
+        await service.open()
         default = registry.default_model
         warm = settings.warm_models if settings.warm_models is not None else [default or ""]
         monitor = UpstreamMonitor(

@@ -128,8 +128,15 @@ class Settings(BaseSettings):
     embedded_threads: int | None = None
     embedded_start_timeout: float = Field(default=120.0, gt=0)
 
-    # How long a finished generation stays attached (for a late stop or a re-attach).
-    finished_job_ttl: float = Field(default=30.0, ge=0)
+    # How long a finished answer's events are kept (in memory, or in Redis when shared) for a
+    # late re-attach; after that a re-attach replays the stored text.
+    finished_job_ttl: float = Field(default=60.0, ge=0)
+    # Each process writes a heartbeat to the database this often; one silent for three
+    # heartbeats is dead, and the others mark its streaming answers interrupted.
+    instance_heartbeat: float = Field(default=5.0, gt=0)
+    # With CHATRELAY_REDIS_URL: how often new answer events are copied to Redis for followers
+    # on other instances (one pipeline for all answers each time; never a write per token).
+    event_mirror_interval: float = Field(default=0.02, gt=0)
 
     # Signs session cookies. Unset: generated once and kept in {data_dir}/secret_key (0600).
     # A SecretStr so that printing the settings never shows it.
@@ -158,7 +165,8 @@ class Settings(BaseSettings):
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs). Loopback by
     # default, as uvicorn does, so a reverse proxy on the same host works out of the box.
     trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
-    # Shared limits for several processes; unset keeps them in this process's memory.
+    # Shared limits, answer events and stops for several processes; unset keeps them in this
+    # process's memory (one instance).
     redis_url: str | None = None
     redis_prefix: str = "chatrelay:"
     redis_timeout: float = Field(default=1.0, gt=0)

@@ -1,13 +1,16 @@
 """`chatrelay chat`: talk to a chatrelay server from a terminal.
 
 Answers stream in as they are generated; Ctrl-C stops the current answer (the server stops
-the upstream) and returns to the prompt; Ctrl-D or /exit leaves; /new starts over.
+the upstream) and returns to the prompt; Ctrl-D or /exit leaves; /new starts over. A dropped
+connection is not a stop: the client re-attaches to the answer (``Last-Event-ID``) with
+back-off, as a browser's EventSource would, and the answer goes on where it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -16,6 +19,9 @@ from rich.console import Console
 
 from chatrelay.sse import SSEDecoder
 
+# Re-attach after a dropped connection: waits between tries, then give up.
+RECONNECT_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
+
 
 @dataclass
 class Answer:
@@ -23,6 +29,9 @@ class Answer:
     finish_reason: str | None = None
     error: str | None = None
     stopped: bool = False
+    # The id of the last event received: where a re-attach resumes; done once [DONE] came.
+    last_event_id: str | None = None
+    done: bool = False
 
 
 @dataclass
@@ -86,7 +95,14 @@ class TerminalChat:
                     self.console.print(f"[red]{answer.error}[/]", soft_wrap=True)
                     return answer
                 message_id = response.headers.get("x-message-id")
-                self._stream_into(response, parts, answer)
+                try:
+                    self._stream_into(response, parts, answer)
+                except httpx.TransportError:
+                    if message_id is None:
+                        raise
+            if not answer.done and message_id is not None:
+                self._reattach(http, message_id, parts, answer)
+            self._finish(answer)
         except KeyboardInterrupt:
             answer.stopped = True
             if message_id is not None:
@@ -99,6 +115,28 @@ class TerminalChat:
         answer.text = "".join(parts)
         return answer
 
+    def _reattach(
+        self, http: httpx.Client, message_id: str, parts: list[str], answer: Answer
+    ) -> None:
+        """The stream broke before its end: follow the answer again from the last event."""
+        for pause in RECONNECT_BACKOFF:
+            self.console.print("\n[dim](connection lost, reconnecting…)[/]")
+            time.sleep(pause)
+            headers = {"Last-Event-ID": answer.last_event_id or "0"}
+            try:
+                url = f"/api/messages/{message_id}/stream"
+                with http.stream("GET", url, headers=headers) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        answer.error = _error_message(response)
+                        return
+                    self._stream_into(response, parts, answer)
+            except httpx.TransportError:
+                pass
+            if answer.done:
+                return
+        raise httpx.ConnectError(f"gave up re-attaching to answer {message_id}")
+
     def _stream_into(self, response: httpx.Response, parts: list[str], answer: Answer) -> None:
         decoder = SSEDecoder()
         out = sys.stdout
@@ -108,14 +146,21 @@ class TerminalChat:
         try:
             for data in response.iter_raw():
                 for event in decoder.feed(data):
+                    answer.last_event_id = decoder.last_event_id
                     if event.data == "[DONE]":
+                        answer.done = True
                         continue
                     chunk = orjson.loads(event.data)
                     if "error" in chunk:
                         answer.error = chunk["error"].get("message", "unknown error")
                         continue
                     for choice in chunk.get("choices", ()):
-                        text = choice.get("delta", {}).get("content")
+                        delta = choice.get("delta", {})
+                        if delta.get("role") and parts:
+                            # A replay of the stored answer from its start: show it afresh.
+                            parts.clear()
+                            out.write("\n")
+                        text = delta.get("content")
                         if text:
                             if waiting:
                                 status.stop()
@@ -127,7 +172,9 @@ class TerminalChat:
         finally:
             if waiting:
                 status.stop()
-        out.write("\n")
+
+    def _finish(self, answer: Answer) -> None:
+        sys.stdout.write("\n")
         if answer.error:
             self.console.print(f"[red]Error: {answer.error}[/]", soft_wrap=True)
         elif answer.finish_reason == "length":

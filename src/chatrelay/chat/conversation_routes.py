@@ -141,13 +141,14 @@ async def delete_conversation(conversation_id: str, request: Request, user: Owne
     """Delete the conversation and its messages; an answer still streaming in it is stopped."""
     owner_id = _owner_id(user, conversation_id)
     async with _db(request).transaction() as session:
+        stored = await conversations.messages_of(
+            session, owner_id=owner_id, conversation_id=conversation_id
+        )
         await conversations.delete_conversation(
             session, owner_id=owner_id, conversation_id=conversation_id
         )
     service: ChatService = request.app.state.chat
-    for job in list(service.jobs.values()):
-        if job.conversation_id == conversation_id and job.owner_id == owner_id:
-            job.stop()
+    await service.stop_all([m.id for m in stored if m.status == "streaming"])
     return Response(status_code=204)
 
 

@@ -3,24 +3,39 @@
 Usage::
 
     service = ChatService(settings, registry, db, quotas=quotas)
+    await service.open()
     job = await service.start(request, owner_id=user.id, caller=quotas.caller(user, ip))
-    service.stop(message_id, owner_id=user.id)
+    frames = await service.reattach(message_id, owner_id=user.id, after=last_event_id)
+    await service.stop(message_id, owner_id=user.id)
     await service.shutdown()
+
+Jobs run in the process that started them. With Redis (``CHATRELAY_REDIS_URL``) their events
+are mirrored there and stops are published there, so any instance can re-attach a client to
+any answer and stop it (chat/shared_events.py); a heartbeat per instance lets the survivors
+settle the answers of one that died (store/instances.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from functools import partial
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatrelay.chat.encoding import DONE
 from chatrelay.chat.failover import RetryPolicy
 from chatrelay.chat.job import GenerationJob
-from chatrelay.chat.recorder import AnswerStore
+from chatrelay.chat.recorder import STORED_STATUS, AnswerStore
+from chatrelay.chat.replay import ending_frames, replay_stored
 from chatrelay.chat.schemas import ChatRequest
+from chatrelay.chat.shared_events import SharedEvents
 from chatrelay.config import Settings
 from chatrelay.errors import ChatRelayError
 from chatrelay.limits.quotas import Admission, Caller, Quotas
 from chatrelay.store import conversations
 from chatrelay.store.database import Database
+from chatrelay.store.instances import InstanceHeartbeat
 from chatrelay.store.models import Message as StoredMessage
 from chatrelay.upstreams.dialects import GenerationParams, Message
 from chatrelay.upstreams.registry import UpstreamRegistry
@@ -56,10 +71,29 @@ class ChatService:
         self._policy = RetryPolicy(
             deadline=settings.retry_deadline, max_failovers=settings.max_failovers
         )
+        self.heartbeat = InstanceHeartbeat(db, interval=settings.instance_heartbeat)
+        self.instance_id = self.heartbeat.id
+        self.shared: SharedEvents | None = None
+        if settings.redis_url is not None:
+            self.shared = SharedEvents.connect(
+                settings.redis_url,
+                connect_timeout=settings.redis_timeout,
+                prefix=settings.redis_prefix,
+                on_stop=self.stop_local,
+                interval=settings.event_mirror_interval,
+                ttl=settings.finished_job_ttl,
+                # Every frame of the longest answer allowed, with room for role and ending.
+                max_events=settings.max_tokens_limit * 2 + 64,
+                idle_check=settings.instance_heartbeat,
+            )
 
-    def open(self) -> None:
-        """Start the background work (the answer flusher); call with the event loop running."""
+    async def open(self) -> None:
+        """Join the instances (settling the answers of dead ones) and start the background
+        work: the answer flusher, the heartbeat, the event mirror. Call with the loop running."""
+        await self.heartbeat.start()
         self.answers.start()
+        if self.shared is not None:
+            self.shared.start()
 
     async def start(
         self, request: ChatRequest, *, owner_id: str, caller: Caller | None = None
@@ -90,19 +124,7 @@ class ChatService:
                 code="max_tokens_too_large",
                 param="max_tokens",
             )
-        incoming = [{"role": m.role, "content": m.content} for m in request.messages]
-        history: list[Message] = []
-        if request.conversation_id is not None:
-            async with self.db.read() as session:
-                conversation = await conversations.get_conversation(
-                    session, owner_id=owner_id, conversation_id=request.conversation_id
-                )
-                stored = await conversations.messages_of(
-                    session, owner_id=owner_id, conversation_id=conversation.id
-                )
-            history = [_as_message(m) for m in stored if _counts_as_history(m)]
-            # The server keeps the history: of what the client sent, only the new message.
-            incoming = incoming[-1:]
+        history, incoming, question_seq = await self._history_for(request, owner_id=owner_id)
         upstream_messages = self._with_system_prompt(history + incoming)
         self._check_sizes(upstream_messages)
         # The budget (for the prompt too, history included) is reserved before anything is
@@ -124,14 +146,22 @@ class ChatService:
                 conversation = await conversations.get_conversation(
                     session, owner_id=owner_id, conversation_id=request.conversation_id, lock=True
                 )
-                last_seq = await conversations.last_seq(
-                    session, owner_id=owner_id, conversation_id=conversation.id
-                )
-            for message in incoming:
-                last_seq += 1
-                await conversations.add_message(
-                    session, owner_id=owner_id, conversation=conversation, seq=last_seq, **message
-                )
+                if request.action == "send":
+                    last_seq = await conversations.last_seq(
+                        session, owner_id=owner_id, conversation_id=conversation.id
+                    )
+                else:
+                    last_seq = await self._rewind(session, request, owner_id, question_seq)
+            if request.action == "send":
+                for message in incoming:
+                    last_seq += 1
+                    await conversations.add_message(
+                        session,
+                        owner_id=owner_id,
+                        conversation=conversation,
+                        seq=last_seq,
+                        **message,
+                    )
             answer = await conversations.add_message(
                 session,
                 owner_id=owner_id,
@@ -141,6 +171,7 @@ class ChatService:
                 status="streaming",
                 seq=last_seq + 1,
                 model=model,
+                instance_id=self.instance_id,
             )
         job = GenerationJob(
             message_id=answer.id,
@@ -156,7 +187,60 @@ class ChatService:
         )
         self.jobs[job.id] = job
         job.start()
+        if self.shared is not None:
+            self.shared.track(job.id, job.buffer)
         return job
+
+    async def _history_for(
+        self, request: ChatRequest, *, owner_id: str
+    ) -> tuple[list[Message], list[Message], int]:
+        """What goes upstream: the stored history, the new messages, and (for regenerate and
+        edit) the position of the question answered again."""
+        incoming: list[Message] = [{"role": m.role, "content": m.content} for m in request.messages]
+        if request.conversation_id is None:
+            return [], incoming, 0
+        async with self.db.read() as session:
+            conversation = await conversations.get_conversation(
+                session, owner_id=owner_id, conversation_id=request.conversation_id
+            )
+            stored = await conversations.messages_of(
+                session, owner_id=owner_id, conversation_id=conversation.id
+            )
+        if request.action == "send":
+            # The server keeps the history: of what the client sent, only the new message.
+            return [_as_message(m) for m in stored if _counts_as_history(m)], incoming[-1:], 0
+        question = next((m for m in reversed(stored) if m.role == "user"), None)
+        if question is None:
+            raise ChatRelayError(
+                400, "The conversation has no user message to answer again.", code="no_question"
+            )
+        in_progress = [m for m in stored if m.seq > question.seq and m.status == "streaming"]
+        if in_progress:
+            raise conversations.AnswerInProgress(in_progress[0].id)
+        earlier = [_as_message(m) for m in stored if m.seq < question.seq and _counts_as_history(m)]
+        text = incoming[0]["content"] if request.action == "edit" else question.content
+        return [*earlier, {"role": "user", "content": text}], [], question.seq
+
+    async def _rewind(
+        self, session: AsyncSession, request: ChatRequest, owner_id: str, question_seq: int
+    ) -> int:
+        """Regenerate/edit, under the conversation's lock: drop the old answer (and apply the
+        edit); refused if the conversation changed since its history was read."""
+        assert request.conversation_id is not None
+        question = await conversations.rewind_to_last_question(
+            session,
+            owner_id=owner_id,
+            conversation_id=request.conversation_id,
+            new_text=request.messages[0].content if request.action == "edit" else None,
+        )
+        if question.seq != question_seq:
+            raise ChatRelayError(
+                409,
+                "The conversation changed while this request was prepared; reload it and "
+                "try again.",
+                code="conversation_changed",
+            )
+        return question.seq
 
     def _with_system_prompt(self, messages: list[Message]) -> list[Message]:
         prompt = self.settings.system_prompt
@@ -202,18 +286,85 @@ class ChatService:
         else:
             asyncio.get_running_loop().call_later(ttl, self.jobs.pop, job.id, None)
 
-    def get(self, message_id: str, *, owner_id: str) -> GenerationJob:
+    def local_job(self, message_id: str, *, owner_id: str) -> GenerationJob | None:
         job = self.jobs.get(message_id)
-        if job is None or job.owner_id != owner_id:
-            raise conversations.NotFound("message", message_id)
-        return job
+        return job if job is not None and job.owner_id == owner_id else None
 
-    def stop(self, message_id: str, *, owner_id: str) -> GenerationJob:
-        job = self.get(message_id, owner_id=owner_id)
-        job.stop()
-        return job
+    async def _stored_answer(self, message_id: str, *, owner_id: str) -> StoredMessage:
+        async with self.db.read() as session:
+            message = await conversations.get_message(
+                session, owner_id=owner_id, message_id=message_id
+            )
+        if message.role != "assistant":
+            raise conversations.NotFound("answer", message_id)
+        return message
+
+    async def reattach(
+        self, message_id: str, *, owner_id: str, after: int = 0
+    ) -> AsyncIterator[bytes]:
+        """The answer's events after event ``after`` (with ids), live while it runs anywhere.
+
+        Raises NotFound (404) before anything streams if the answer is not the owner's.
+        """
+        job = self.local_job(message_id, owner_id=owner_id)
+        if job is not None:
+            return job.buffer.follow(after, ids=True)
+        message = await self._stored_answer(message_id, owner_id=owner_id)
+        shared = self.shared
+        if shared is not None and (
+            message.status == "streaming" or await shared.exists(message.id)
+        ):
+            ending = partial(self._ending_if_over, message.id, owner_id)
+            return shared.follow(message.id, after=after, ending=ending)
+        return replay_stored(self.db, message, poll_interval=self.settings.flush_interval)
+
+    async def _ending_if_over(self, message_id: str, owner_id: str) -> bytes | None:
+        """For a follower that heard nothing for a while: None while the answer is streaming,
+        else how its stream ends (its instance died and was settled, or it was deleted)."""
+        try:
+            message = await self._stored_answer(message_id, owner_id=owner_id)
+        except conversations.NotFound:
+            return DONE
+        return None if message.status == "streaming" else ending_frames(message)
+
+    def stop_local(self, message_id: str) -> bool:
+        """Stop the answer if it runs in this process (a stop published by another instance
+        names only the id: that instance checked the owner)."""
+        job = self.jobs.get(message_id)
+        return job.stop() if job is not None else False
+
+    async def stop(self, message_id: str, *, owner_id: str) -> str:
+        """Stop the answer wherever it runs; its status: ``stopping`` or how it ended."""
+        job = self.local_job(message_id, owner_id=owner_id)
+        if job is not None:
+            job.stop()
+            return "stopping" if not job.finished else STORED_STATUS.get(job.status, job.status)
+        message = await self._stored_answer(message_id, owner_id=owner_id)
+        if message.status != "streaming":
+            return message.status
+        if self.shared is None:
+            # Not here, and no other instance can be reached: a row its dead instance left
+            # (the heartbeat settles it soon), or several instances without Redis.
+            raise ChatRelayError(
+                409,
+                "This answer is being generated by another chatrelay instance, which this "
+                "one cannot reach: set CHATRELAY_REDIS_URL on every instance so that stops "
+                "and re-attaches work across them.",
+                code="answer_elsewhere",
+            )
+        await self.shared.publish_stop(message_id)
+        return "stopping"
+
+    async def stop_all(self, message_ids: list[str]) -> None:
+        """Stop these answers wherever they run (their owner was checked by the caller)."""
+        for message_id in message_ids:
+            if not self.stop_local(message_id) and self.shared is not None:
+                await self.shared.publish_stop(message_id)
 
     async def shutdown(self) -> None:
         await asyncio.gather(*(job.cancel_and_wait() for job in list(self.jobs.values())))
         self.jobs.clear()
         await self.answers.close()
+        if self.shared is not None:
+            await self.shared.close()
+        await self.heartbeat.close()

@@ -7,7 +7,6 @@ A row that exists but belongs to someone else is reported exactly like an absent
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -135,6 +134,7 @@ async def add_message(
     model: str | None = None,
     upstream: str | None = None,
     seq: int | None = None,
+    instance_id: str | None = None,
 ) -> Message:
     """Append a message; ``seq`` may be given when the caller knows the conversation's end."""
     if conversation.user_id != owner_id:
@@ -153,6 +153,7 @@ async def add_message(
         status=status,
         model=model,
         upstream=upstream,
+        instance_id=instance_id,
     )
     session.add(message)
     conversation.updated_at = utcnow()
@@ -221,14 +222,53 @@ async def finish_answer(
     )
 
 
-async def interrupt_streaming_answers(session: AsyncSession, *, older_than: datetime) -> int:
-    """At start-up: answers a dead process left ``streaming`` become ``interrupted``, text kept.
-
-    Not an owner query on purpose: it is the recovery of every owner's rows, run by the server.
-    """
-    result = await session.execute(
-        update(Message)
-        .where(Message.status == "streaming", Message.updated_at < older_than)
-        .values(status="interrupted", updated_at=utcnow())
+async def get_message(session: AsyncSession, *, owner_id: str, message_id: str) -> Message:
+    if "\x00" in message_id:  # as in get_conversation: no id holds one
+        raise NotFound("message", message_id.replace("\x00", ""))
+    message = await session.scalar(
+        select(Message).where(Message.id == message_id, Message.user_id == owner_id)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    if message is None:
+        raise NotFound("message", message_id)
+    return message
+
+
+class AnswerInProgress(ChatRelayError):
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            409,
+            f"The conversation's last answer ('{message_id}') is still being generated: stop it "
+            "(POST /api/messages/{id}/stop) or wait for it to end, then try again.",
+            code="answer_in_progress",
+        )
+
+
+async def rewind_to_last_question(
+    session: AsyncSession, *, owner_id: str, conversation_id: str, new_text: str | None = None
+) -> Message:
+    """Regenerate / edit: drop what follows the last user message (its answer), and with
+    ``new_text`` replace that message's text. Returns the question, now the last message.
+
+    Refused (409) while the answer to be dropped is still streaming; 400 when the conversation
+    has no user message yet.
+    """
+    stored = await messages_of(session, owner_id=owner_id, conversation_id=conversation_id)
+    question = next((m for m in reversed(stored) if m.role == "user"), None)
+    if question is None:
+        raise ChatRelayError(
+            400, "The conversation has no user message to answer again.", code="no_question"
+        )
+    later = [m for m in stored if m.seq > question.seq]
+    for message in later:
+        if message.status == "streaming":
+            raise AnswerInProgress(message.id)
+    if later:
+        await session.execute(
+            delete(Message).where(
+                Message.id.in_([m.id for m in later]), Message.user_id == owner_id
+            )
+        )
+    if new_text is not None:
+        question.content = new_text
+        question.updated_at = utcnow()
+    return question

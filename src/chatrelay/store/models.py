@@ -122,10 +122,24 @@ class Message(Base):
     model: Mapped[str | None] = mapped_column(String(200))
     upstream: Mapped[str | None] = mapped_column(String(200))
     finish_reason: Mapped[str | None] = mapped_column(String(32))
+    # The process generating a streaming answer: if it dies, a survivor settles the answer.
+    instance_id: Mapped[str | None] = mapped_column(String(80))
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Instance(Base):
+    """A running chatrelay process, alive while its heartbeat is fresh (see store/instances.py)."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class UsageRecord(Base):

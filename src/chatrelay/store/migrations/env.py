@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatrelay.store.models import Base
 
 target_metadata = Base.metadata
+# Instances started together all migrate at start: on PostgreSQL they take turns on this lock
+# (held until the migration commits), and the later ones then find nothing left to do.
+MIGRATION_LOCK = 0x63686174  # "chat"
 
 
 def _run(connection: Connection) -> None:
@@ -20,6 +24,8 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER much
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         context.run_migrations()
 
 

@@ -1,0 +1,175 @@
+"""Re-attaching to an answer (`GET /api/messages/{id}/stream`): every token once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.fake_upstream import FakeUpstream, livepeer_events, paced
+from tests.polling import wait_until
+from tests.sse_client import DONE, content_of, events_with_ids, user
+
+WORDS = [f" w{i}" for i in range(60)]
+WHOLE = "".join(WORDS)
+
+
+async def read_some(response: httpx.Response, tokens: int) -> tuple[str, str]:
+    """Read until ``tokens`` content events came; the text and the last event id seen."""
+    text, last_id, seen = "", "", 0
+    async for event_id, event in events_with_ids(response):
+        assert event_id is not None
+        last_id = event_id
+        if content := content_of(event):
+            text += content
+            seen += 1
+            if seen == tokens:
+                break
+    return text, last_id
+
+
+async def read_rest(response: httpx.Response) -> tuple[str, list[Any], list[str | None]]:
+    text, events, ids = "", [], []
+    async for event_id, event in events_with_ids(response):
+        ids.append(event_id)
+        events.append(event)
+        text += content_of(event)
+    return text, events, ids
+
+
+async def test_every_event_carries_the_next_id(fake: FakeUpstream, relay_for) -> None:
+    fake.script = livepeer_events(["a", "b", "c"])
+    async with relay_for() as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            _, events, ids = await read_rest(response)
+    assert events[-1] == DONE
+    assert ids == [str(n) for n in range(1, len(events) + 1)]
+
+
+async def test_resume_after_a_dropped_connection_gets_every_token_once(
+    fake: FakeUpstream, relay_for
+) -> None:
+    fake.script = paced(livepeer_events(WORDS), 0.01)
+    async with relay_for() as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            before, last_id = await read_some(response, 10)
+        # The connection is gone; the answer goes on without it (a disconnect is not a stop).
+        headers = {"Last-Event-ID": last_id}
+        url = f"/api/messages/{message_id}/stream"
+        async with relay.client.stream("GET", url, headers=headers) as resumed:
+            assert resumed.status_code == 200
+            assert resumed.headers["content-type"].startswith("text/event-stream")
+            rest, events, ids = await read_rest(resumed)
+    assert before + rest == WHOLE
+    assert ids[0] == str(int(last_id) + 1)
+    assert events[-1] == DONE and events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_after_query_parameter_and_a_second_follower(fake: FakeUpstream, relay_for) -> None:
+    fake.script = paced(livepeer_events(WORDS), 0.01)
+    async with relay_for() as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            # A second tab follows from the start while the first one still reads.
+            url = f"/api/messages/{message_id}/stream?after=0"
+            async with relay.client.stream("GET", url) as second:
+                first_text, _, _ = await read_rest(response)
+                second_text, _, _ = await read_rest(second)
+    assert first_text == second_text == WHOLE
+
+
+async def test_finished_answer_is_replayed_from_memory_with_its_ids(
+    fake: FakeUpstream, relay_for
+) -> None:
+    fake.script = livepeer_events(["one", " two"])
+    async with relay_for(finished_job_ttl=30) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            _, original, original_ids = await read_rest(response)
+        url = f"/api/messages/{message_id}/stream"
+        async with relay.client.stream("GET", url, headers={"Last-Event-ID": "2"}) as replay:
+            text, events, ids = await read_rest(replay)
+    assert ids == original_ids[2:]
+    assert events == original[2:]
+    assert text == "one two"[len(content_of(original[1])) :]
+
+
+async def test_expired_answer_is_replayed_from_the_database(
+    fake: FakeUpstream, relay_for, database_url: str
+) -> None:
+    fake.script = livepeer_events(["stored", " answer"])
+    async with relay_for(database_url=database_url, finished_job_ttl=0) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            await read_rest(response)
+        await wait_until(lambda: not relay.service.jobs)
+        url = f"/api/messages/{message_id}/stream"
+        async with relay.client.stream("GET", url, headers={"Last-Event-ID": "3"}) as replay:
+            text, events, _ = await read_rest(replay)
+    # The events themselves are gone: the whole stored answer, from a role chunk (start over).
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert text == "stored answer"
+    assert events[-1] == DONE and events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_reattach_is_only_for_the_owner(fake: FakeUpstream, relay_for) -> None:
+    fake.script = livepeer_events(["mine"])
+    async with relay_for(finished_job_ttl=30) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            conversation_id = response.headers["x-conversation-id"]
+            await read_rest(response)
+        async with httpx.AsyncClient(base_url=relay.url) as stranger:
+            await stranger.get("/")  # becomes a guest of its own
+            theirs = await stranger.get(f"/api/messages/{message_id}/stream")
+            stop = await stranger.post(f"/api/messages/{message_id}/stop")
+        unknown = await relay.client.get("/api/messages/msg_nope/stream")
+        stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
+        question_id = stored["messages"][0]["id"]
+        not_an_answer = await relay.client.get(f"/api/messages/{question_id}/stream")
+    for response in (theirs, stop, unknown, not_an_answer):
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] in ("message_not_found", "answer_not_found")
+
+
+async def test_a_dropped_connection_is_not_a_stop(
+    fake: FakeUpstream, relay_for, database_url: str
+) -> None:
+    fake.script = paced(livepeer_events(WORDS), 0.005)
+    async with relay_for(database_url=database_url) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            conversation_id = response.headers["x-conversation-id"]
+            await read_some(response, 3)
+        await wait_until(lambda: not relay.service.jobs, within=10)
+        stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
+    answer = stored["messages"][-1]
+    assert answer["status"] == "complete" and answer["content"] == WHOLE
+
+
+async def test_stop_an_answer_that_has_ended_says_how_it_ended(
+    fake: FakeUpstream, relay_for
+) -> None:
+    fake.script = livepeer_events(["done"])
+    async with relay_for() as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            await read_rest(response)
+        await wait_until(lambda: not relay.service.jobs)
+        stop = await relay.client.post(f"/api/messages/{message_id}/stop")
+    assert stop.status_code == 200
+    assert stop.json() == {"id": message_id, "status": "complete"}
+
+
+async def test_reattach_while_waiting_for_the_first_token(fake: FakeUpstream, relay_for) -> None:
+    release = asyncio.Event()
+    fake.script = [release, *livepeer_events(["late", " answer"])]
+    async with relay_for(stream_start_wait=0.1) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+        url = f"/api/messages/{message_id}/stream"
+        async with relay.client.stream("GET", url, headers={"Last-Event-ID": "0"}) as resumed:
+            release.set()
+            text, events, _ = await read_rest(resumed)
+    assert text == "late answer" and events[-1] == DONE
