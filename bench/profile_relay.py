@@ -1,6 +1,7 @@
 """Where chatrelay's CPU goes under load: py-spy samples ``chatrelay serve`` (native frames
-too) while the load driver streams C answers at once through it, configured as in
-bench/compare.py (stored answers, quotas, metrics).
+too; by default only the thread holding the GIL, which is where Python burns CPU) while the
+load driver streams C answers at once through it, configured as in bench/compare.py (stored
+answers, quotas, metrics).
 
     .venv/bin/python bench/profile_relay.py [--concurrency 128] [--seconds 8] [--pace-ms 20]
 
@@ -81,6 +82,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--all-threads",
+        action="store_true",
+        help="sample every thread, idle ones too (default: only the thread "
+        "holding the GIL, i.e. where Python spends CPU)",
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     mock = start_mock(pace_ms=args.pace_ms, chunks=args.chunks)
@@ -108,6 +115,7 @@ def main() -> None:
                 str(relay.process.pid),
                 "--duration",
                 str(args.seconds),
+                *([] if args.all_threads else ["--gil"]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -19,6 +19,13 @@ ROOT = BENCH.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 ORDER = ["direct", "nginx", "chatrelay", "litellm"]
+# One colour per system in every panel, whichever systems a panel has figures for.
+COLOURS = {
+    "direct": "tab:blue",
+    "nginx": "tab:orange",
+    "chatrelay": "tab:green",
+    "litellm": "tab:red",
+}
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -292,14 +299,17 @@ def chart(result: dict[str, Any], path: Path) -> None:
                     xs.append(c)
                     ys.append(y)
             if xs:
-                ax.plot(xs, ys, marker="o", label=name)
+                ax.plot(xs, ys, marker="o", label=name, color=COLOURS.get(name))
         ax.set_xscale("log", base=2)
         ax.set_yscale(scale)
         ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent streams (C)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
-    axes[0][0].legend()
+    handles = [
+        plt.Line2D([], [], color=COLOURS.get(n), marker="o", label=n) for n in _systems(result)
+    ]
+    axes[0][0].legend(handles=handles)
     m = result["machine"]
     fig.suptitle(f"chatrelay side by side, {m['cores']} cores, {result['started']} UTC")
     fig.tight_layout()
