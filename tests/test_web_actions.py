@@ -146,6 +146,23 @@ async def test_export_downloads_json_and_markdown(
             markdown = await asyncio.to_thread(Path(await download.path()).read_text)
             assert "Export me" in markdown and "**Exported** answer." in markdown
             await expect(menu).not_to_have_attribute("open", "")
+
+            # From the sidebar too: the row's Export offers both formats, Esc takes it back.
+            item = page.locator(f'#conversations li[data-id="{conversation_id}"]')
+            await item.hover()
+            await item.get_by_role("button", name="Export").click()
+            choice = item.get_by_role("group", name="Export format")
+            await expect(choice.get_by_role("link", name="JSON")).to_be_focused()
+            await page.keyboard.press("Escape")
+            await expect(choice).to_have_count(0)
+            await expect(item.get_by_role("button", name="Export")).to_be_focused()
+            await item.get_by_role("button", name="Export").click()
+            async with page.expect_download() as info:
+                await choice.get_by_role("link", name="Markdown").click()
+            download = await info.value
+            assert download.suggested_filename == f"chatrelay-{conversation_id}.md"
+            await expect(choice).to_have_count(0)
+            await expect(chat.messages).to_have_count(2)  # Esc did not touch the chat
             assert await chat.problems() == []
 
 

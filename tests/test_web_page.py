@@ -152,6 +152,7 @@ async def test_answer_streams_in_token_by_token(
             first_token.set()
             await expect(answer.locator(".content")).to_have_text("Hello")
             await expect(answer).to_have_attribute("data-state", "streaming")
+            await expect(answer).to_have_attribute("aria-busy", "true")
             await expect(answer.locator(".progress")).to_be_hidden()
             # The upstream is still holding the rest back: the page shows what it has so far.
             await asyncio.sleep(0.2)
@@ -162,6 +163,8 @@ async def test_answer_streams_in_token_by_token(
             rest.set()
             await expect(answer.locator(".content")).to_have_text("Hello, world!")
             await expect(answer).to_have_attribute("data-state", "done")
+            await expect(answer).not_to_have_attribute("aria-busy", "true")
+            await expect(chat.page.locator("#live")).to_have_text("Hello, world!")
             await expect(chat.send_button).to_have_text("Send")
             await expect(answer.locator(".error")).to_have_count(0)
             assert fake.requests[-1].json["model"] == LIVEPEER_MODELS[0]

@@ -482,7 +482,7 @@ function newTurn(answer, req) {
   const turn = {
     controller: new AbortController(), messageId: null, lastEventId: null,
     stopRequested: false, detached: false, reconnecting: false, stopTimer: 0, epoch, answer,
-    req,
+    req, spoken: 0,
   };
   current = turn;
   setBusy(true);
@@ -549,6 +549,7 @@ async function reattach(answer, stored, conversationId) {
   answer.item.dataset.id = stored.id;
   // Shown as stored until the replay (from the first event) brings the text again.
   answer.attach(typeof stored.content === 'string' ? stored.content : '', { replay: true });
+  turn.spoken = answer.length; // shown (and in the page to read) already
   follow(true);
   let outcome;
   try {
@@ -676,12 +677,16 @@ async function consume(events, turn) {
       // the stored text carries no ids; resuming after it must start from the start again.
       turn.lastEventId = id || null;
       answer.restart();
-      announcer.reset();
     }
     const token = choice.delta?.content;
     if (typeof token === 'string' && token) {
       answer.append(token);
-      announcer.push(token);
+      // Screen readers hear each part once, also when a replay brings it again.
+      const fresh = answer.length - turn.spoken;
+      if (fresh > 0) {
+        announcer.push(token.slice(Math.max(0, token.length - fresh)));
+        turn.spoken = answer.length;
+      }
     }
     if (choice.finish_reason) {
       finish = choice.finish_reason;
@@ -756,7 +761,7 @@ function settle(turn, outcome) {
       'The server stopped before this answer was complete.',
       'Press Regenerate to ask once more.',
     );
-    answer.item.dataset.state = 'interrupted';
+    answer.state = 'interrupted';
     announcer.flush('Interrupted.');
   } else if (outcome.status === 'error') {
     answer.fail('The answer failed.', 'Press Regenerate to ask again.');

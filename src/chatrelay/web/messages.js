@@ -137,11 +137,12 @@ export class AssistantMessage {
   #lastRender = 0;
   #renderCost = 0;
   #clearOnText = false;
+  #length = 0;
 
   constructor(list, modelLabel, { onRegenerate } = {}) {
     this.item = el('li', 'message assistant');
     this.item.dataset.testid = 'message-assistant';
-    this.item.dataset.state = 'waiting';
+    this.state = 'waiting';
     const bubble = el('div', 'bubble');
     this.meta = el('div', 'meta', modelLabel || 'assistant');
     this.progress = el('div', 'progress');
@@ -161,8 +162,20 @@ export class AssistantMessage {
   }
 
   get state() { return this.item.dataset.state; }
+
+  /** waiting | streaming | done | stopped | error | interrupted */
+  set state(value) {
+    this.item.dataset.state = value;
+    // Assistive technology waits for the answer to settle before reading it as a whole.
+    if (value === 'waiting' || value === 'streaming') this.item.setAttribute('aria-busy', 'true');
+    else this.item.removeAttribute('aria-busy');
+  }
+
   /** The answer as the model wrote it (markdown source). */
   get text() { return this.#parts.join(''); }
+
+  /** How many characters of text it has (without joining them). */
+  get length() { return this.#length; }
 
   setModel(label) { this.meta.textContent = label; }
 
@@ -174,7 +187,7 @@ export class AssistantMessage {
   wait({ cold = false } = {}) {
     this.clearExtras();
     this.setText('');
-    this.item.dataset.state = 'waiting';
+    this.state = 'waiting';
     this.progress.hidden = false;
     this.coldHint.hidden = !cold;
     const started = performance.now();
@@ -195,7 +208,7 @@ export class AssistantMessage {
     this.setText(text);
     // A replay from the start sends the whole text again: what is shown stays until it comes.
     this.#clearOnText = replay;
-    this.item.dataset.state = text ? 'streaming' : 'waiting';
+    this.state = text ? 'streaming' : 'waiting';
     if (!text) this.wait();
   }
 
@@ -203,12 +216,14 @@ export class AssistantMessage {
     if (this.#clearOnText) {
       this.#clearOnText = false;
       this.#parts = [];
+      this.#length = 0;
     }
     if (this.state === 'waiting') {
       this.#stopWaiting();
-      this.item.dataset.state = 'streaming';
+      this.state = 'streaming';
     }
     this.#parts.push(text);
+    this.#length += text.length;
     this.#schedule();
   }
 
@@ -216,12 +231,14 @@ export class AssistantMessage {
   restart() {
     this.#clearOnText = false;
     this.#parts = [];
+    this.#length = 0;
     this.#schedule();
   }
 
   /** Replace the whole text and show it now. */
   setText(text) {
     this.#parts = text ? [text] : [];
+    this.#length = text ? text.length : 0;
     this.#clearOnText = false;
     this.renderNow();
   }
@@ -262,7 +279,7 @@ export class AssistantMessage {
     this.setConnection(false);
     this.#clearOnText = false;
     this.renderNow();
-    this.item.dataset.state = kind;
+    this.state = kind;
     if (note) this.#note(kind, note);
   }
 
@@ -275,7 +292,7 @@ export class AssistantMessage {
     this.setConnection(false);
     this.#clearOnText = false;
     this.renderNow();
-    this.item.dataset.state = 'error';
+    this.state = 'error';
     if (code) this.item.dataset.error = code;
     else delete this.item.dataset.error;
     this.bubble.append(errorBox(message, hint, 'alert'));
@@ -317,17 +334,17 @@ export class AssistantMessage {
     switch (stored.status) {
       case 'complete': {
         const finish = stored.finish_reason;
-        this.item.dataset.state = 'done';
+        this.state = 'done';
         if (finish === 'length') this.#note('done', '(cut at the token limit)');
         else if (finish && finish !== 'stop') this.#note('done', `(finished: ${finish})`);
         break;
       }
       case 'stopped':
-        this.item.dataset.state = 'stopped';
+        this.state = 'stopped';
         this.#note('stopped', 'stopped');
         break;
       case 'interrupted':
-        this.item.dataset.state = 'interrupted';
+        this.state = 'interrupted';
         this.#note('interrupted', 'interrupted');
         this.bubble.append(errorBox(
           error || 'The server stopped before this answer was complete.',
@@ -336,7 +353,7 @@ export class AssistantMessage {
         break;
       case 'error':
       default:
-        this.item.dataset.state = 'error';
+        this.state = 'error';
         this.bubble.append(errorBox(
           error || 'This answer failed.',
           'Press Regenerate to ask once more.',

@@ -3,7 +3,7 @@
 // confirmation step in the page). Titles are user/model text: textContent only.
 
 import {
-  ApiError, deleteConversation, listConversations, renameConversation,
+  ApiError, deleteConversation, exportUrl, listConversations, renameConversation,
 } from './api.js';
 
 const PAGE = 20;
@@ -31,6 +31,7 @@ function icon(path) {
 
 const PENCIL = 'M11.5 2.5l2 2L6 12l-3 1 1-3z';
 const TRASH = 'M3 4.5h10M6.5 4.5V3h3v1.5M4.5 4.5l.7 8.5h5.6l.7-8.5';
+const DOWNLOAD = 'M8 2.5v7.5M4.8 7l3.2 3.2L11.2 7M3 13h10';
 
 function iconButton(className, label, path) {
   const button = el('button', `icon-button ${className}`);
@@ -196,10 +197,12 @@ export class Sidebar {
     link.addEventListener('click', () => this.hooks.onNavigate?.(c.id));
     const actions = el('div', 'actions');
     const rename = iconButton('rename', 'Rename', PENCIL);
+    const download = iconButton('export', 'Export', DOWNLOAD);
     const del = iconButton('delete', 'Delete', TRASH);
     rename.addEventListener('click', () => this.#startRename(row, c));
+    download.addEventListener('click', () => this.#askExport(row, c));
     del.addEventListener('click', () => this.#askDelete(row, c));
-    actions.append(rename, del);
+    actions.append(rename, download, del);
     row.append(link, actions);
     return row;
   }
@@ -266,6 +269,45 @@ export class Sidebar {
     });
     // Clicking away keeps what was typed, like most title editors.
     input.addEventListener('blur', () => { if (!done && !input.disabled) save(); });
+  }
+
+  // ---- export -------------------------------------------------------------------
+
+  /** The two download formats in place of the row's buttons, until one is picked. */
+  #askExport(row, c) {
+    if (row.classList.contains('confirming')) return;
+    row.classList.add('confirming');
+    const box = el('div', 'confirm export-choice');
+    box.setAttribute('role', 'group');
+    box.setAttribute('aria-label', 'Export format');
+    const links = ['json', 'markdown'].map((format) => {
+      const link = el('a', `export-${format}`, format === 'json' ? 'JSON' : 'Markdown');
+      link.href = exportUrl(c.id, format);
+      link.download = '';
+      link.addEventListener('click', () => {
+        // The download goes on; the row goes back to its buttons.
+        setTimeout(() => this.#cancelConfirm(row), 0);
+        row.querySelector('.conversation-link')?.focus();
+      });
+      return link;
+    });
+    const no = el('button', 'cancel-export', 'Cancel');
+    no.type = 'button';
+    box.append(el('span', 'confirm-text export-text', 'Download as'), ...links, no);
+    row.append(box);
+    links[0].focus();
+    const close = () => {
+      this.#cancelConfirm(row);
+      row.querySelector('.export')?.focus();
+    };
+    no.addEventListener('click', close);
+    box.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') {
+        e.preventDefault();
+        e.stopPropagation();
+        close();
+      }
+    });
   }
 
   // ---- delete -------------------------------------------------------------------
