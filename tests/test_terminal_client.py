@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 import sys
 import time
 
@@ -10,6 +12,7 @@ import pexpect
 
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until
+from tests.tcp_proxy import CuttableProxy
 
 
 async def expect(child: pexpect.spawn, pattern: object) -> None:
@@ -92,3 +95,29 @@ def test_chat_says_when_server_is_down() -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1
+
+
+async def test_a_dropped_connection_reattaches_and_loses_nothing(
+    fake: FakeUpstream, relay_for
+) -> None:
+    count = 120
+    fake.script = paced(livepeer_events([f" w{i}" for i in range(count)]), 0.02)
+    async with relay_for() as relay:
+        proxy = CuttableProxy(int(relay.url.rsplit(":", 1)[1]))
+        url = await proxy.start()
+        child = spawn_chat(url)
+        child.logfile_read = transcript = io.StringIO()
+        try:
+            await expect(child, "you>")
+            child.sendline("talk a lot")
+            await expect(child, " w10 ")
+            proxy.cut()  # the network drops; the answer goes on on the server
+            await expect(child, "reconnecting")
+            await expect(child, f" w{count - 1}")
+            await expect(child, "you>")
+        finally:
+            child.close(force=True)
+            await proxy.close()
+    # Every token once, in order, across the reconnect (the screen holds both parts).
+    numbers = [int(n) for n in re.findall(r" w(\d+)", transcript.getvalue())]
+    assert numbers == list(range(count)), numbers
