@@ -66,7 +66,11 @@ class EventBuffer:
             if index < end:
                 # A burst that arrived while this listener was busy goes out as one write.
                 if ids:
-                    yield b"".join([with_id(i + 1, frames[i]) for i in range(index, end)])
+                    yield (
+                        with_id(end, frames[index])
+                        if end - index == 1
+                        else b"".join([with_id(i + 1, frames[i]) for i in range(index, end)])
+                    )
                 else:
                     yield frames[index] if end - index == 1 else b"".join(frames[index:end])
                 index = end
