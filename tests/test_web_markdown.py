@@ -240,3 +240,34 @@ async def test_dark_and_light_follow_the_system(browser: Browser, relay_for) -> 
             finally:
                 await context.close()
         assert colours == {"light": "rgb(246, 247, 249)", "dark": "rgb(21, 23, 26)"}
+
+
+async def test_a_wide_answer_fits_a_phone_screen(
+    browser: Browser, relay_for, fake: FakeUpstream
+) -> None:
+    wide = (
+        "```text\n" + "x" * 300 + "\n```\n\n"
+        "| " + " | ".join(f"column {i}" for i in range(12)) + " |\n"
+        "|" + "---|" * 12 + "\n"
+        "| "
+        + " | ".join(str(i) for i in range(12))
+        + " |\n\n"
+        + "https://example.com/"
+        + "a" * 200
+        + "\n"
+    )
+    fake.script = livepeer_events(tokens_of(wide, 20))
+    async with relay_for() as relay:
+        async with open_chat(browser, relay) as chat:
+            page = chat.page
+            await page.set_viewport_size({"width": 390, "height": 760})
+            answer = await chat.say("Something wide")
+            await expect(answer).to_have_attribute("data-state", "done")
+            await expect(answer.locator(".code-block")).to_have_count(1)
+            # The code and the table scroll inside the answer; the page never scrolls sideways.
+            assert await page.evaluate("document.documentElement.scrollWidth") == 390
+            box = await answer.locator(".bubble").bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+            await expect(chat.prompt).to_be_in_viewport()
+            await expect(chat.send_button).to_be_in_viewport()
+            assert await chat.problems() == []

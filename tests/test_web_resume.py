@@ -231,3 +231,22 @@ async def test_a_server_that_cannot_be_reached_is_said_so_and_retry_sends(
                     [{"role": "user", "content": "Anyone there?"}]
                 ]
                 assert await chat.problems(allowed=UNREACHABLE) == []
+
+
+async def test_the_browser_going_offline_is_shown_until_it_is_back(
+    browser: Browser, relay_for, fake: FakeUpstream
+) -> None:
+    async with relay_for() as relay:
+        async with open_chat(browser, relay) as chat:
+            bar = chat.page.get_by_test_id("connection")
+            await expect(bar).to_be_hidden()
+            await chat.page.context.set_offline(True)
+            await expect(bar).to_be_visible()
+            await expect(bar.locator("#connection-text")).to_have_text("You are offline.")
+            await expect(chat.page.get_by_test_id("reconnect-now")).to_be_hidden()
+            await chat.page.context.set_offline(False)
+            await expect(bar).to_be_hidden()
+            fake.script = livepeer_events(["Back."])
+            answer = await chat.say("Online again?")
+            await expect(answer.locator(".content")).to_have_text("Back.")
+            assert await chat.problems() == []
