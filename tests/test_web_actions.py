@@ -12,7 +12,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from tests.fake_upstream import FakeUpstream, livepeer_events
+from tests.fake_upstream import FakeResponse, FakeUpstream, livepeer_events
+from tests.polling import wait_until
 from tests.test_web_conversations import REFUSALS, ChatRequests, api, ask, hash_id
 from tests.test_web_page import open_chat
 
@@ -185,3 +186,26 @@ async def test_rate_limited_says_when_to_retry(
             await expect(retry).to_have_text(re.compile(r"^Retry in \d+ s$"))
             assert len(fake.requests) == 1
             assert await chat.problems(allowed=REFUSALS) == []
+
+
+async def test_stop_while_waiting_for_the_first_token_stops_the_upstream(
+    browser: Browser, relay_for, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    held = asyncio.Event()  # a cold model: the upstream does not even answer yet
+    fake.responses = [FakeResponse(script=livepeer_events(["Too late."]), hold_headers=held)]
+    async with relay_for(data_dir=tmp_path, stream_start_wait=1) as relay:
+        async with open_chat(browser, relay) as chat:
+            page = chat.page
+            answer = await chat.say("Are you there?")
+            await expect(answer.locator(".progress")).to_contain_text("Waiting for the model")
+            await page.keyboard.press("Escape")
+            await expect(answer).to_have_attribute("data-state", "stopped")
+            await expect(chat.send_button).to_have_text("Send")
+            # The page told the server (a closed connection alone would not stop it).
+            await wait_until(lambda: fake.disconnected_at is not None, within=5.0)
+            conversation_id = hash_id(page)
+            assert conversation_id
+            status, stored = await api(page, relay.url, f"/api/conversations/{conversation_id}")
+            assert status == 200 and stored["messages"][-1]["status"] == "stopped"
+            await expect(answer.locator(".content")).to_have_text("")
+            assert await chat.problems() == []
