@@ -294,12 +294,13 @@ def main(argv: list[str] | None = None) -> Path:
         mock.stop()
 
     result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    args.out.mkdir(parents=True, exist_ok=True)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ") + ("-smoke" if args.smoke else "")
-    path = args.out / f"{stamp}.json"
+    path = out / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     if not args.smoke:
-        (args.out / "latest.json").write_text(path.read_text())
+        (out / "latest.json").write_text(path.read_text())
     print(f"results: {path}", flush=True)
     if not args.no_report:
         from report import write_report

@@ -255,11 +255,12 @@ async def serve(port: int, defaults: Defaults) -> None:
 
 def loop_name() -> str:
     """The event loop run_fast uses: uvloop when installed (uvicorn[standard] brings it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import uvloop
-    except ImportError:
+        return f"uvloop {version('uvloop')}"
+    except PackageNotFoundError:
         return "asyncio"
-    return f"uvloop {uvloop.__version__}"
 
 
 def run_fast(main: Coroutine[Any, Any, T]) -> T:

@@ -83,6 +83,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument(
+        "--non-streaming", action="store_true", help="whole answers: the per-request cost alone"
+    )
+    parser.add_argument("--prelude", default="", help="an experiment, as in compare.py")
+    parser.add_argument(
         "--all-threads",
         action="store_true",
         help="sample every thread, idle ones too (default: only the thread "
@@ -91,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     mock = start_mock(pace_ms=args.pace_ms, chunks=args.chunks)
-    relay = start_chatrelay(mock)
+    relay = start_chatrelay(mock, prelude=args.prelude)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / f"profile-{stamp}.raw"
@@ -130,6 +134,7 @@ def main() -> None:
             chunks=args.chunks,
             pace_ms=args.pace_ms,
             chunk_bytes=20,
+            non_streaming=args.non_streaming,
         )
         _, spy_err = spy.communicate()
         if spy.returncode != 0:
@@ -137,13 +142,22 @@ def main() -> None:
     finally:
         relay.stop()
         mock.stop()
-    head = (
-        f"chatrelay under py-spy --native at {args.rate} Hz: C={args.concurrency}, "
-        f"{args.chunks} chunks paced {args.pace_ms:g} ms; {figures['no_stall']}/"
-        f"{figures['requests']} streams without stall, {figures['chunks']} chunks, CPU "
-        f"{figures.get('cpu_ms_per_1k_chunks')} ms per 1,000 chunks (with the profiler "
-        f"attached), chunk latency p50 {figures['latency_ms']['p50']} ms\n\n"
-    )
+    threads = "every thread" if args.all_threads else "the thread holding the GIL"
+    head = f"chatrelay under py-spy --native at {args.rate} Hz ({threads}): C={args.concurrency}, "
+    if args.prelude:
+        head += f"experiment {args.prelude!r}, "
+    if args.non_streaming:
+        head += (
+            f"whole answers of {args.chunks} chunks; {figures['completed']} requests, CPU "
+            f"{figures.get('cpu_ms_per_request')} ms per request (profiler attached)\n\n"
+        )
+    else:
+        head += (
+            f"{args.chunks} chunks paced {args.pace_ms:g} ms; {figures['no_stall']}/"
+            f"{figures['requests']} streams without stall, {figures['chunks']} chunks, CPU "
+            f"{figures.get('cpu_ms_per_1k_chunks')} ms per 1,000 chunks (profiler attached), "
+            f"chunk latency p50 {figures['latency_ms']['p50']} ms\n\n"
+        )
     text = head + summarise(raw, args.top)
     (RESULTS / f"profile-{stamp}.txt").write_text(text)
     print(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,11 +260,13 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     runs = _runs(result, "paced")
     levels = sorted({c for c, _ in runs})
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    panels = [
+    Figure = Callable[[dict[str, Any]], float | None]
+    panels: list[tuple[Any, str, Figure, str]] = [
         (
             axes[0][0],
             "chunk latency p50, ms (send to receive)",
@@ -306,9 +309,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("concurrent streams (C)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
-    handles = [
-        plt.Line2D([], [], color=COLOURS.get(n), marker="o", label=n) for n in _systems(result)
-    ]
+    handles = [Line2D([], [], color=COLOURS.get(n), marker="o", label=n) for n in _systems(result)]
     axes[0][0].legend(handles=handles)
     m = result["machine"]
     fig.suptitle(f"chatrelay side by side, {m['cores']} cores, {result['started']} UTC")

@@ -295,6 +295,20 @@ EXPERIMENTS = {
         "    return found\n"
         "_identity._from_api_key = _cached\n"
     ),
+    # SQLite writers wait for each other in the event loop (one asyncio.Lock) instead of in
+    # SQLite's busy handler, which sleeps 1, 2, 5, ... up to 100 ms between retries even when
+    # the lock was freed a microsecond later (the all-threads profile: ~40% of the samples).
+    "sqlite-writer-lock": (
+        "import asyncio, contextlib\n"
+        "from chatrelay.store import database as _database\n"
+        "_transaction, _locks = _database.Database.transaction, {}\n"
+        "@contextlib.asynccontextmanager\n"
+        "async def _serialised(self):\n"
+        "    lock = _locks.setdefault(id(self), asyncio.Lock())\n"
+        "    async with lock, _transaction(self) as session:\n"
+        "        yield session\n"
+        "_database.Database.transaction = _serialised\n"
+    ),
 }
 
 
