@@ -4,13 +4,14 @@ Two `chatrelay serve` processes share one PostgreSQL database and one Redis, in 
 mock upstream (bench/mock_upstream.py, whose every token is its send time, so order and
 uniqueness can be checked). Answers start on instance A; the driver reads a few events, drops
 the connection, and resumes on the other instance with `Last-Event-ID`, again and again until
-`[DONE]`; at least ``--resumes`` times in all. It prints:
+`[DONE]`, each time after ``--gap-ms`` offline (so that there are events to replay); at least
+``--resumes`` times in all. It prints:
 
 - resume latency: from sending the resume request to its first replayed event (p50, p99);
 - events lost or duplicated: each answer's tokens must be exactly the mock's, in order;
 - Redis memory per active answer (`MEMORY USAGE` of the answers' streams while they run).
 
-    .venv/bin/python bench/resume.py [--answers 40] [--chunks 200] [--resumes 1000]
+    .venv/bin/python bench/resume.py [--answers 40] [--chunks 200] [--resumes 1000] [--gap-ms 50]
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ async def one_answer(
     pace: int,
     latencies: list[float],
     active: set[str],
+    gap: float,
+    local: list[float],
 ) -> Answer:
     answer = Answer()
     body = {
@@ -99,11 +102,14 @@ async def one_answer(
         await read_events(response.content.iter_any(), answer, random.randint(1, 8))
     turn = 1
     while not answer.done:
+        # Offline for a moment: events are missed, and the resume's first event is a replay.
+        await asyncio.sleep(gap)
         url = f"{urls[turn % 2]}/api/messages/{message_id}/stream"
         sent = time.perf_counter()
         async with session.get(url, headers={"Last-Event-ID": answer.last_id}) as response:
             assert response.status == 200, await response.text()
-            stream = timed(response, lambda at=sent: latencies.append(time.perf_counter() - at))
+            target = latencies if turn % 2 else local
+            stream = timed(response, lambda at=sent, to=target: to.append(time.perf_counter() - at))
             await read_events(stream, answer, random.randint(1, 8))
         turn += 1
     active.discard(message_id)
@@ -126,7 +132,8 @@ async def sample_redis(
 
 
 async def run(args: argparse.Namespace, urls: list[str], prefix: str) -> None:
-    latencies: list[float] = []
+    latencies: list[float] = []  # resumes on B, the other instance (through Redis)
+    local: list[float] = []  # resumes on A, where the answer runs (its own memory)
     answers: list[Answer] = []
     memory: list[int] = []
     active: set[str] = set()
@@ -141,7 +148,16 @@ async def run(args: argparse.Namespace, urls: list[str], prefix: str) -> None:
         while len(latencies) < args.resumes:
             batch = await asyncio.gather(
                 *(
-                    one_answer(session, urls, args.chunks, args.pace_ms, latencies, active)
+                    one_answer(
+                        session,
+                        urls,
+                        args.chunks,
+                        args.pace_ms,
+                        latencies,
+                        active,
+                        args.gap_ms / 1000,
+                        local,
+                    )
                     for _ in range(args.answers)
                 )
             )
@@ -158,9 +174,14 @@ async def run(args: argparse.Namespace, urls: list[str], prefix: str) -> None:
     ms = sorted(x * 1000 for x in latencies)
     print(f"answers: {len(answers)} x {args.chunks} chunks every {args.pace_ms} ms, "
           f"{args.answers} at a time, in {elapsed:.1f} s")  # fmt: skip
-    print(f"resumes: {len(ms)} (each on the other instance, with Last-Event-ID)")
+    print(f"resumes on the other instance (B, through Redis): {len(ms)}, with Last-Event-ID")
     print(f"resume latency (request to first replayed event): p50 {statistics.median(ms):.2f} ms, "
           f"p99 {ms[int(len(ms) * 0.99) - 1]:.2f} ms, max {ms[-1]:.2f} ms")  # fmt: skip
+    if local:
+        here = sorted(x * 1000 for x in local)
+        p99 = here[int(len(here) * 0.99) - 1]
+        print(f"  for comparison, {len(here)} resumes on the instance that runs the answer: "
+              f"p50 {statistics.median(here):.2f} ms, p99 {p99:.2f} ms")  # fmt: skip
     print(f"events lost: {lost}, duplicated: {duplicated}, answers out of order: {disordered}")
     if memory:
         print(f"Redis memory per active answer: median {statistics.median(memory) / 1024:.1f} KiB, "
@@ -174,6 +195,7 @@ async def main() -> None:
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--pace-ms", type=int, default=10)
     parser.add_argument("--resumes", type=int, default=1000)
+    parser.add_argument("--gap-ms", type=int, default=50, help="offline time before a resume")
     args = parser.parse_args()
     database = f"chatrelay_bench_{uuid.uuid4().hex[:8]}"
     prefix = f"chatrelay-bench-{uuid.uuid4().hex[:8]}:"
