@@ -37,9 +37,11 @@ async def one_answer(session: aiohttp.ClientSession, url: str, chunks: int) -> t
             buffer += data
             *events, buffer = buffer.split(b"\n\n")
             for event in events:
-                if not event.startswith(b"data: {"):
+                # The data line, after an "id:" line now that the relay numbers its events.
+                _, found, rest = event.partition(b"data: {")
+                if not found:
                     continue
-                obj = orjson.loads(event[6:])
+                obj = orjson.loads(b"{" + rest)
                 if "error" in obj:
                     return False, longest
                 for choice in obj.get("choices", ()):
