@@ -129,7 +129,10 @@ async def test_a_cli_key_works_against_the_server(
     assert issued.exit_code == 0, issued.output
     key = issued.stdout.strip()
 
-    async with relay_for(database_url=database_url, data_dir=tmp_path) as relay:
+    # No memory of credentials: the CLI's revocation must count at the very next request.
+    async with relay_for(
+        database_url=database_url, data_dir=tmp_path, auth_cache_seconds=0
+    ) as relay:
         bearer = {"authorization": f"Bearer {key}"}
         response = await relay.client.get("/api/me", headers=bearer)
         assert response.status_code == 200

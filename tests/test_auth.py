@@ -6,6 +6,7 @@ Each ``httpx.AsyncClient`` is one browser with its own cookie jar. Tests taking
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from datetime import timedelta
@@ -513,7 +514,8 @@ async def _key_for(relay: RunningRelay, user_id: str, name: str = "") -> tuple[s
 async def test_api_keys_authenticate_and_revoked_or_garbage_keys_do_not(
     relay_for: RelayFactory, database_url: str, tmp_path: Path
 ) -> None:
-    async with relay_for(database_url=database_url, data_dir=tmp_path) as relay:
+    cache = {"auth_cache_seconds": 0.5}
+    async with relay_for(database_url=database_url, data_dir=tmp_path, **cache) as relay:
         async with browser(relay) as client:
             account = await register(client, "leo")
         key, key_id = await _key_for(relay, account["id"], "laptop")
@@ -543,6 +545,8 @@ async def test_api_keys_authenticate_and_revoked_or_garbage_keys_do_not(
 
             async with db_of(relay).transaction() as session:
                 assert await users.revoke_api_key(session, key_id=key_id) is not None
+            # Revoked elsewhere (the CLI): refused once this process's memory of it is gone.
+            await asyncio.sleep(0.6)
             revoked = await api.get("/api/me", headers=bearer)
             assert revoked.status_code == 401
             assert error_code(revoked) == "invalid_api_key"

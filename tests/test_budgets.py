@@ -207,7 +207,9 @@ async def test_a_restart_does_not_hand_out_a_fresh_budget(
 
 async def test_a_users_own_budget_wins_and_zero_is_unlimited(relay_for, fake: FakeUpstream) -> None:
     fake.script = livepeer_events(["ok"])
-    async with relay_for(guest_token_budget=10) as relay:  # too small for anything
+    # auth_cache_seconds=0: the budget set below counts at the very next request (it is read
+    # with the user, whom the server otherwise remembers for a few seconds).
+    async with relay_for(guest_token_budget=10, auth_cache_seconds=0) as relay:
         me = (await relay.client.get("/api/me")).json()
         assert (await relay.client.post("/api/chat", json=ask(QUESTION, 64))).status_code == 429
         db = relay.app.state.db

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # Signs session cookies. Unset: generated once and kept in {data_dir}/secret_key (0600).
     # A SecretStr so that printing the settings never shows it.
     secret_key: SecretStr | None = None
+    # Seconds a process remembers whom a session cookie or API key belongs to (0: look it up
+    # on every request). A key revoked or a session ended elsewhere counts here after this.
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
     # Sessions slide: each day of use pushes the expiry out again by the whole lifetime.
     session_days: int = Field(default=30, ge=1)
     guest_session_days: int = Field(default=365, ge=1)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from chatrelay.auth.api_keys import LAST_USED_RESOLUTION, api_key_hash, bearer_token
+from chatrelay.auth.credential_cache import CachedCredential, CredentialCache
 from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_token, token_hash
 from chatrelay.errors import ChatRelayError
 from chatrelay.store import users
@@ -47,6 +48,16 @@ class Identity:
 def _database(connection: HTTPConnection) -> Database:
     database: Database = connection.app.state.db
     return database
+
+
+def credential_cache(connection: HTTPConnection) -> CredentialCache:
+    cache: CredentialCache = connection.app.state.credential_cache
+    return cache
+
+
+def forget_session(connection: HTTPConnection, hashed: str) -> None:
+    """The session is being deleted or replaced: this process stops remembering it at once."""
+    credential_cache(connection).forget(f"s:{hashed}")
 
 
 def session_cookies(connection: HTTPConnection) -> SessionCookies:
@@ -83,17 +94,24 @@ async def _resolve(request: Request) -> Identity:
     hashed = token_hash(token)
     now = utcnow()
     db = _database(request)
-    async with db.read() as session:  # every request does this: no write lock for it
-        found = await users.get_session_user(session, token_hash=hashed, now=now)
-    if found is None:
-        return Identity(user=None)
-    row, user = found
+    cache, cache_key = credential_cache(request), f"s:{hashed}"
+    known = cache.get(cache_key)
+    if known is None or known.expires_at is None or known.expires_at <= now:
+        async with db.read() as session:  # every request does this: no write lock for it
+            found = await users.get_session_user(session, token_hash=hashed, now=now)
+        if found is None:
+            return Identity(user=None)
+        row, user = found
+        known = CachedCredential(user=user, expires_at=row.expires_at)
+        cache.put(cache_key, known)
+    user = known.user
     guest = user.is_guest
-    if cookies.needs_refresh(row.expires_at, now, guest=guest):
+    assert known.expires_at is not None
+    if cookies.needs_refresh(known.expires_at, now, guest=guest):
+        expires_at = now + cookies.lifetime(guest=guest)
         async with db.transaction() as session:
-            await users.extend_session(
-                session, token_hash=hashed, expires_at=now + cookies.lifetime(guest=guest)
-            )
+            await users.extend_session(session, token_hash=hashed, expires_at=expires_at)
+        known.expires_at = expires_at
         _schedule_cookie(request, token, guest=guest)
     return Identity(user=user, session_token_hash=hashed)
 
@@ -101,24 +119,34 @@ async def _resolve(request: Request) -> Identity:
 async def _from_api_key(request: Request, key: str) -> Identity:
     now = utcnow()
     db = _database(request)
-    async with db.read() as session:
-        found = await users.get_api_key_user(session, key_hash=api_key_hash(key))
-    if found is None:
-        raise ChatRelayError(
-            401,
-            "Invalid API key: it is unknown or has been revoked. "
-            "Send 'Authorization: Bearer cr_...' with a key from 'chatrelay keys create'.",
-            code="invalid_api_key",
-            type=AUTHENTICATION_ERROR,
+    hashed = api_key_hash(key)
+    cache, cache_key = credential_cache(request), f"k:{hashed}"
+    known = cache.get(cache_key)
+    if known is None:
+        async with db.read() as session:
+            found = await users.get_api_key_user(session, key_hash=hashed)
+        if found is None:
+            raise ChatRelayError(
+                401,
+                "Invalid API key: it is unknown or has been revoked. "
+                "Send 'Authorization: Bearer cr_...' with a key from 'chatrelay keys create'.",
+                code="invalid_api_key",
+                type=AUTHENTICATION_ERROR,
+            )
+        api_key, user = found
+        known = CachedCredential(
+            user=user, api_key_id=api_key.id, last_used_at=api_key.last_used_at
         )
-    api_key, user = found
-    last_used = api_key.last_used_at
+        cache.put(cache_key, known)
+    assert known.api_key_id is not None
+    last_used = known.last_used_at
     if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
         async with db.transaction() as session:
             await users.touch_api_key(
-                session, key_id=api_key.id, now=now, resolution=LAST_USED_RESOLUTION
+                session, key_id=known.api_key_id, now=now, resolution=LAST_USED_RESOLUTION
             )
-    return Identity(user=user, api_key_id=api_key.id)
+        known.last_used_at = now
+    return Identity(user=known.user, api_key_id=known.api_key_id)
 
 
 async def _add_session(

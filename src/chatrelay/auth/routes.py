@@ -16,6 +16,7 @@ from chatrelay.auth.accounts import MAX_PASSWORD_CHARS, check_new_password, norm
 from chatrelay.auth.identity import (
     AUTHENTICATION_ERROR,
     Identity,
+    forget_session,
     identify,
     remember,
     require_user,
@@ -68,6 +69,7 @@ async def _replace_session(
     """
     if identity.session_token_hash is not None:
         await users.delete_session(session, token_hash=identity.session_token_hash)
+        forget_session(request, identity.session_token_hash)
     token = new_token()
     await users.create_session(
         session,
@@ -220,6 +222,7 @@ async def logout(request: Request) -> Response:
     if identity.session_token_hash is not None:
         async with _database(request).transaction() as session:
             await users.delete_session(session, token_hash=identity.session_token_hash)
+        forget_session(request, identity.session_token_hash)
     remember(request, Identity(user=None))
     cookies = session_cookies(request)
     cookies.schedule(request, cookies.clearing_header(secure=is_secure(request)))

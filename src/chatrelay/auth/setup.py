@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from chatrelay.auth import passwords
+from chatrelay.auth.credential_cache import CredentialCache
 from chatrelay.auth.secret import load_secret_key
 from chatrelay.auth.sessions import SessionCookies
 from chatrelay.auth.throttle import MemorySignInThrottle, SignInThrottle
@@ -23,4 +24,5 @@ def install_auth_state(
     app.state.sign_in_throttle = sign_in_throttle or MemorySignInThrottle(
         max_failures=settings.sign_in_max_failures, window=settings.sign_in_window
     )
+    app.state.credential_cache = CredentialCache(ttl=settings.auth_cache_seconds)
     passwords.prepare()

@@ -1,0 +1,71 @@
+"""A short memory of whom a session cookie or API key belongs to, per process.
+
+Every request names its user by a credential, and looking it up is a database read (with a
+write now and then): at hundreds of requests a second that read was a large part of what a
+request cost. So a found credential is remembered for ``ttl`` seconds (5 by default,
+``CHATRELAY_AUTH_CACHE_SECONDS``; 0 turns it off). Sign-in, sign-up and sign-out in this
+process forget at once the session they replace; a session deleted by another instance, a key
+revoked with ``chatrelay keys revoke`` or a budget changed with ``chatrelay users budget`` take
+effect here within ``ttl`` seconds. Unknown credentials are never remembered (each is a read).
+
+Usage::
+
+    cache = CredentialCache(ttl=5.0)
+    entry = cache.get(key)              # None: look it up, then cache.put(key, entry)
+    cache.forget(key)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from chatrelay.store.models import User
+
+# Bounded: a flood of distinct valid credentials cannot grow the process without limit.
+MAX_ENTRIES = 50_000
+
+
+@dataclass(slots=True)
+class CachedCredential:
+    user: User
+    # Sessions: when the session expires (the cookie refresh reads it). Keys: the key's id and
+    # when its use was last recorded.
+    expires_at: datetime | None = None
+    api_key_id: str | None = None
+    last_used_at: datetime | None = None
+    remembered_until: float = 0.0
+
+
+class CredentialCache:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, CachedCredential] = {}
+
+    def get(self, key: str) -> CachedCredential | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.remembered_until < time.monotonic():
+            del self._entries[key]
+            return None
+        return entry
+
+    def put(self, key: str, entry: CachedCredential) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= MAX_ENTRIES:
+            self._drop_expired()
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+        entry.remembered_until = time.monotonic() + self.ttl
+        self._entries[key] = entry
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def _drop_expired(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, e in self._entries.items() if e.remembered_until < now]:
+            del self._entries[key]
