@@ -133,50 +133,28 @@ class ChatService:
         await self.quotas.reserve(admission, messages=upstream_messages, max_tokens=max_tokens)
         # The question is committed before the upstream is called: nothing accepted is lost.
         async with self.db.transaction() as session:
-            if request.conversation_id is None:
-                first_user = next((m for m in incoming if m["role"] == "user"), incoming[0])
-                conversation = await conversations.create_conversation(
+            if request.action == "send":
+                title = ""
+                if request.conversation_id is None:
+                    first = next((m for m in incoming if m["role"] == "user"), incoming[0])
+                    title = conversations.title_from(first["content"])
+                conversation_id, answer_id = await conversations.append_exchange(
                     session,
                     owner_id=owner_id,
-                    title=conversations.title_from(first_user["content"]),
+                    conversation_id=request.conversation_id,
+                    title=title,
+                    questions=incoming,
+                    model=model,
+                    instance_id=self.instance_id,
                 )
-                last_seq = 0
             else:
-                # Again under the write lock: it may have been deleted or grown meanwhile.
-                conversation = await conversations.get_conversation(
-                    session, owner_id=owner_id, conversation_id=request.conversation_id, lock=True
+                conversation_id, answer_id = await self._answer_again(
+                    session, request, owner_id, question_seq, model
                 )
-                if request.action == "send":
-                    last_seq = await conversations.last_seq(
-                        session, owner_id=owner_id, conversation_id=conversation.id
-                    )
-                else:
-                    last_seq = await self._rewind(session, request, owner_id, question_seq)
-            if request.action == "send":
-                for message in incoming:
-                    last_seq += 1
-                    await conversations.add_message(
-                        session,
-                        owner_id=owner_id,
-                        conversation=conversation,
-                        seq=last_seq,
-                        **message,
-                    )
-            answer = await conversations.add_message(
-                session,
-                owner_id=owner_id,
-                conversation=conversation,
-                role="assistant",
-                content="",
-                status="streaming",
-                seq=last_seq + 1,
-                model=model,
-                instance_id=self.instance_id,
-            )
         job = GenerationJob(
-            message_id=answer.id,
+            message_id=answer_id,
             owner_id=owner_id,
-            conversation_id=conversation.id,
+            conversation_id=conversation_id,
             pool=self.registry,
             policy=self._policy,
             model=model,
@@ -221,16 +199,25 @@ class ChatService:
         text = incoming[0]["content"] if request.action == "edit" else question.content
         return [*earlier, {"role": "user", "content": text}], [], question.seq
 
-    async def _rewind(
-        self, session: AsyncSession, request: ChatRequest, owner_id: str, question_seq: int
-    ) -> int:
+    async def _answer_again(
+        self,
+        session: AsyncSession,
+        request: ChatRequest,
+        owner_id: str,
+        question_seq: int,
+        model: str,
+    ) -> tuple[str, str]:
         """Regenerate/edit, under the conversation's lock: drop the old answer (and apply the
-        edit); refused if the conversation changed since its history was read."""
+        edit), refused if the conversation changed since its history was read; then the new
+        empty answer. The conversation's id and the answer's."""
         assert request.conversation_id is not None
+        conversation = await conversations.get_conversation(
+            session, owner_id=owner_id, conversation_id=request.conversation_id, lock=True
+        )
         question = await conversations.rewind_to_last_question(
             session,
             owner_id=owner_id,
-            conversation_id=request.conversation_id,
+            conversation_id=conversation.id,
             new_text=request.messages[0].content if request.action == "edit" else None,
         )
         if question.seq != question_seq:
@@ -240,7 +227,18 @@ class ChatService:
                 "try again.",
                 code="conversation_changed",
             )
-        return question.seq
+        answer = await conversations.add_message(
+            session,
+            owner_id=owner_id,
+            conversation=conversation,
+            role="assistant",
+            content="",
+            status="streaming",
+            seq=question.seq + 1,
+            model=model,
+            instance_id=self.instance_id,
+        )
+        return conversation.id, answer.id
 
     def _with_system_prompt(self, messages: list[Message]) -> list[Message]:
         prompt = self.settings.system_prompt

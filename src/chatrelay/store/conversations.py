@@ -7,12 +7,18 @@ A row that exists but belongs to someone else is reported exactly like an absent
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.errors import NOT_FOUND, ChatRelayError
-from chatrelay.store.models import Conversation, Message, utcnow
+from chatrelay.store.models import Conversation, Message, new_id, utcnow
+
+# The tables themselves, for the Core statements of the per-request writes (the ORM's unit
+# of work cost more CPU than everything else a chat request does).
+CONVERSATIONS = cast(Table, Conversation.__table__)
+MESSAGES = cast(Table, Message.__table__)
 
 TITLE_WORDS = 8
 TITLE_CHARS = 80
@@ -161,14 +167,89 @@ async def add_message(
     return message
 
 
+async def append_exchange(
+    session: AsyncSession,
+    *,
+    owner_id: str,
+    conversation_id: str | None,
+    title: str,
+    questions: list[dict[str, str]],
+    model: str,
+    instance_id: str | None,
+) -> tuple[str, str]:
+    """Store ``questions`` and an empty ``streaming`` answer after them, in a new conversation
+    (``conversation_id`` None, titled ``title``) or at the end of the owner's one. Returns the
+    conversation's id and the answer's. Two or four Core statements: it runs for every chat.
+    """
+    connection = await session.connection()
+    now = utcnow()
+    conversations_ = CONVERSATIONS.c
+    if conversation_id is None:
+        conversation_id = new_id("conv")
+        await connection.execute(
+            insert(CONVERSATIONS).values(
+                id=conversation_id, user_id=owner_id, title=title, created_at=now, updated_at=now
+            )
+        )
+        last = 0
+    else:
+        if "\x00" in conversation_id:  # as in get_conversation: no id holds one
+            raise NotFound("conversation", conversation_id.replace("\x00", ""))
+        # Locked (PostgreSQL) for the rest of the transaction: two messages sent to one
+        # conversation at once take their places one after the other.
+        found = await connection.scalar(
+            select(conversations_.id)
+            .where(conversations_.id == conversation_id, conversations_.user_id == owner_id)
+            .with_for_update()
+        )
+        if found is None:
+            raise NotFound("conversation", conversation_id)
+        last = await last_seq(session, owner_id=owner_id, conversation_id=conversation_id)
+        await connection.execute(
+            update(CONVERSATIONS)
+            .where(conversations_.id == conversation_id, conversations_.user_id == owner_id)
+            .values(updated_at=now)
+        )
+    common = {"conversation_id": conversation_id, "user_id": owner_id, "created_at": now}
+    rows: list[dict[str, Any]] = [
+        {
+            **common,
+            "id": new_id("msg"),
+            "seq": seq,
+            "role": question["role"],
+            "content": question["content"],
+            "status": "complete",
+            "model": None,
+            "instance_id": None,
+            "updated_at": now,
+        }
+        for seq, question in enumerate(questions, last + 1)
+    ]
+    answer_id = new_id("msg")
+    rows.append(
+        {
+            **common,
+            "id": answer_id,
+            "seq": last + len(questions) + 1,
+            "role": "assistant",
+            "content": "",
+            "status": "streaming",
+            "model": model,
+            "instance_id": instance_id,
+            "updated_at": now,
+        }
+    )
+    await connection.execute(insert(MESSAGES), rows)
+    return conversation_id, answer_id
+
+
 async def save_answer_texts(session: AsyncSession, rows: list[dict[str, str]]) -> None:
     """The periodic flush of streaming answers, all in one statement executed for many rows.
 
     Each row is ``{"b_id", "b_owner", "b_content"}`` (bind names may not be column names);
     the owner is part of the WHERE clause.
     """
-    messages = Message.__table__
-    assert isinstance(messages, Table)
+    messages = MESSAGES
     statement = (
         update(messages)
         .where(
@@ -197,10 +278,13 @@ async def finish_answer(
     completion_tokens: int | None,
     upstream: str | None,
 ) -> None:
+    """The answer's final state, and its conversation's last activity (Core: once per chat)."""
     now = utcnow()
-    await session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.user_id == owner_id)
+    connection = await session.connection()
+    messages = MESSAGES.c
+    await connection.execute(
+        update(MESSAGES)
+        .where(messages.id == message_id, messages.user_id == owner_id)
         .values(
             content=content,
             status=status,
@@ -212,11 +296,12 @@ async def finish_answer(
             updated_at=now,
         )
     )
-    conversation_id = select(Message.conversation_id).where(Message.id == message_id)
-    await session.execute(
-        update(Conversation)
+    conversation_id = select(messages.conversation_id).where(messages.id == message_id)
+    await connection.execute(
+        update(CONVERSATIONS)
         .where(
-            Conversation.id.in_(conversation_id.scalar_subquery()), Conversation.user_id == owner_id
+            CONVERSATIONS.c.id.in_(conversation_id.scalar_subquery()),
+            CONVERSATIONS.c.user_id == owner_id,
         )
         .values(updated_at=now)
     )

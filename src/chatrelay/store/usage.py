@@ -10,11 +10,12 @@ Usage::
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatrelay.store.models import UsageRecord, User
+from chatrelay.store.models import UsageRecord, User, new_id
 
 
 async def record_usage(
@@ -31,8 +32,11 @@ async def record_usage(
     source: str,
     created_at: datetime,
 ) -> None:
-    session.add(
-        UsageRecord(
+    # A Core insert: this runs once per chat request, and the ORM's unit of work costs more.
+    connection = await session.connection()
+    await connection.execute(
+        insert(cast(Table, UsageRecord.__table__)).values(
+            id=new_id("use"),
             user_id=user_id,
             message_id=message_id,
             model=model,
