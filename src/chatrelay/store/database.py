@@ -68,11 +68,22 @@ class Database:
         if self.is_sqlite:
             _tune_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Left to itself, a second pooled connection waits in
+        # SQLite's busy handler, which polls with sleeps of up to 100 ms: the long tails of a
+        # busy server. This process's writers queue here instead, in order, and each one
+        # starts the moment the previous one commits (other processes still meet the busy
+        # handler). Never nest two write transactions in one task: the second would wait for
+        # the first forever.
+        self._writer = asyncio.Lock() if self.is_sqlite else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session whose work is committed on a clean exit and rolled back on an error."""
-        async with self._sessions() as session, session.begin():
+        if self._writer is None:
+            async with self._sessions() as session, session.begin():
+                yield session
+            return
+        async with self._writer, self._sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
