@@ -279,32 +279,54 @@ async def finish_answer(
     upstream: str | None,
 ) -> None:
     """The answer's final state, and its conversation's last activity (Core: once per chat)."""
-    now = utcnow()
     connection = await session.connection()
-    messages = MESSAGES.c
     await connection.execute(
-        update(MESSAGES)
-        .where(messages.id == message_id, messages.user_id == owner_id)
-        .values(
-            content=content,
-            status=status,
-            finish_reason=finish_reason,
-            error=error,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            upstream=upstream,
-            updated_at=now,
-        )
+        _FINISH_ANSWER,
+        {
+            "b_id": message_id,
+            "b_owner": owner_id,
+            "b_content": content,
+            "b_status": status,
+            "b_finish_reason": finish_reason,
+            "b_error": error,
+            "b_prompt_tokens": prompt_tokens,
+            "b_completion_tokens": completion_tokens,
+            "b_upstream": upstream,
+            "b_now": utcnow(),
+        },
     )
-    conversation_id = select(messages.conversation_id).where(messages.id == message_id)
     await connection.execute(
-        update(CONVERSATIONS)
-        .where(
-            CONVERSATIONS.c.id.in_(conversation_id.scalar_subquery()),
-            CONVERSATIONS.c.user_id == owner_id,
-        )
-        .values(updated_at=now)
+        _TOUCH_CONVERSATION_OF, {"b_id": message_id, "b_owner": owner_id, "b_now": utcnow()}
     )
+
+
+# Built once: building a statement costs more than running its cached compiled form.
+_FINISH_ANSWER = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.user_id == bindparam("b_owner"))
+    .values(
+        content=bindparam("b_content"),
+        status=bindparam("b_status"),
+        finish_reason=bindparam("b_finish_reason"),
+        error=bindparam("b_error"),
+        prompt_tokens=bindparam("b_prompt_tokens"),
+        completion_tokens=bindparam("b_completion_tokens"),
+        upstream=bindparam("b_upstream"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_TOUCH_CONVERSATION_OF = (
+    update(CONVERSATIONS)
+    .where(
+        CONVERSATIONS.c.id.in_(
+            select(MESSAGES.c.conversation_id)
+            .where(MESSAGES.c.id == bindparam("b_id"))
+            .scalar_subquery()
+        ),
+        CONVERSATIONS.c.user_id == bindparam("b_owner"),
+    )
+    .values(updated_at=bindparam("b_now"))
+)
 
 
 async def get_message(session: AsyncSession, *, owner_id: str, message_id: str) -> Message:

@@ -34,21 +34,23 @@ async def record_usage(
 ) -> None:
     # A Core insert: this runs once per chat request, and the ORM's unit of work costs more.
     connection = await session.connection()
-    await connection.execute(
-        insert(cast(Table, UsageRecord.__table__)).values(
-            id=new_id("use"),
-            user_id=user_id,
-            message_id=message_id,
-            model=model,
-            upstream=upstream,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            reserved_tokens=reserved_tokens,
-            status=status,
-            source=source,
-            created_at=created_at,
-        )
-    )
+    row = {
+        "id": new_id("use"),
+        "user_id": user_id,
+        "message_id": message_id,
+        "model": model,
+        "upstream": upstream,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "reserved_tokens": reserved_tokens,
+        "status": status,
+        "source": source,
+        "created_at": created_at,
+    }
+    await connection.execute(_INSERT_USAGE, [row])
+
+
+_INSERT_USAGE = insert(cast(Table, UsageRecord.__table__))
 
 
 async def tokens_used(
