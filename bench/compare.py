@@ -160,7 +160,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--pace-ms", type=float, default=20.0)
     parser.add_argument("--chunk-bytes", type=int, default=20)
-    parser.add_argument("--systems", default="direct,nginx,chatrelay,litellm")
+    parser.add_argument(
+        "--systems",
+        default="direct,nginx,chatrelay,litellm",
+        help="comma list; chatrelay:EXP+EXP adds chatrelay with experiments (systems.py)",
+    )
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--non-streaming", default="1,32", help="C values; empty: none")
     parser.add_argument("--unpaced", default="32", help="C values; empty: none")
@@ -170,6 +174,12 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument(
+        "--name",
+        default="",
+        help="a side run: saved as <time>-<name>.json with its own .md and .png, "
+        "leaving latest.json and docs/benchmarks.md alone",
+    )
     parser.add_argument(
         "--chatrelay-prelude",
         default="",
@@ -216,6 +226,9 @@ def main(argv: list[str] | None = None) -> Path:
                     systems.append(start_nginx(mock))
                 elif name == "chatrelay":
                     systems.append(start_chatrelay(mock, prelude=args.chatrelay_prelude))
+                elif name.startswith("chatrelay:"):  # with experiments: chatrelay:gc,key-cache
+                    experiments = name.split(":", 1)[1].replace("+", ",")
+                    systems.append(start_chatrelay(mock, prelude=experiments, name=name))
                 elif name == "litellm":
                     if not ensure_litellm():
                         raise RuntimeError("could not install litellm[proxy]")
@@ -297,9 +310,11 @@ def main(argv: list[str] | None = None) -> Path:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ") + ("-smoke" if args.smoke else "")
+    if args.name:
+        stamp += f"-{args.name}"
     path = out / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    if not args.smoke:
+    if not args.smoke and not args.name:
         (out / "latest.json").write_text(path.read_text())
     print(f"results: {path}", flush=True)
     if not args.no_report:

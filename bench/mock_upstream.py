@@ -19,9 +19,9 @@ What an answer looks like, in order of precedence:
 - the body's ``max_tokens`` (number of chunks);
 - the command line: ``--chunks``, ``--pace-ms``, ``--chunk-bytes``.
 
-``"stream": false`` answers one ``chat.completion`` at once (without ``stream`` the answer is
-streamed all the same, as the older scripts here expect). ``--stall-probability 0.5``
-makes that share of streamed answers stop at a random chunk and stay open, silent.
+Without ``"stream": true`` it answers one ``chat.completion`` at once, as OpenAI does.
+``--stall-probability 0.5`` makes that share of streamed answers stop at a random chunk and
+stay open, silent.
 Routes: ``POST /v1/chat/completions``, ``/chat/completions``, ``/llm`` (Livepeer path, same
 chunks), ``GET /v1/models``, ``/models``, ``/health``.
 """
@@ -179,7 +179,7 @@ class MockConnection(asyncio.Protocol):
             self._write(_response("400 Bad Request", b'{"error":{"message":"bad json"}}'))
             return self._done()
         chunks, pace, size = answer_shape(body, self.defaults)
-        if body.get("stream") is False:  # absent: streamed, as the older benches expect
+        if not body.get("stream"):  # as OpenAI: absent is false (LiteLLM leaves it out)
             self._write(_response("200 OK", _completion(chunks, size)))
             return self._done()
         self.busy = True

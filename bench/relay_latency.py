@@ -84,7 +84,8 @@ def start_relay(
 async def one_stream(
     session: aiohttp.ClientSession, url: str, chunks: int, latencies: list[int]
 ) -> int:
-    body = {"model": "bench", "messages": [{"role": "user", "content": "go"}], "max_tokens": chunks}
+    body = {"model": "bench", "messages": [{"role": "user", "content": "go"}],
+            "max_tokens": chunks, "stream": True}  # fmt: skip
     received = 0
     buffer = b""
     async with session.post(url, json=body) as response:

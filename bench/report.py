@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/report.py [bench/results/latest.json]
 
-Writes the chart next to the JSON (``<name>.png``; ``latest.png`` for the newest full run) and
-puts the tables between the ``<!-- results -->`` markers of docs/benchmarks.md (only for a full
-run; a smoke run's Markdown goes to ``<name>.md`` next to its JSON instead).
+Writes the chart next to the JSON (``<name>.png``; ``latest.png`` for latest.json) and puts the
+tables between the ``<!-- results -->`` markers of docs/benchmarks.md (only for the run that is
+latest.json; any other run's Markdown goes to ``<name>.md`` next to its JSON instead).
 """
 
 from __future__ import annotations
@@ -45,7 +45,17 @@ def _runs(result: dict[str, Any], kind: str) -> dict[tuple[int, str], dict[str, 
 
 def _systems(result: dict[str, Any]) -> list[str]:
     present = {r["system"] for r in result["runs"]}
-    return [s for s in ORDER if s in present] + sorted(present - set(ORDER))
+    # chatrelay with experiments ("chatrelay:gc+key-cache") right after chatrelay itself.
+    variants = sorted(s for s in present if s.startswith("chatrelay:"))
+    listed = [s for s in ORDER if s in present]
+    if variants:
+        at = listed.index("chatrelay") + 1 if "chatrelay" in listed else len(listed)
+        listed[at:at] = variants
+    return listed + sorted(present - set(listed))
+
+
+def _colour(name: str) -> str | None:
+    return COLOURS.get(name) or ("tab:purple" if name.startswith("chatrelay:") else None)
 
 
 def added(run: dict[str, Any], floor: dict[str, Any] | None, metric: str, q: str) -> float | None:
@@ -302,14 +312,14 @@ def chart(result: dict[str, Any], path: Path) -> None:
                     xs.append(c)
                     ys.append(y)
             if xs:
-                ax.plot(xs, ys, marker="o", label=name, color=COLOURS.get(name))
+                ax.plot(xs, ys, marker="o", label=name, color=_colour(name))
         ax.set_xscale("log", base=2)
         ax.set_yscale(scale)
         ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent streams (C)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=COLOURS.get(n), marker="o", label=n) for n in _systems(result)]
+    handles = [Line2D([], [], color=_colour(n), marker="o", label=n) for n in _systems(result)]
     axes[0][0].legend(handles=handles)
     m = result["machine"]
     fig.suptitle(f"chatrelay side by side, {m['cores']} cores, {result['started']} UTC")
@@ -325,7 +335,8 @@ def write_report(json_path: Path, *, smoke: bool = False) -> Path:
     is_latest = latest.exists() and latest.read_text() == json_path.read_text()
     png = json_path.with_name("latest.png" if is_latest and not smoke else json_path.stem + ".png")
     chart(result, png)
-    if smoke or not DOC.exists() or json_path.parent.resolve() != (BENCH / "results").resolve():
+    in_results = json_path.parent.resolve() == (BENCH / "results").resolve()
+    if smoke or not is_latest or not DOC.exists() or not in_results:
         out = json_path.with_suffix(".md")
         out.write_text(markdown(result, png.name))
         return out

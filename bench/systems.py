@@ -338,7 +338,9 @@ def prelude_code(names_or_code: str) -> str:
     return names_or_code
 
 
-def start_chatrelay(mock: System, *, prelude: str = "", **extra_env: str) -> System:
+def start_chatrelay(
+    mock: System, *, prelude: str = "", name: str = "chatrelay", **extra_env: str
+) -> System:
     """``prelude``: Python run in the server process before chatrelay starts, for experiments
     (e.g. ``import gc; gc.set_threshold(10_000, 50, 100)``); shown in the settings."""
     workdir = tempfile.mkdtemp(prefix="bench-chatrelay-")
@@ -404,7 +406,7 @@ def start_chatrelay(mock: System, *, prelude: str = "", **extra_env: str) -> Sys
         {k: v for k, v in env.items() if k.startswith("CHATRELAY_") and k != "CHATRELAY_DATA_DIR"}
     )
     system = System(
-        name="chatrelay",
+        name=name,
         url=f"http://{HOST}:{port}/v1/chat/completions",
         process=process,
         version=_chatrelay_version(),
