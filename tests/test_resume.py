@@ -173,3 +173,35 @@ async def test_reattach_while_waiting_for_the_first_token(fake: FakeUpstream, re
             release.set()
             text, events, _ = await read_rest(resumed)
     assert text == "late answer" and events[-1] == DONE
+
+
+async def test_signing_in_while_an_answer_streams_keeps_it(
+    fake: FakeUpstream, relay_for, database_url: str
+) -> None:
+    """The guest's conversations go to the account it signs in to, with the answer still
+    being generated: stored complete at its end, and the account can follow it."""
+    fake.script = paced(livepeer_events(WORDS), 0.01)
+    password = "a long enough password"
+    async with relay_for(database_url=database_url) as relay:
+        async with httpx.AsyncClient(base_url=relay.url) as other:
+            await other.get("/")
+            created = await other.post(
+                "/api/auth/register", json={"username": "ann", "password": password}
+            )
+            assert created.status_code == 201, created.text
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            conversation_id = response.headers["x-conversation-id"]
+            before, last_id = await read_some(response, 5)
+        signed_in = await relay.client.post(
+            "/api/auth/login", json={"username": "ann", "password": password}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        url = f"/api/messages/{message_id}/stream"
+        async with relay.client.stream("GET", url, headers={"Last-Event-ID": last_id}) as resumed:
+            rest, _, _ = await read_rest(resumed)
+        await wait_until(lambda: not relay.service.jobs, within=10)
+        stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
+    assert before + rest == WHOLE
+    assert stored["messages"][-1]["status"] == "complete"
+    assert stored["messages"][-1]["content"] == WHOLE

@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     # How long a finished answer's events are kept (in memory, or in Redis when shared) for a
     # late re-attach; after that a re-attach replays the stored text.
     finished_job_ttl: float = Field(default=60.0, ge=0)
-    # Each process writes a heartbeat to the database this often; one silent for three
+    # Each process writes a heartbeat to the database this often; one silent for six
     # heartbeats is dead, and the others mark its streaming answers interrupted.
     instance_heartbeat: float = Field(default=5.0, gt=0)
     # With CHATRELAY_REDIS_URL: how often new answer events are copied to Redis for followers

@@ -208,9 +208,15 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
         if fresh_hash is not None:
             await users.set_password_hash(session, user_id=account.id, password_hash=fresh_hash)
         previous = identity.user
+        adopted = None
         if identity.session_token_hash is not None and previous is not None and previous.is_guest:
             await users.adopt_guest(session, guest_id=previous.id, owner_id=account.id)
+            adopted = previous.id
         token = await _replace_session(request, session, identity, account)
+    if adopted is not None:
+        # Its answers still being generated here now belong to the account too, so that
+        # their final state is written and the account can follow and stop them.
+        request.app.state.chat.adopt_jobs(guest_id=adopted, owner_id=account.id)
     _signed_in(request, account, token)
     return me(account)
 

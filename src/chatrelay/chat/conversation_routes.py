@@ -148,7 +148,8 @@ async def delete_conversation(conversation_id: str, request: Request, user: Owne
             session, owner_id=owner_id, conversation_id=conversation_id
         )
     service: ChatService = request.app.state.chat
-    await service.stop_all([m.id for m in stored if m.status == "streaming"])
+    streaming = [m.id for m in stored if m.status == "streaming"]
+    await service.stop_all(streaming, conversation_id=conversation_id)
     return Response(status_code=204)
 
 

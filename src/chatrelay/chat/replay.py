@@ -53,10 +53,14 @@ async def replay_stored(
     yield encoder.role() + (encoder.content(sent) if sent else b"")
     while message.status == "streaming":
         await asyncio.sleep(poll_interval)
-        async with db.read() as session:
-            message = await conversations.get_message(
-                session, owner_id=message.user_id, message_id=message.id
-            )
+        try:
+            async with db.read() as session:
+                message = await conversations.get_message(
+                    session, owner_id=message.user_id, message_id=message.id
+                )
+        except conversations.NotFound:  # deleted meanwhile: end the stream properly
+            yield DONE
+            return
         text = message.content
         if len(text) > len(sent) and text.startswith(sent):
             yield encoder.content(text[len(sent) :])

@@ -71,7 +71,9 @@ class ChatService:
         self._policy = RetryPolicy(
             deadline=settings.retry_deadline, max_failovers=settings.max_failovers
         )
-        self.heartbeat = InstanceHeartbeat(db, interval=settings.instance_heartbeat)
+        self.heartbeat = InstanceHeartbeat(
+            db, interval=settings.instance_heartbeat, running=self.running_ids
+        )
         self.instance_id = self.heartbeat.id
         self.shared: SharedEvents | None = None
         if settings.redis_url is not None:
@@ -325,6 +327,18 @@ class ChatService:
             return DONE
         return None if message.status == "streaming" else ending_frames(message)
 
+    def adopt_jobs(self, *, guest_id: str, owner_id: str) -> None:
+        """A guest signed in to an account, which took its conversations: its answers running
+        here are the account's now (their writes filter on the owner)."""
+        for job in self.jobs.values():
+            if job.owner_id == guest_id:
+                job.owner_id = owner_id
+                if job.recorder is not None:
+                    job.recorder.owner_id = owner_id
+
+    def running_ids(self) -> list[str]:
+        return [job.id for job in self.jobs.values() if not job.finished]
+
     def stop_local(self, message_id: str) -> bool:
         """Stop the answer if it runs in this process (a stop published by another instance
         names only the id: that instance checked the owner)."""
@@ -353,16 +367,22 @@ class ChatService:
         await self.shared.publish_stop(message_id)
         return "stopping"
 
-    async def stop_all(self, message_ids: list[str]) -> None:
-        """Stop these answers wherever they run (their owner was checked by the caller)."""
+    async def stop_all(self, message_ids: list[str], *, conversation_id: str) -> None:
+        """Stop these answers wherever they run, and every answer of the conversation running
+        here whatever its stored status says (the caller checked the owner)."""
+        for job in list(self.jobs.values()):
+            if job.conversation_id == conversation_id:
+                job.stop()
         for message_id in message_ids:
             if not self.stop_local(message_id) and self.shared is not None:
                 await self.shared.publish_stop(message_id)
 
     async def shutdown(self) -> None:
-        await asyncio.gather(*(job.cancel_and_wait() for job in list(self.jobs.values())))
-        self.jobs.clear()
-        await self.answers.close()
-        if self.shared is not None:
-            await self.shared.close()
-        await self.heartbeat.close()
+        try:
+            await asyncio.gather(*(job.cancel_and_wait() for job in list(self.jobs.values())))
+            self.jobs.clear()
+            await self.answers.close()
+            if self.shared is not None:
+                await self.shared.close()
+        finally:
+            await self.heartbeat.close()

@@ -1,9 +1,13 @@
 """Which chatrelay processes are alive, and settling the answers of those that died.
 
 Every process registers at start-up and writes a heartbeat every ``interval`` seconds. An
-instance is dead when its heartbeat is older than ``dead_after`` seconds, or at once when it
-ran on this host and its process is gone (a restart after ``kill -9`` need not wait). Answers
-a dead instance left ``streaming`` become ``interrupted``, keeping the text it had flushed.
+instance is dead when its heartbeat is older than ``dead_after`` seconds (six heartbeats: a
+busy moment is not a death), or at once when it ran on this host, in this PID namespace, and
+its process is gone (a restart after ``kill -9`` need not wait). Answers a dead instance left
+``streaming`` become ``interrupted``, keeping the text it had flushed. Heartbeats are stamped
+and compared with the database's clock on PostgreSQL, so hosts whose clocks disagree do not
+take each other for dead. An instance wrongly taken for dead (a pause longer than
+``dead_after``) rejoins at its next heartbeat and marks its running answers streaming again.
 
 Usage::
 
@@ -21,9 +25,11 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.store.database import Database
@@ -31,13 +37,24 @@ from chatrelay.store.models import Instance, Message, utcnow
 
 log = logging.getLogger(__name__)
 
-HOST = socket.gethostname()[:255]
+
+def _host() -> str:
+    """This host, and its PID namespace: containers sharing a hostname see each other's pids
+    only when they share the namespace too."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()[:200]}/{namespace}"
+
+
+HOST = _host()
 # Heartbeats an instance may miss before the others take it for dead.
-MISSED_BEATS = 3
+MISSED_BEATS = 6
 
 
 def new_instance_id() -> str:
-    return f"{HOST[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{socket.gethostname()[:50]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _process_exists(pid: int) -> bool:
@@ -50,23 +67,31 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def _now(session: AsyncSession) -> Any:
+    """The database's clock on PostgreSQL (instances on several hosts); SQLite is one host's."""
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
 async def settle_dead_instances(session: AsyncSession, *, own_id: str, dead_after: float) -> int:
     """Forget dead instances and mark their streaming answers interrupted; how many answers.
 
     Not an owner query on purpose: it is the recovery of every owner's rows, run by the server.
     """
-    now = utcnow()
-    stale = now - timedelta(seconds=dead_after)
-    alive: list[str] = []
-    dead: list[str] = []
-    for instance in (await session.scalars(select(Instance))).all():
-        gone = instance.host == HOST and not _process_exists(instance.pid)
-        if instance.id != own_id and (gone or instance.heartbeat_at < stale):
-            dead.append(instance.id)
-        else:
-            alive.append(instance.id)
+    stale = _now(session) - timedelta(seconds=dead_after)
+    found = await session.execute(
+        select(Instance.id, Instance.host, Instance.pid, Instance.heartbeat_at < stale)
+    )
+    dead = []
+    for instance_id, host, pid, silent in found.all():
+        if instance_id == own_id:
+            continue
+        # On this host and in this PID namespace: gone if its pid is gone, or is ours.
+        gone = host == HOST and (pid == os.getpid() or not _process_exists(pid))
+        if gone or silent:
+            dead.append(instance_id)
     if dead:
         await session.execute(delete(Instance).where(Instance.id.in_(dead)))
+    alive = select(Instance.id).scalar_subquery()  # read in the same statement: no race
     result = await session.execute(
         update(Message)
         .where(
@@ -74,10 +99,11 @@ async def settle_dead_instances(session: AsyncSession, *, own_id: str, dead_afte
             or_(
                 Message.instance_id.not_in(alive),
                 # Rows of a version before instances: interrupted once they stop growing.
-                Message.instance_id.is_(None) & (Message.updated_at < stale),
+                Message.instance_id.is_(None)
+                & (Message.updated_at < utcnow() - timedelta(seconds=dead_after)),
             ),
         )
-        .values(status="interrupted", updated_at=now)
+        .values(status="interrupted", updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -86,8 +112,12 @@ async def settle_dead_instances(session: AsyncSession, *, own_id: str, dead_afte
 class InstanceHeartbeat:
     """This process's entry in ``instances``, kept fresh, and the watch over the others."""
 
-    def __init__(self, db: Database, *, interval: float) -> None:
+    def __init__(
+        self, db: Database, *, interval: float, running: Callable[[], list[str]] | None = None
+    ) -> None:
         self.db = db
+        # The ids of the answers this process is generating (revived after a wrong death).
+        self.running = running or list
         self.id = new_instance_id()
         self.interval = interval
         self.dead_after = interval * MISSED_BEATS
@@ -100,18 +130,38 @@ class InstanceHeartbeat:
     async def beat(self) -> int:
         """Write the heartbeat and settle the dead's answers; how many answers were settled."""
         async with self.db.transaction() as session:
-            found = await session.get(Instance, self.id)
-            if found is None:  # first beat, or taken for dead after a long pause: (re)join
-                session.add(Instance(id=self.id, host=HOST, pid=os.getpid()))
-            else:
-                found.heartbeat_at = utcnow()
-            await session.flush()
+            beat = await session.execute(
+                update(Instance).where(Instance.id == self.id).values(heartbeat_at=_now(session))
+            )
+            if not getattr(beat, "rowcount", 0):  # first beat, or taken for dead: (re)join
+                await session.execute(
+                    insert(Instance).values(
+                        id=self.id,
+                        host=HOST,
+                        pid=os.getpid(),
+                        started_at=utcnow(),
+                        heartbeat_at=_now(session),
+                    )
+                )
+                await self._revive(session)
             settled = await settle_dead_instances(
                 session, own_id=self.id, dead_after=self.dead_after
             )
         if settled:
             log.warning("marked %d answers of stopped instances interrupted", settled)
         return settled
+
+    async def _revive(self, session: AsyncSession) -> None:
+        running = self.running()
+        if running:
+            # Another instance settled them while this one was silent: they are still running.
+            await session.execute(
+                update(Message)
+                .where(Message.id.in_(running), Message.status == "interrupted")
+                .values(status="streaming", instance_id=self.id)
+                .execution_options(synchronize_session=False)
+            )
+            log.warning("rejoined after being taken for dead: %d answers run on", len(running))
 
     async def _beat_periodically(self) -> None:
         while True:
