@@ -53,7 +53,7 @@ def serve(
             "No upstream configured: starting the embedded model (SmolLM2-135M) ...", fg="cyan"
         )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, tune_gc=True),
         host=settings.host,
         port=settings.port,
         timeout_graceful_shutdown=5,

@@ -61,6 +61,7 @@ class EventBuffer:
         """Frames after event ``after``, as they come; ends when the buffer is closed."""
         index = max(after, 0)
         frames = self._frames
+        loop = asyncio.get_running_loop()  # once: each call costs a system call on 3.11
         while True:
             end = len(frames)
             if index < end:
@@ -77,7 +78,7 @@ class EventBuffer:
                 continue
             if self._closed:
                 return
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             self._waiting.add(waiter)
             try:
                 await waiter
