@@ -79,12 +79,26 @@ class ProxyHeaders:
     def __init__(self, app: ASGIApp, *, proxies: TrustedProxies) -> None:
         self.app = app
         self.proxies = proxies
+        # Whether each peer is a trusted proxy, remembered: parsing the address and testing it
+        # against every network took several percent of a request's CPU, and the peers of a
+        # server are few (its proxies). Bounded, for a server exposed to many addresses.
+        self._peer_trusted: dict[str, bool] = {}
+
+    def _trusted_peer(self, peer: str | None) -> bool:
+        if peer is None:
+            return False
+        trusted = self._peer_trusted.get(peer)
+        if trusted is None:
+            if len(self._peer_trusted) >= 4096:
+                self._peer_trusted.clear()
+            trusted = self._peer_trusted[peer] = self.proxies.trusts(parse_address(peer))
+        return trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and self.proxies.networks:
             client = scope.get("client")
             peer = client[0] if client else None
-            if self.proxies.trusts(parse_address(peer) if peer else None):
+            if self._trusted_peer(peer):
                 forwarded: list[str] = []
                 proto: str | None = None
                 for name, value in scope["headers"]:
