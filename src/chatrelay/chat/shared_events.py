@@ -76,10 +76,18 @@ class SharedEvents:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def connect(cls, url: str, *, connect_timeout: float, **options: object) -> SharedEvents:
-        # No socket timeout: followers block in XREAD for ``idle_check`` seconds at a time.
-        redis = Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=None)
-        return cls(redis, **options)  # type: ignore[arg-type]
+    def connect(
+        cls, url: str, *, connect_timeout: float, idle_check: float = 2.0, **options: object
+    ) -> SharedEvents:
+        # Followers block in XREAD for ``idle_check`` seconds at a time: the socket timeout is
+        # longer than that, so a half-open connection fails instead of hanging for ever.
+        redis = Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=idle_check + 10.0,
+            health_check_interval=30,
+        )
+        return cls(redis, idle_check=idle_check, **options)  # type: ignore[arg-type]
 
     def key(self, message_id: str) -> str:
         return f"{self.prefix}answer:{message_id}"
@@ -96,8 +104,9 @@ class SharedEvents:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with contextlib.suppress(RedisError):
-            await self._mirror_round()  # what ended during shutdown, written once more
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            # What ended during shutdown, written once more (never holding shutdown up long).
+            await asyncio.wait_for(self._mirror_round(), 2.0)
         await self.redis.aclose()
 
     # --- the writing side --------------------------------------------------------------
@@ -116,6 +125,11 @@ class SharedEvents:
                 await self._mirror_round()
             except (RedisError, OSError) as exc:  # Redis away for a moment: the next round
                 log.warning("mirroring answer events to Redis failed: %s", exc)  # catches up
+                # Answers that have ended are stored in full: while Redis is away they are
+                # not kept here (a re-attach replays them from the database instead).
+                for message_id, mirror in list(self._mirrors.items()):
+                    if mirror.buffer.closed:
+                        del self._mirrors[message_id]
 
     async def _mirror_round(self) -> None:
         if not self._mirrors:
