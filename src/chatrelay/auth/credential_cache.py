@@ -42,6 +42,9 @@ class CredentialCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._entries: dict[str, CachedCredential] = {}
+        # Credentials forgotten on purpose (sign-out, sign-in replacing a session), until when:
+        # a request that read one just before it was deleted must not remember it again.
+        self._forgotten: dict[str, float] = {}
 
     def get(self, key: str) -> CachedCredential | None:
         entry = self._entries.get(key)
@@ -55,6 +58,11 @@ class CredentialCache:
     def put(self, key: str, entry: CachedCredential) -> None:
         if self.ttl <= 0:
             return
+        until = self._forgotten.get(key)
+        if until is not None:
+            if until > time.monotonic():
+                return
+            del self._forgotten[key]
         if len(self._entries) >= MAX_ENTRIES:
             self._drop_expired()
             if len(self._entries) >= MAX_ENTRIES:
@@ -64,6 +72,10 @@ class CredentialCache:
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)
+        if self.ttl > 0:
+            if len(self._forgotten) >= MAX_ENTRIES:
+                self._forgotten.clear()
+            self._forgotten[key] = time.monotonic() + self.ttl
 
     def _drop_expired(self) -> None:
         now = time.monotonic()
