@@ -126,7 +126,7 @@ class ChatService:
                 code="max_tokens_too_large",
                 param="max_tokens",
             )
-        history, incoming, question_seq = await self._history_for(request, owner_id=owner_id)
+        history, incoming, question = await self._history_for(request, owner_id=owner_id)
         upstream_messages = self._with_system_prompt(history + incoming)
         self._check_sizes(upstream_messages)
         # The budget (for the prompt too, history included) is reserved before anything is
@@ -151,7 +151,7 @@ class ChatService:
                 )
             else:
                 conversation_id, answer_id = await self._answer_again(
-                    session, request, owner_id, question_seq, model
+                    session, request, owner_id, question, model
                 )
         job = GenerationJob(
             message_id=answer_id,
@@ -173,12 +173,12 @@ class ChatService:
 
     async def _history_for(
         self, request: ChatRequest, *, owner_id: str
-    ) -> tuple[list[Message], list[Message], int]:
+    ) -> tuple[list[Message], list[Message], StoredMessage | None]:
         """What goes upstream: the stored history, the new messages, and (for regenerate and
-        edit) the position of the question answered again."""
+        edit) the question answered again, as read."""
         incoming: list[Message] = [{"role": m.role, "content": m.content} for m in request.messages]
         if request.conversation_id is None:
-            return [], incoming, 0
+            return [], incoming, None
         async with self.db.read() as session:
             conversation = await conversations.get_conversation(
                 session, owner_id=owner_id, conversation_id=request.conversation_id
@@ -188,7 +188,7 @@ class ChatService:
             )
         if request.action == "send":
             # The server keeps the history: of what the client sent, only the new message.
-            return [_as_message(m) for m in stored if _counts_as_history(m)], incoming[-1:], 0
+            return [_as_message(m) for m in stored if _counts_as_history(m)], incoming[-1:], None
         question = next((m for m in reversed(stored) if m.role == "user"), None)
         if question is None:
             raise ChatRelayError(
@@ -199,20 +199,20 @@ class ChatService:
             raise conversations.AnswerInProgress(in_progress[0].id)
         earlier = [_as_message(m) for m in stored if m.seq < question.seq and _counts_as_history(m)]
         text = incoming[0]["content"] if request.action == "edit" else question.content
-        return [*earlier, {"role": "user", "content": text}], [], question.seq
+        return [*earlier, {"role": "user", "content": text}], [], question
 
     async def _answer_again(
         self,
         session: AsyncSession,
         request: ChatRequest,
         owner_id: str,
-        question_seq: int,
+        read: StoredMessage | None,
         model: str,
     ) -> tuple[str, str]:
         """Regenerate/edit, under the conversation's lock: drop the old answer (and apply the
         edit), refused if the conversation changed since its history was read; then the new
         empty answer. The conversation's id and the answer's."""
-        assert request.conversation_id is not None
+        assert request.conversation_id is not None and read is not None
         conversation = await conversations.get_conversation(
             session, owner_id=owner_id, conversation_id=request.conversation_id, lock=True
         )
@@ -221,14 +221,8 @@ class ChatService:
             owner_id=owner_id,
             conversation_id=conversation.id,
             new_text=request.messages[0].content if request.action == "edit" else None,
+            expected=(read.id, read.content),
         )
-        if question.seq != question_seq:
-            raise ChatRelayError(
-                409,
-                "The conversation changed while this request was prepared; reload it and "
-                "try again.",
-                code="conversation_changed",
-            )
         answer = await conversations.add_message(
             session,
             owner_id=owner_id,

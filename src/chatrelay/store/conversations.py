@@ -350,14 +350,29 @@ class AnswerInProgress(ChatRelayError):
         )
 
 
+class ConversationChanged(ChatRelayError):
+    def __init__(self) -> None:
+        super().__init__(
+            409,
+            "The conversation changed while this request was prepared; reload it and try again.",
+            code="conversation_changed",
+        )
+
+
 async def rewind_to_last_question(
-    session: AsyncSession, *, owner_id: str, conversation_id: str, new_text: str | None = None
+    session: AsyncSession,
+    *,
+    owner_id: str,
+    conversation_id: str,
+    new_text: str | None = None,
+    expected: tuple[str, str] | None = None,
 ) -> Message:
     """Regenerate / edit: drop what follows the last user message (its answer), and with
     ``new_text`` replace that message's text. Returns the question, now the last message.
 
-    Refused (409) while the answer to be dropped is still streaming; 400 when the conversation
-    has no user message yet.
+    Refused (409) while the answer to be dropped is still streaming, or when the last question
+    is no longer the ``expected`` (id, text) the caller read; 400 when the conversation has no
+    user message yet.
     """
     stored = await messages_of(session, owner_id=owner_id, conversation_id=conversation_id)
     question = next((m for m in reversed(stored) if m.role == "user"), None)
@@ -365,6 +380,8 @@ async def rewind_to_last_question(
         raise ChatRelayError(
             400, "The conversation has no user message to answer again.", code="no_question"
         )
+    if expected is not None and (question.id, question.content) != expected:
+        raise ConversationChanged()
     later = [m for m in stored if m.seq > question.seq]
     for message in later:
         if message.status == "streaming":
