@@ -4,6 +4,7 @@ never shown to anyone else: on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import httpx
@@ -307,15 +308,15 @@ async def test_a_late_flush_never_overwrites_the_final_text(database_url: str) -
                 session, owner_id=guest.id, conversation=conversation, role="assistant",
                 content="", status="streaming",
             )  # fmt: skip
-        async with db.transaction() as session:
-            await store.finish_answer(
-                session, owner_id=guest.id, message_id=answer.id, content="the whole answer",
-                status="complete", finish_reason="stop", error=None, prompt_tokens=1,
-                completion_tokens=3, upstream="livepeer",
-            )  # fmt: skip
-        async with db.transaction() as session:
-            stale = [{"b_id": answer.id, "b_owner": guest.id, "b_content": "the who"}]
-            await store.save_answer_texts(session, stale)
+        await db.write(
+            partial(
+                store.finish_answer, owner_id=guest.id, message_id=answer.id,
+                content="the whole answer", status="complete", finish_reason="stop", error=None,
+                prompt_tokens=1, completion_tokens=3, upstream="livepeer",
+            )
+        )  # fmt: skip
+        stale = [{"b_id": answer.id, "b_owner": guest.id, "b_content": "the who"}]
+        await db.write(partial(store.save_answer_texts, rows=stale))
         async with db.read() as session:
             [stored] = await store.messages_of(
                 session, owner_id=guest.id, conversation_id=conversation.id

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from chatrelay.limits.quotas import Admission, BilledUsage, Quotas
 from chatrelay.store import conversations, usage
@@ -102,8 +104,7 @@ class AnswerStore:
                 rows.append({"b_id": job.id, "b_owner": recorder.owner_id, "b_content": job.text})
         if not rows:
             return
-        async with self.db.transaction() as session:
-            await conversations.save_answer_texts(session, rows)
+        await self.db.write(partial(conversations.save_answer_texts, rows=rows))
         for recorder, length in grown:
             recorder.saved_length = length
             recorder.writes += 1
@@ -118,23 +119,29 @@ class AnswerStore:
             # The upstream reported nothing (llama.cpp's server does not): the counted tokens
             # stand in everywhere, in the stored message, the final chunk, logs and metrics.
             reported = job.usage = Usage(billed.prompt_tokens, billed.completion_tokens)
+        # Everything the writes need, read here on the event loop: they run on a writer thread.
+        final = partial(
+            conversations.finish_answer,
+            owner_id=recorder.owner_id,
+            message_id=job.id,
+            content=job.text,
+            status=stored_status,
+            finish_reason=job.finish_reason,
+            error=job.error.message if job.error is not None else None,
+            prompt_tokens=reported.prompt_tokens if reported else None,
+            completion_tokens=reported.completion_tokens if reported else None,
+            upstream=job.upstream_names or None,
+        )
+        ledger = self._usage_row(recorder, job, billed, stored_status)
+
+        def write(connection: Connection) -> None:
+            final(connection)
+            if ledger is not None:
+                ledger(connection)
+
         for attempt in range(3):
             try:
-                async with self.db.transaction() as session:
-                    await conversations.finish_answer(
-                        session,
-                        owner_id=recorder.owner_id,
-                        message_id=job.id,
-                        content=job.text,
-                        status=stored_status,
-                        finish_reason=job.finish_reason,
-                        error=job.error.message if job.error is not None else None,
-                        prompt_tokens=reported.prompt_tokens if reported else None,
-                        completion_tokens=reported.completion_tokens if reported else None,
-                        upstream=job.upstream_names or None,
-                    )
-                    if billed is not None:
-                        await self._record_usage(session, recorder, job, billed, stored_status)
+                await self.db.write(write)
                 recorder.writes += 1
                 return
             except Exception:
@@ -159,17 +166,15 @@ class AnswerStore:
             return None
 
     @staticmethod
-    async def _record_usage(
-        session: AsyncSession,
-        recorder: AnswerRecorder,
-        job: GenerationJob,
-        billed: BilledUsage,
-        status: str,
-    ) -> None:
+    def _usage_row(
+        recorder: AnswerRecorder, job: GenerationJob, billed: BilledUsage | None, status: str
+    ) -> Callable[[Connection], None] | None:
+        """The usage ledger's row for this answer, as a write (None when it is not billed)."""
         admission = recorder.admission
-        assert admission is not None
-        await usage.record_usage(
-            session,
+        if billed is None or admission is None:
+            return None
+        return partial(
+            usage.record_usage,
             user_id=recorder.owner_id,
             message_id=job.id,
             model=job.model,

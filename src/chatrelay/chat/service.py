@@ -134,14 +134,14 @@ class ChatService:
         # and SQLite's write lock (or a pooled connection) must never wait on it.
         await self.quotas.reserve(admission, messages=upstream_messages, max_tokens=max_tokens)
         # The question is committed before the upstream is called: nothing accepted is lost.
-        async with self.db.transaction() as session:
-            if request.action == "send":
-                title = ""
-                if request.conversation_id is None:
-                    first = next((m for m in incoming if m["role"] == "user"), incoming[0])
-                    title = conversations.title_from(first["content"])
-                conversation_id, answer_id = await conversations.append_exchange(
-                    session,
+        if request.action == "send":
+            title = ""
+            if request.conversation_id is None:
+                first = next((m for m in incoming if m["role"] == "user"), incoming[0])
+                title = conversations.title_from(first["content"])
+            conversation_id, answer_id = await self.db.write(
+                partial(
+                    conversations.append_exchange,
                     owner_id=owner_id,
                     conversation_id=request.conversation_id,
                     title=title,
@@ -149,7 +149,9 @@ class ChatService:
                     model=model,
                     instance_id=self.instance_id,
                 )
-            else:
+            )
+        else:
+            async with self.db.transaction() as session:
                 conversation_id, answer_id = await self._answer_again(
                     session, request, owner_id, question, model
                 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.errors import NOT_FOUND, ChatRelayError
@@ -167,8 +167,8 @@ async def add_message(
     return message
 
 
-async def append_exchange(
-    session: AsyncSession,
+def append_exchange(
+    connection: Connection,
     *,
     owner_id: str,
     conversation_id: str | None,
@@ -179,14 +179,14 @@ async def append_exchange(
 ) -> tuple[str, str]:
     """Store ``questions`` and an empty ``streaming`` answer after them, in a new conversation
     (``conversation_id`` None, titled ``title``) or at the end of the owner's one. Returns the
-    conversation's id and the answer's. Two or four Core statements: it runs for every chat.
+    conversation's id and the answer's. Two or four Core statements, for ``Database.write``: it
+    runs for every chat.
     """
-    connection = await session.connection()
     now = utcnow()
     conversations_ = CONVERSATIONS.c
     if conversation_id is None:
         conversation_id = new_id("conv")
-        await connection.execute(
+        connection.execute(
             insert(CONVERSATIONS).values(
                 id=conversation_id, user_id=owner_id, title=title, created_at=now, updated_at=now
             )
@@ -197,15 +197,22 @@ async def append_exchange(
             raise NotFound("conversation", conversation_id.replace("\x00", ""))
         # Locked (PostgreSQL) for the rest of the transaction: two messages sent to one
         # conversation at once take their places one after the other.
-        found = await connection.scalar(
+        found = connection.scalar(
             select(conversations_.id)
             .where(conversations_.id == conversation_id, conversations_.user_id == owner_id)
             .with_for_update()
         )
         if found is None:
             raise NotFound("conversation", conversation_id)
-        last = await last_seq(session, owner_id=owner_id, conversation_id=conversation_id)
-        await connection.execute(
+        last = (
+            connection.scalar(
+                select(func.max(MESSAGES.c.seq)).where(
+                    MESSAGES.c.conversation_id == conversation_id, MESSAGES.c.user_id == owner_id
+                )
+            )
+            or 0
+        )
+        connection.execute(
             update(CONVERSATIONS)
             .where(conversations_.id == conversation_id, conversations_.user_id == owner_id)
             .values(updated_at=now)
@@ -239,11 +246,11 @@ async def append_exchange(
             "updated_at": now,
         }
     )
-    await connection.execute(insert(MESSAGES), rows)
+    connection.execute(insert(MESSAGES), rows)
     return conversation_id, answer_id
 
 
-async def save_answer_texts(session: AsyncSession, rows: list[dict[str, str]]) -> None:
+def save_answer_texts(connection: Connection, rows: list[dict[str, str]]) -> None:
     """The periodic flush of streaming answers, all in one statement executed for many rows.
 
     Each row is ``{"b_id", "b_owner", "b_content"}`` (bind names may not be column names);
@@ -261,12 +268,11 @@ async def save_answer_texts(session: AsyncSession, rows: list[dict[str, str]]) -
         .values(content=bindparam("b_content"), updated_at=utcnow())
     )
     # Core executemany: the ORM's bulk UPDATE would insist on primary keys alone.
-    connection = await session.connection()
-    await connection.execute(statement, rows)
+    connection.execute(statement, rows)
 
 
-async def finish_answer(
-    session: AsyncSession,
+def finish_answer(
+    connection: Connection,
     *,
     owner_id: str,
     message_id: str,
@@ -279,8 +285,7 @@ async def finish_answer(
     upstream: str | None,
 ) -> None:
     """The answer's final state, and its conversation's last activity (Core: once per chat)."""
-    connection = await session.connection()
-    await connection.execute(
+    connection.execute(
         _FINISH_ANSWER,
         {
             "b_id": message_id,
@@ -295,7 +300,7 @@ async def finish_answer(
             "b_now": utcnow(),
         },
     )
-    await connection.execute(
+    connection.execute(
         _TOUCH_CONVERSATION_OF, {"b_id": message_id, "b_owner": owner_id, "b_now": utcnow()}
     )
 

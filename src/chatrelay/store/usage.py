@@ -2,7 +2,7 @@
 
 Usage::
 
-    await usage.record_usage(session, user_id=u, model=m, upstream=name, prompt_tokens=42, ...)
+    await db.write(partial(usage.record_usage, user_id=u, model=m, prompt_tokens=42, ...))
     spent = await usage.tokens_used(session, user_id=u, since=start, until=end)
     await usage.set_token_budget(session, user_id=u, tokens=50_000)   # None: the default
 """
@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.store.models import UsageRecord, User, new_id
 
 
-async def record_usage(
-    session: AsyncSession,
+def record_usage(
+    connection: Connection,
     *,
     user_id: str,
     message_id: str | None,
@@ -32,8 +32,7 @@ async def record_usage(
     source: str,
     created_at: datetime,
 ) -> None:
-    # A Core insert: this runs once per chat request, and the ORM's unit of work costs more.
-    connection = await session.connection()
+    # A Core insert (for Database.write, with the answer's final state): once per chat.
     row = {
         "id": new_id("use"),
         "user_id": user_id,
@@ -47,7 +46,7 @@ async def record_usage(
         "source": source,
         "created_at": created_at,
     }
-    await connection.execute(_INSERT_USAGE, [row])
+    connection.execute(_INSERT_USAGE, [row])
 
 
 _INSERT_USAGE = insert(cast(Table, UsageRecord.__table__))
