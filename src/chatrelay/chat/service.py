@@ -191,14 +191,7 @@ class ChatService:
         if request.action == "send":
             # The server keeps the history: of what the client sent, only the new message.
             return [_as_message(m) for m in stored if _counts_as_history(m)], incoming[-1:], None
-        question = next((m for m in reversed(stored) if m.role == "user"), None)
-        if question is None:
-            raise ChatRelayError(
-                400, "The conversation has no user message to answer again.", code="no_question"
-            )
-        in_progress = [m for m in stored if m.seq > question.seq and m.status == "streaming"]
-        if in_progress:
-            raise conversations.AnswerInProgress(in_progress[0].id)
+        question = conversations.question_to_answer_again(stored)  # again under the lock
         earlier = [_as_message(m) for m in stored if m.seq < question.seq and _counts_as_history(m)]
         text = incoming[0]["content"] if request.action == "edit" else question.content
         return [*earlier, {"role": "user", "content": text}], [], question

@@ -32,6 +32,12 @@ class NotFound(ChatRelayError):
         super().__init__(404, f"No {what} '{ident}'.", code=f"{what}_not_found", type=NOT_FOUND)
 
 
+def _refuse_impossible_id(what: str, ident: str) -> None:
+    """No id holds a NUL character, and PostgreSQL cannot even compare one: a 404 at once."""
+    if "\x00" in ident:
+        raise NotFound(what, ident.replace("\x00", ""))
+
+
 def title_from(text: str) -> str:
     """The first words of the first message, as a provisional title."""
     words = text.split()
@@ -53,8 +59,7 @@ async def get_conversation(
 ) -> Conversation:
     """``lock`` holds the row for the rest of the transaction (PostgreSQL): two messages sent
     to one conversation at once then take their places one after the other."""
-    if "\x00" in conversation_id:  # no id holds one, and PostgreSQL cannot even compare it
-        raise NotFound("conversation", conversation_id.replace("\x00", ""))
+    _refuse_impossible_id("conversation", conversation_id)
     statement = select(Conversation).where(
         Conversation.id == conversation_id, Conversation.user_id == owner_id
     )
@@ -117,16 +122,6 @@ async def messages_of(
             .order_by(Message.seq)
         )
     ).all()
-
-
-async def last_seq(session: AsyncSession, *, owner_id: str, conversation_id: str) -> int:
-    """The position of the conversation's last message (0 when it has none)."""
-    found = await session.scalar(
-        select(func.max(Message.seq)).where(
-            Message.conversation_id == conversation_id, Message.user_id == owner_id
-        )
-    )
-    return int(found or 0)
 
 
 async def add_message(
@@ -193,8 +188,7 @@ def append_exchange(
         )
         last = 0
     else:
-        if "\x00" in conversation_id:  # as in get_conversation: no id holds one
-            raise NotFound("conversation", conversation_id.replace("\x00", ""))
+        _refuse_impossible_id("conversation", conversation_id)
         # Locked (PostgreSQL) for the rest of the transaction: two messages sent to one
         # conversation at once take their places one after the other.
         found = connection.scalar(
@@ -335,8 +329,7 @@ _TOUCH_CONVERSATION_OF = (
 
 
 async def get_message(session: AsyncSession, *, owner_id: str, message_id: str) -> Message:
-    if "\x00" in message_id:  # as in get_conversation: no id holds one
-        raise NotFound("message", message_id.replace("\x00", ""))
+    _refuse_impossible_id("message", message_id)
     message = await session.scalar(
         select(Message).where(Message.id == message_id, Message.user_id == owner_id)
     )
@@ -364,6 +357,22 @@ class ConversationChanged(ChatRelayError):
         )
 
 
+def question_to_answer_again(stored: Sequence[Message]) -> Message:
+    """Of a conversation's messages (in order), the last user message, for regenerate / edit.
+
+    400 when there is none; 409 while an answer after it is still streaming.
+    """
+    question = next((m for m in reversed(stored) if m.role == "user"), None)
+    if question is None:
+        raise ChatRelayError(
+            400, "The conversation has no user message to answer again.", code="no_question"
+        )
+    for message in stored:
+        if message.seq > question.seq and message.status == "streaming":
+            raise AnswerInProgress(message.id)
+    return question
+
+
 async def rewind_to_last_question(
     session: AsyncSession,
     *,
@@ -380,17 +389,10 @@ async def rewind_to_last_question(
     user message yet.
     """
     stored = await messages_of(session, owner_id=owner_id, conversation_id=conversation_id)
-    question = next((m for m in reversed(stored) if m.role == "user"), None)
-    if question is None:
-        raise ChatRelayError(
-            400, "The conversation has no user message to answer again.", code="no_question"
-        )
+    question = question_to_answer_again(stored)
     if expected is not None and (question.id, question.content) != expected:
         raise ConversationChanged()
     later = [m for m in stored if m.seq > question.seq]
-    for message in later:
-        if message.status == "streaming":
-            raise AnswerInProgress(message.id)
     if later:
         await session.execute(
             delete(Message).where(
