@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -22,15 +23,20 @@ async def start_server_process(env: dict[str, str]) -> tuple[asyncio.subprocess.
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    await wait_healthy(url, process)
+    return process, url
+
+
+async def wait_healthy(url: str, process: asyncio.subprocess.Process | None = None) -> None:
+    """Until ``url`` answers /healthz (a server process, or nginx in front of some)."""
     async with httpx.AsyncClient() as probe:
         for _ in range(300):
-            assert process.returncode is None, "chatrelay serve exited"
-            try:
+            assert process is None or process.returncode is None, f"{url} exited"
+            with contextlib.suppress(httpx.HTTPError):
                 if (await probe.get(f"{url}/healthz")).status_code == 200:
-                    return process, url
-            except httpx.HTTPError:
-                await asyncio.sleep(0.1)
-    raise AssertionError("chatrelay serve did not come up")
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not come up")
 
 
 async def test_kill_9_mid_answer_then_restart(

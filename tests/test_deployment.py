@@ -25,6 +25,7 @@ from chatrelay.upstreams.sidecar import free_port
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until
 from tests.sse_client import DONE, content_of, events_with_ids, user
+from tests.test_crash_recovery import wait_healthy
 from tests.test_resume import read_rest, read_some
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -91,17 +92,6 @@ class Instance:
 class Deployment:
     instances: list[Instance]
     url: str  # nginx
-
-
-async def wait_healthy(url: str, process: asyncio.subprocess.Process | None = None) -> None:
-    async with httpx.AsyncClient() as probe:
-        for _ in range(300):
-            assert process is None or process.returncode is None, f"{url} exited"
-            with contextlib.suppress(httpx.HTTPError):
-                if (await probe.get(f"{url}/healthz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
 
 
 @contextlib.asynccontextmanager
