@@ -313,6 +313,31 @@ EXPERIMENTS = {
         "        _gc_log.flush()\n"
         "gc.callbacks.append(_gc_timed)\n"
     ),
+    # Where the memory goes: every 2 s, while more is traced than ever before, the 30 biggest
+    # growths since the server settled (by line) go to $TMPDIR/chatrelay-memory-<pid>.txt.
+    # Slows the server down (run it at a C it still keeps up with).
+    "memory-top": (
+        "import os, tempfile, threading, time, tracemalloc\n"
+        "tracemalloc.start(1)\n"
+        "_mem_path = os.path.join(tempfile.gettempdir(), f'chatrelay-memory-{os.getpid()}.txt')\n"
+        "def _mem_watch():\n"
+        "    time.sleep(4)\n"
+        "    base, _ = tracemalloc.get_traced_memory()\n"
+        "    first, most = tracemalloc.take_snapshot(), 0\n"
+        "    while True:\n"
+        "        time.sleep(2)\n"
+        "        now, _ = tracemalloc.get_traced_memory()\n"
+        "        if now > most:\n"
+        "            most = now\n"
+        "            top = tracemalloc.take_snapshot().compare_to(first, 'lineno')[:30]\n"
+        "            with open(_mem_path, 'w') as out:\n"
+        "                out.write(f'traced {(now - base) / 1024:.0f} KiB more than at start\\n')\n"
+        "                out.writelines(f'{s}\\n' for s in top)\n"
+        "threading.Thread(target=_mem_watch, daemon=True).start()\n"
+    ),
+    # Finished answers forgotten at once instead of kept for re-attaching clients: how much
+    # of the memory per stream is theirs.
+    "no-finished-jobs": "import os\nos.environ['CHATRELAY_FINISHED_JOB_TTL'] = '0'\n",
     # SQLite writers wait for each other in the event loop (one asyncio.Lock) instead of in
     # SQLite's busy handler, which sleeps 1, 2, 5, ... up to 100 ms between retries even when
     # the lock was freed a microsecond later (the all-threads profile: ~40% of the samples).

@@ -24,7 +24,10 @@ async def test_disconnect_is_not_a_stop(fake: FakeUpstream, relay_for) -> None:
             async for event in events_of(response):
                 if event["choices"][0]["delta"].get("content"):
                     break  # the reader goes away after the first token
-        # The job keeps going to the end of the answer, and keeps the whole of it.
+        # The server stops following for it at once (nothing sent to nobody)...
+        await wait_until(lambda: job.buffer.listeners == 0, within=1)
+        assert not job.finished
+        # ...while the job keeps going to the end of the answer, and keeps the whole of it.
         await wait_until(lambda: job.finished)
         assert job.status == "done"
         assert job.text == "".join(tokens)

@@ -14,13 +14,14 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
 from chatrelay.chat.encoding import DONE
+from chatrelay.chat.event_stream import EventStreamResponse
 from chatrelay.chat.job import GenerationJob
-from chatrelay.chat.routes import STREAM_HEADERS, start_answer
+from chatrelay.chat.routes import start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest
 from chatrelay.errors import ChatRelayError
 from chatrelay.store.models import User
@@ -132,11 +133,7 @@ async def chat_completions(
     job, ids = await start_answer(request, chat, user)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _openai_stream(job, include_usage=include_usage),
-            media_type="text/event-stream",
-            headers={**STREAM_HEADERS, **ids},
-        )
+        return EventStreamResponse(_openai_stream(job, include_usage=include_usage), headers=ids)
     await job.wait()
     if job.status == "error" and job.error is not None:
         job.error.headers.update(ids)

@@ -31,6 +31,12 @@ class ChunkEncoder:
         self._prefix = b"data: " + prefix
         self._suffix = suffix + b"\n\n"
 
+    @property
+    def content_frame(self) -> tuple[bytes, bytes]:
+        """What goes before and after a token's escaped JSON text (quotes included) to make
+        its frame."""
+        return self._prefix + b'"', b'"' + self._suffix
+
     def _envelope(self) -> dict[str, Any]:
         return {
             "id": self.completion_id,

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
 
+import orjson
+
 from chatrelay.chat.encoding import DONE, ChunkEncoder
 from chatrelay.chat.events import EventBuffer
 from chatrelay.chat.failover import RetryPolicy, continuation_messages
@@ -78,15 +80,18 @@ class GenerationJob:
         self.final_frame: bytes | None = None
         self.messages = messages
         self.params = params
-        self.buffer = EventBuffer()
         self.encoder = ChunkEncoder(f"chatcmpl-{message_id}", model)
+        # The answer's text lives in the buffer only (as its tokens' JSON strings).
+        self.buffer = EventBuffer(self.encoder.content_frame)
         self.status: JobStatus = "pending"
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.error: ChatRelayError | None = None
         self.started_at = time.monotonic()
         self.first_token_at: float | None = None
-        self._parts: list[str] = []
+        # The text decoded from the buffer so far, and up to which event.
+        self._text = ""
+        self._text_until = 0
         self._on_finished = on_finished
         self._stop_requested = False
         self._task: asyncio.Task[None] | None = None
@@ -98,7 +103,11 @@ class GenerationJob:
 
     @property
     def text(self) -> str:
-        return "".join(self._parts)
+        end = len(self.buffer)
+        if self._text_until < end:  # only the events that came since the last time
+            self._text += self.buffer.content_text(self._text_until, end)
+            self._text_until = end
+        return self._text
 
     @property
     def upstream_names(self) -> str:
@@ -107,8 +116,13 @@ class GenerationJob:
 
     @property
     def text_length(self) -> int:
-        """Cheap change detection for the recorder: the number of chunks received."""
-        return len(self._parts)
+        """Cheap change detection for the recorder: the number of events so far."""
+        return len(self.buffer)
+
+    @property
+    def answered(self) -> bool:
+        """Whether any of the answer's text has come."""
+        return self.first_token_at is not None
 
     @property
     def finished(self) -> bool:
@@ -248,7 +262,7 @@ class GenerationJob:
                     raise
                 failed.add(upstream.config.name)
                 last = failure
-                if self._parts:  # part of the answer is out: continue it elsewhere, at once
+                if self.answered:  # part of the answer is out: continue it elsewhere, at once
                     self.failovers += 1
                     FAILOVERS.labels(self.model).inc()
                     if self.failovers > policy.max_failovers:
@@ -286,9 +300,9 @@ class GenerationJob:
         name = upstream.config.name
         self.attempts.append(name)
         messages, params = self.messages, self.params
-        if self._parts:
+        if self.answered:
             messages = continuation_messages(self.messages, self.text)
-            used = self.usage.completion_tokens if self.usage else len(self._parts)
+            used = self.usage.completion_tokens if self.usage else self.buffer.content_count()
             params = replace(params, max_tokens=max(1, params.max_tokens - used))
         health = self.pool.health_of(self.model)
         health.request_started()
@@ -296,7 +310,7 @@ class GenerationJob:
         last = began
         gap: Callable[[float], None] = _no_gap
         before = self.usage
-        append, encode, parts = self.buffer.append, self.encoder.content, self._parts
+        append, dumps = self.buffer.append_content, orjson.dumps
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
@@ -308,7 +322,7 @@ class GenerationJob:
                             f"Upstream '{name}' reported an error mid-answer: {chunk.error}",
                             kind="stream_error",
                             code="upstream_stream_error",
-                            started=bool(parts),
+                            started=self.answered,
                         )
                     if chunk.content:
                         now = time.monotonic()
@@ -325,8 +339,7 @@ class GenerationJob:
                         else:
                             gap(now - last)
                         last = now
-                        parts.append(chunk.content)
-                        append(encode(chunk.content))
+                        append(dumps(chunk.content)[1:-1])
                     if chunk.usage is not None:
                         # Usage of every attempt counts: this attempt's running total on top
                         # of what the earlier attempts used.

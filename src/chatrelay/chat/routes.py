@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from starlette.responses import StreamingResponse
 
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user, require_user
+from chatrelay.chat.event_stream import EventStreamResponse
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.service import ChatService
@@ -19,9 +19,6 @@ from chatrelay.store.models import User
 
 router = APIRouter()
 
-# What a streamed answer needs so that no proxy or browser holds tokens back.
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 
 def _service(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat
@@ -30,7 +27,7 @@ def _service(request: Request) -> ChatService:
 
 @router.post(
     "/api/chat",
-    response_class=StreamingResponse,
+    response_class=EventStreamResponse,
     responses={
         200: {
             "description": "The answer as Server-Sent Events: OpenAI `chat.completion.chunk` "
@@ -61,17 +58,13 @@ def _service(request: Request) -> ChatService:
 )
 async def chat(
     body: ChatRequest, request: Request, user: Annotated[User, Depends(require_user)]
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """Stream the answer as OpenAI ``chat.completion.chunk`` events; the exchange is stored.
 
     ``action`` ``regenerate`` answers the conversation's last question again (in place of its
     answer); ``edit`` replaces the last question's text with the one message sent first."""
     job, ids = await start_answer(request, body, user)
-    return StreamingResponse(
-        job.buffer.follow(ids=True),
-        media_type="text/event-stream",
-        headers={**STREAM_HEADERS, **ids},
-    )
+    return EventStreamResponse(job.buffer.follow(ids=True), headers=ids)
 
 
 async def start_answer(
@@ -98,7 +91,7 @@ async def start_answer(
 
 @router.get(
     "/api/messages/{message_id}/stream",
-    response_class=StreamingResponse,
+    response_class=EventStreamResponse,
     responses={
         200: {
             "description": "The answer's events after `Last-Event-ID` (or `after`), then live "
@@ -115,7 +108,7 @@ async def reattach(
     user: Annotated[User | None, Depends(current_user)],
     after: Annotated[int | None, Query(ge=0, le=2**31, description="Last event id seen.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """Re-attach to an answer: replay what was missed, then follow it live (a reload, a lost
     connection, a second tab). Never stops it: only ``POST .../stop`` does."""
     if user is None:
@@ -123,11 +116,7 @@ async def reattach(
     if after is None:
         after = _event_number(last_event_id)
     frames = await _service(request).reattach(message_id, owner_id=user.id, after=after)
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={**STREAM_HEADERS, "X-Message-Id": message_id},
-    )
+    return EventStreamResponse(frames, headers={"X-Message-Id": message_id})
 
 
 def _event_number(last_event_id: str | None) -> int:

@@ -137,15 +137,15 @@ class SharedEvents:
         pipe = self.redis.pipeline(transaction=False)
         progress: list[tuple[str, _Mirror, int, bool]] = []
         for message_id, mirror in list(self._mirrors.items()):
-            frames, closed = mirror.buffer.frames, mirror.buffer.closed
-            end = len(frames)
+            buffer, closed = mirror.buffer, mirror.buffer.closed
+            end = len(buffer)
             if end == mirror.written and not closed:
                 continue
             key = self.key(message_id)
             for index in range(mirror.written, end):
                 pipe.xadd(
                     key,
-                    {FRAME_FIELD: frames[index]},
+                    {FRAME_FIELD: buffer.frame(index)},
                     id=f"0-{index + 1}",
                     maxlen=self.max_events,
                     approximate=True,

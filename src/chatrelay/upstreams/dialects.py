@@ -64,6 +64,12 @@ def parse_openai_chunk(obj: dict[str, Any]) -> UpstreamChunk:
     return chunk
 
 
+def _request_body(body: dict[str, Any]) -> bytes:
+    """The JSON body, right-sized: orjson's result holds at least 4 KiB, and a request body
+    lives as long as its stream (thousands at once)."""
+    return bytes(memoryview(orjson.dumps(body)))
+
+
 def _load(data: str) -> dict[str, Any]:
     try:
         obj = orjson.loads(data)
@@ -96,7 +102,7 @@ class OpenAIDialect:
             body["temperature"] = params.temperature
         if params.top_p is not None:
             body["top_p"] = params.top_p
-        return orjson.dumps(body)
+        return _request_body(body)
 
     def parse_event(self, data: str) -> UpstreamChunk:
         if data == "[DONE]":
@@ -126,7 +132,7 @@ class LivepeerDialect:
             body["temperature"] = params.temperature
         if params.top_p is not None:
             body["top_p"] = params.top_p
-        return orjson.dumps(body)
+        return _request_body(body)
 
     def parse_event(self, data: str) -> UpstreamChunk:
         if data == "[DONE]":  # an ai-runner talked to directly does send it

@@ -1,0 +1,73 @@
+"""The HTTP response that carries an answer's Server-Sent Events to one client.
+
+Usage::
+
+    return EventStreamResponse(job.buffer.follow(ids=True), headers={"X-Message-Id": ...})
+
+Why not Starlette's ``StreamingResponse``: under uvicorn (ASGI spec 2.3) it runs every
+stream in an anyio task group (a second task, a cancel scope, and a cancellation loop that
+goes on each loop iteration until the task is gone), on every open stream. Here the stream is
+sent from the request's own task, and one plain task waits for the client to go; when it
+does, it cancels the sending, which is taken back so the request ends normally (uvicorn
+silently drops what is sent to a gone client, so without it a closed tab would be followed
+to the answer's end). Leaving never stops the answer itself: only a stop does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+# What a streamed answer needs so that no proxy or browser holds tokens back.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class EventStreamResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes], *, headers: Mapping[str, str]) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**STREAM_HEADERS, **headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()  # cancellations that are not the client's leaving
+        streaming, gone = True, False
+
+        def client_left(watcher: asyncio.Task[None]) -> None:
+            nonlocal gone
+            if streaming and not watcher.cancelled():
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.create_task(_disconnect(receive))
+        watcher.add_done_callback(client_left)
+        try:
+            async for data in self.events:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            streaming = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone or task.uncancel() > cancelling:
+                raise  # a shutdown: it goes on
+        finally:
+            streaming = False
+            watcher.cancel()
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:  # left mid-send: the follower ends now, not when collected
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Until the client has gone (a request body it still sends is read and dropped)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
