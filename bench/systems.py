@@ -329,10 +329,14 @@ EXPERIMENTS = {
         "        now, _ = tracemalloc.get_traced_memory()\n"
         "        if now > most:\n"
         "            most = now\n"
-        "            top = tracemalloc.take_snapshot().compare_to(first, 'lineno')[:30]\n"
+        "            snap = tracemalloc.take_snapshot()\n"
+        "            snap.dump(_mem_path + '.snapshot')\n"
+        "            first.dump(_mem_path + '.first')\n"
         "            with open(_mem_path, 'w') as out:\n"
         "                out.write(f'traced {(now - base) / 1024:.0f} KiB more than at start\\n')\n"
-        "                out.writelines(f'{s}\\n' for s in top)\n"
+        "                for by in ('filename', 'lineno'):\n"
+        "                    top = snap.compare_to(first, by)[:40]\n"
+        "                    out.writelines(f'{s}\\n' for s in top)\n"
         "threading.Thread(target=_mem_watch, daemon=True).start()\n"
     ),
     # Finished answers forgotten at once instead of kept for re-attaching clients: how much
