@@ -29,14 +29,22 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], *, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        *,
+        headers: Mapping[str, str],
+        status_code: int = 200,  # FastAPI reads the default for the OpenAPI document
+    ) -> None:
         self.events = events
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.init_headers({**STREAM_HEADERS, **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
         task = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()  # cancellations that are not the client's leaving

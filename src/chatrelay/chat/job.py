@@ -81,7 +81,7 @@ class GenerationJob:
         self.messages = messages
         self.params = params
         self.encoder = ChunkEncoder(f"chatcmpl-{message_id}", model)
-        # The answer's text lives in the buffer only (as its tokens' JSON strings).
+        # The answer's text lives in the buffer only (each token as escaped JSON text).
         self.buffer = EventBuffer(self.encoder.content_frame)
         self.status: JobStatus = "pending"
         self.finish_reason: str | None = None
