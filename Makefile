@@ -10,10 +10,22 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chatrelay needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when the dependencies change. The first install builds llama-cpp-python
-# from source (about 8 minutes on 2 cores); pip caches the wheel for every later install.
+# llama.cpp is built for any x86-64 with AVX2 (GGML_NATIVE=OFF), not tuned to this CPU: a
+# build tuned to a CPU with AMX dies (SIGSEGV in its first multi-token batch) in VMs that
+# report AMX without enabling it, and pip's wheel cache would hand such a build on to other
+# machines. So the portable wheel is built once (about 8 minutes on 2 cores, never with pip's
+# cache) into $(WHEELS) and installed from there.
+WHEELS ?= $(HOME)/.cache/chatrelay/wheels-portable
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
+
+# Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --progress-bar off \
+		--no-deps --no-cache-dir -w $(WHEELS) 'llama-cpp-python>=0.3.2'
+	$(BIN)/python -m pip install --progress-bar off --no-deps --force-reinstall \
+		$$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)
 	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
 	@touch $(STAMP)
 
