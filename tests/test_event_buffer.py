@@ -64,3 +64,16 @@ async def test_a_live_follower_gets_each_event_as_it_comes() -> None:
     buffer.close()
     await asyncio.wait_for(listener, 1)
     assert got == [b"id: 1\n" + encoder.content("one"), b"id: 2\n" + DONE]
+
+
+def test_whole_frames_between_tokens_take_no_text() -> None:
+    encoder = ChunkEncoder("chatcmpl-3", "m", created=1)
+    buffer = EventBuffer(encoder.content_frame)
+    buffer.append_content(orjson.dumps("a\n")[1:-1])
+    buffer.append(b": keep-alive\n\n")
+    buffer.append_content(orjson.dumps('"b"')[1:-1])
+    assert buffer.content_text() == 'a\n"b"'
+    assert buffer.content_text(1, 3) == '"b"'
+    assert buffer.content_text(1, 2) == ""
+    assert buffer.frame(1) == b": keep-alive\n\n"
+    assert buffer.frame(2) == encoder.content('"b"')

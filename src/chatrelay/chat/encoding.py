@@ -27,15 +27,9 @@ class ChunkEncoder:
         self.created = int(time.time()) if created is None else created
         head = self._envelope()
         head["choices"] = [{"index": 0, "delta": {"content": "\x00"}, "finish_reason": None}]
-        prefix, suffix = orjson.dumps(head).split(b'"\\u0000"')
-        self._prefix = b"data: " + prefix
-        self._suffix = suffix + b"\n\n"
-
-    @property
-    def content_frame(self) -> tuple[bytes, bytes]:
-        """What goes before and after a token's escaped JSON text (quotes included) to make
-        its frame."""
-        return self._prefix + b'"', b'"' + self._suffix
+        prefix, suffix = orjson.dumps(head).split(b"\\u0000")
+        # What goes before and after a token's escaped JSON text (quotes included).
+        self.content_frame = (b"data: " + prefix, suffix + b"\n\n")
 
     def _envelope(self) -> dict[str, Any]:
         return {
@@ -49,7 +43,8 @@ class ChunkEncoder:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def content(self, text: str) -> bytes:
-        return self._prefix + orjson.dumps(text) + self._suffix
+        prefix, suffix = self.content_frame
+        return prefix + orjson.dumps(text)[1:-1] + suffix
 
     def role(self) -> bytes:
         obj = self._envelope()

@@ -16,16 +16,20 @@ Event ids are positions: the event at index ``i`` is event ``i + 1``, so a clien
 event ``n`` resumes with ``follow(after=n)``. They are added as ``id:`` lines on the way out
 (``ids=True``), not stored: the OpenAI route relays the same frames without them.
 
-A token is kept as its escaped JSON text alone (``Hel``, ~40 bytes with the object) and put
-between the answer's frame template (``data: {"id":...,"content":"`` ... ``"}]}\n\n``) only as
-it goes out: a whole frame per token (~240 bytes) was most of the memory of an open stream,
-and finished answers stay for a while so that clients can re-attach. The few whole frames
-(role, ending, error, comments) are told apart by their positions.
+Tokens are kept as their escaped JSON text only, back to back in one ``bytearray`` with an
+array of where each event ends (~4 bytes per token besides the text itself), and put between
+the answer's frame template (``data: {"id":...,"content":"`` ... ``"}]}\n\n``) only as they go
+out: a whole frame per token (~240 bytes), even a ``bytes`` object per token (~40 bytes more),
+was most of the memory of an open stream, and finished answers stay for a while so that
+clients can re-attach. The few whole frames (role, ending, error, comments) are kept aside by
+position; they take no room in the token bytes, so the tokens of any run of events are one
+slice, and the text of the answer is one JSON string decode.
 """
 
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import AsyncIterator
 
 import orjson
@@ -35,8 +39,9 @@ class EventBuffer:
     """In-process, append-only list of SSE events with any number of followers."""
 
     def __init__(self, content_frame: tuple[bytes, bytes] = (b'data: "', b'"\n\n')) -> None:
-        self._events: list[bytes] = []
-        self._whole: set[int] = set()  # the indexes of whole frames; the others are tokens
+        self._tokens = bytearray()  # every token's escaped JSON text, back to back
+        self._ends = array("I")  # per event: where its token bytes end in ``_tokens``
+        self._whole: dict[int, bytes] = {}  # the whole frames, by index
         self._prefix, self._suffix = content_frame
         self._closed = False
         self.listeners = 0  # followers right now
@@ -44,7 +49,7 @@ class EventBuffer:
         self._waiting: set[asyncio.Future[None]] = set()
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._ends)
 
     @property
     def closed(self) -> bool:
@@ -52,14 +57,14 @@ class EventBuffer:
 
     def append(self, frame: bytes) -> None:
         """A whole SSE frame."""
-        self._whole.add(len(self._events))
-        self._events.append(frame)
+        self._whole[len(self._ends)] = frame
+        self._ends.append(len(self._tokens))
         self._wake()
 
     def append_content(self, escaped: bytes) -> None:
-        """A token, as escaped JSON text without its quotes (``orjson.dumps(text)[1:-1]``:
-        the slice is also a right-sized copy, where orjson's own result holds 4 KiB)."""
-        self._events.append(escaped)
+        """A token, as escaped JSON text without its quotes (``orjson.dumps(text)[1:-1]``)."""
+        self._tokens += escaped
+        self._ends.append(len(self._tokens))
         self._wake()
 
     def close(self) -> None:
@@ -75,47 +80,53 @@ class EventBuffer:
 
     def frame(self, index: int) -> bytes:
         """The SSE frame of event ``index + 1``."""
-        event = self._events[index]
-        return event if index in self._whole else self._prefix + event + self._suffix
+        whole = self._whole.get(index)
+        if whole is not None:
+            return whole
+        start = self._ends[index - 1] if index else 0
+        return b"%s%s%s" % (self._prefix, self._tokens[start : self._ends[index]], self._suffix)
 
     def content_text(self, start: int = 0, end: int | None = None) -> str:
         """The text of the tokens among events ``start`` to ``end`` (indexes), in one decode."""
-        events, whole = self._events, self._whole
-        stop = len(events) if end is None else end
-        tokens = [events[i] for i in range(start, stop) if i not in whole]
-        if not tokens:
+        ends = self._ends
+        stop = len(ends) if end is None else end
+        if stop <= start:
             return ""
-        texts: list[str] = orjson.loads(b'["' + b'","'.join(tokens) + b'"]')
-        return "".join(texts)
+        first = ends[start - 1] if start else 0
+        text: str = orjson.loads(b'"%s"' % self._tokens[first : ends[stop - 1]])
+        return text
 
     def content_count(self) -> int:
-        return len(self._events) - len(self._whole)
+        return len(self._ends) - len(self._whole)
 
     async def follow(self, after: int = 0, *, ids: bool = False) -> AsyncIterator[bytes]:
         """Frames after event ``after``, as they come; ends when the buffer is closed."""
         index = max(after, 0)
-        events, whole, prefix, suffix = self._events, self._whole, self._prefix, self._suffix
+        ends, whole, tokens = self._ends, self._whole, self._tokens
+        prefix, suffix = self._prefix, self._suffix
         loop = asyncio.get_running_loop()  # once: each call costs a system call on 3.11
         self.listeners += 1
         try:
             while True:
-                end = len(events)
+                end = len(ends)
                 if index < end:
                     if end - index == 1:
-                        event = events[index]
-                        if index in whole:
-                            yield with_id(end, event) if ids else event
-                        elif ids:
-                            yield b"id: %d\n%s%s%s" % (end, prefix, event, suffix)
+                        frame = whole.get(index)
+                        if frame is not None:
+                            yield with_id(end, frame) if ids else frame
                         else:
-                            yield prefix + event + suffix
+                            token = tokens[ends[index - 1] if index else 0 : ends[index]]
+                            if ids:
+                                yield b"id: %d\n%s%s%s" % (end, prefix, token, suffix)
+                            else:
+                                yield b"%s%s%s" % (prefix, token, suffix)
                     else:
                         # A burst that came while this listener was busy goes out as one write.
-                        frame = self.frame
+                        at = self.frame
                         if ids:
-                            yield b"".join([with_id(i + 1, frame(i)) for i in range(index, end)])
+                            yield b"".join([with_id(i + 1, at(i)) for i in range(index, end)])
                         else:
-                            yield b"".join([frame(i) for i in range(index, end)])
+                            yield b"".join([at(i) for i in range(index, end)])
                     index = end
                     continue
                 if self._closed:

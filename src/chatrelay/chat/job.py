@@ -81,7 +81,7 @@ class GenerationJob:
         self.messages = messages
         self.params = params
         self.encoder = ChunkEncoder(f"chatcmpl-{message_id}", model)
-        # The answer's text lives in the buffer only (each token as escaped JSON text).
+        # The answer's text lives in the buffer only (its tokens as escaped JSON text).
         self.buffer = EventBuffer(self.encoder.content_frame)
         self.status: JobStatus = "pending"
         self.finish_reason: str | None = None
@@ -89,9 +89,6 @@ class GenerationJob:
         self.error: ChatRelayError | None = None
         self.started_at = time.monotonic()
         self.first_token_at: float | None = None
-        # The text decoded from the buffer so far, and up to which event.
-        self._text = ""
-        self._text_until = 0
         self._on_finished = on_finished
         self._stop_requested = False
         self._task: asyncio.Task[None] | None = None
@@ -103,11 +100,8 @@ class GenerationJob:
 
     @property
     def text(self) -> str:
-        end = len(self.buffer)
-        if self._text_until < end:  # only the events that came since the last time
-            self._text += self.buffer.content_text(self._text_until, end)
-            self._text_until = end
-        return self._text
+        """Decoded from the buffer each time (a few µs per KiB), not kept twice."""
+        return self.buffer.content_text()
 
     @property
     def upstream_names(self) -> str:
