@@ -359,12 +359,27 @@ EXPERIMENTS = {
 }
 
 
+# Experiments that are environment variables of chatrelay's process (the allocators: they
+# must be set before Python starts).
+ENV_EXPERIMENTS = {
+    # Python's objects from the C library's malloc instead of its own small-object arenas.
+    "malloc": {"PYTHONMALLOC": "malloc"},
+    # One glibc malloc arena for all threads (the SQLite writer thread has its own otherwise).
+    "one-arena": {"MALLOC_ARENA_MAX": "1"},
+}
+
+
 def prelude_code(names_or_code: str) -> str:
     """Named experiments (comma list) or Python code as it is."""
     names = [n.strip() for n in names_or_code.split(",") if n.strip()]
-    if names and all(n in EXPERIMENTS for n in names):
-        return "".join(EXPERIMENTS[n] for n in names)
+    if names and all(n in EXPERIMENTS or n in ENV_EXPERIMENTS for n in names):
+        return "".join(EXPERIMENTS.get(n, "") for n in names)
     return names_or_code
+
+
+def experiment_env(names_or_code: str) -> dict[str, str]:
+    names = [n.strip() for n in names_or_code.split(",") if n.strip()]
+    return {k: v for n in names for k, v in ENV_EXPERIMENTS.get(n, {}).items()}
 
 
 def start_chatrelay(
@@ -386,6 +401,7 @@ def start_chatrelay(
         "OPENAI_BASE_URL": mock_base,
         "CHATRELAY_DATA_DIR": workdir,
         **CHATRELAY_ENV,
+        **experiment_env(prelude),
         **extra_env,
     }
     command = [sys.executable, "-m", "chatrelay"]
