@@ -111,6 +111,8 @@ class System:
     api_key: str | None = None
     workdir: str | None = None
     pids: list[int] = field(default_factory=list)
+    # Resident memory before its first run: memory per stream is counted from there.
+    rss_idle: int | None = None
 
     def refresh_pids(self) -> None:
         self.pids = tree(self.process.pid) if self.process is not None else []
@@ -338,6 +340,19 @@ EXPERIMENTS = {
         "                    top = snap.compare_to(first, by)[:40]\n"
         "                    out.writelines(f'{s}\\n' for s in top)\n"
         "threading.Thread(target=_mem_watch, daemon=True).start()\n"
+    ),
+    # (A probe) a full collection every second, with what it found logged to
+    # $TMPDIR/chatrelay-gc-found-<pid>.log: how much of the memory per stream is cyclic garbage
+    # that waits for the rare full collections. Stalls streams (a full collection is long).
+    "gc-every-second": (
+        "import gc, os, tempfile, threading, time\n"
+        "_found = open(os.path.join(tempfile.gettempdir(), f'chatrelay-gc-found-{os.getpid()}.log'), 'a')\n"
+        "def _collect_often():\n"
+        "    while True:\n"
+        "        time.sleep(1)\n"
+        "        _found.write(f'{gc.collect()}\\n')\n"
+        "        _found.flush()\n"
+        "threading.Thread(target=_collect_often, daemon=True).start()\n"
     ),
     # Finished answers forgotten at once instead of kept for re-attaching clients: how much
     # of the memory per stream is theirs.
