@@ -346,7 +346,8 @@ EXPERIMENTS = {
     # that waits for the rare full collections. Stalls streams (a full collection is long).
     "gc-every-second": (
         "import gc, os, tempfile, threading, time\n"
-        "_found = open(os.path.join(tempfile.gettempdir(), f'chatrelay-gc-found-{os.getpid()}.log'), 'a')\n"
+        "_found_path = f'chatrelay-gc-found-{os.getpid()}.log'\n"
+        "_found = open(os.path.join(tempfile.gettempdir(), _found_path), 'a')\n"
         "def _collect_often():\n"
         "    while True:\n"
         "        time.sleep(1)\n"
