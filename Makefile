@@ -17,16 +17,20 @@ $(BIN)/python:
 # cache) into $(WHEELS) and installed from there.
 WHEELS ?= $(HOME)/.cache/chatrelay/wheels-portable
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
+# As in pyproject.toml: the highest wheel in $(WHEELS) that satisfies it is installed, and one
+# is built only when none does (so raising the bound there means raising it here too).
+LLAMA := llama-cpp-python>=0.3.2
+PIP := $(BIN)/python -m pip
 
-# Reinstall only when the dependencies change.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	@ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
-		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --progress-bar off \
-		--no-deps --no-cache-dir -w $(WHEELS) 'llama-cpp-python>=0.3.2'
-	$(BIN)/python -m pip install --progress-bar off --no-deps --force-reinstall \
-		$$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)
-	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
+# Reinstall when the dependencies or this recipe change.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet --no-deps --force-reinstall --no-index --find-links $(WHEELS) \
+		'$(LLAMA)' 2>/dev/null || { \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --progress-bar off --no-deps \
+			--no-cache-dir --no-binary llama-cpp-python -w $(WHEELS) '$(LLAMA)' && \
+		$(PIP) install --no-deps --force-reinstall --no-index --find-links $(WHEELS) '$(LLAMA)'; }
+	$(PIP) install --progress-bar off -e '.[dev]'
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig
+from chatrelay.upstreams.dialects import GenerationParams
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.polling import wait_until
 from tests.sse_client import DONE, events_of, read_answer, user
@@ -138,3 +140,21 @@ async def test_refusal_after_the_stream_started_is_an_error_event(
     assert error["code"] == "upstream_http_error"
     assert "Service Unavailable Error" in error["message"]
     assert answer.events[-1] == DONE
+
+
+async def test_a_stream_left_midway_leaves_no_timer_behind(fake: FakeUpstream) -> None:
+    """A reader that stops at an error chunk leaves the stream's generator suspended: its stall
+    timer must be disarmed when the reader leaves, or it cancels the reader's next attempt."""
+    fake.script = [livepeer_chunk("Hel"), asyncio.Event()]
+    config = UpstreamConfig(name="u", dialect="livepeer", base_url=fake.base_url, models=("m",))
+    upstream = Upstream(config, timeouts=Timeouts(connect=2, first_token=0.2, stall=0.2))
+    try:
+        async with upstream.stream(
+            "m", [{"role": "user", "content": "x"}], GenerationParams(8)
+        ) as s:
+            chunks = aiter(s)  # kept referenced: never collected, never closed
+            assert (await anext(chunks)).content == "Hel"
+        await asyncio.sleep(0.6)  # three stall timeouts: this task must not be cancelled
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    finally:
+        await upstream.close()

@@ -8,6 +8,7 @@ continues one (the answer carries it too).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -144,16 +145,17 @@ async def chat_completions(
 async def _openai_stream(job: GenerationJob, *, include_usage: bool) -> AsyncIterator[bytes]:
     """The job's frames as they come, with OpenAI's ending: the finish chunk without usage,
     then (when asked for) a chunk with empty ``choices`` and the usage, then ``[DONE]``."""
-    async for data in job.buffer.follow():
-        final = job.final_frame
-        if final is not None and data.endswith(final + DONE):
-            data = data[: -len(final + DONE)] + job.encoder.final(
-                job.finish_reason or "stop", None, status=job.status
-            )
-            if include_usage and job.usage is not None:
-                data += job.encoder.usage(job.usage)
-            data += DONE
-        yield data
+    async with contextlib.aclosing(job.buffer.follow()) as frames:  # closed with this one
+        async for data in frames:
+            final = job.final_frame
+            if final is not None and data.endswith(final + DONE):
+                data = data[: -len(final + DONE)] + job.encoder.final(
+                    job.finish_reason or "stop", None, status=job.status
+                )
+                if include_usage and job.usage is not None:
+                    data += job.encoder.usage(job.usage)
+                data += DONE
+            yield data
 
 
 def completion(job: GenerationJob) -> dict[str, Any]:

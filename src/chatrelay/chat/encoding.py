@@ -27,9 +27,9 @@ class ChunkEncoder:
         self.created = int(time.time()) if created is None else created
         head = self._envelope()
         head["choices"] = [{"index": 0, "delta": {"content": "\x00"}, "finish_reason": None}]
-        prefix, suffix = orjson.dumps(head).split(b"\\u0000")
+        prefix, suffix = orjson.dumps(head).split(b'"\\u0000"')
         # What goes before and after a token's escaped JSON text (quotes included).
-        self.content_frame = (b"data: " + prefix, suffix + b"\n\n")
+        self.content_frame = (b"data: " + prefix + b'"', b'"' + suffix + b"\n\n")
 
     def _envelope(self) -> dict[str, Any]:
         return {

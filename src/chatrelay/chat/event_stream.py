@@ -52,7 +52,10 @@ class EventStreamResponse(Response):
 
         def client_left(watcher: asyncio.Task[None]) -> None:
             nonlocal gone
-            if streaming and not watcher.cancelled():
+            if watcher.cancelled():
+                return
+            watcher.exception()  # a receive that failed also means the client is gone
+            if streaming:
                 gone = True
                 task.cancel()
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import orjson
 
@@ -99,7 +99,7 @@ class EventBuffer:
     def content_count(self) -> int:
         return len(self._ends) - len(self._whole)
 
-    async def follow(self, after: int = 0, *, ids: bool = False) -> AsyncIterator[bytes]:
+    async def follow(self, after: int = 0, *, ids: bool = False) -> AsyncGenerator[bytes, None]:
         """Frames after event ``after``, as they come; ends when the buffer is closed."""
         index = max(after, 0)
         ends, whole, tokens = self._ends, self._whole, self._tokens

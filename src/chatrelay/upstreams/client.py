@@ -149,9 +149,17 @@ class UpstreamStream:
     _timeouts: Timeouts
     received_content: bool = field(default=False)
     malformed: int = field(default=0)
+    _watchdog: Watchdog | None = field(default=None)
 
     def __aiter__(self) -> AsyncIterator[UpstreamChunk]:
         return self._chunks()
+
+    def close(self) -> None:
+        """The reader is done with the stream. The watchdog is disarmed here, in the reading
+        task, and not only when the abandoned generator is collected (a loop turn later), by
+        which time it could have gone off and cancelled the reader's next attempt."""
+        if self._watchdog is not None:
+            self._watchdog.disarm()
 
     async def _chunks(self) -> AsyncIterator[UpstreamChunk]:
         dialect = self._upstream.dialect
@@ -159,7 +167,7 @@ class UpstreamStream:
         loop = asyncio.get_running_loop()
         stall = self._timeouts.stall
         finished = False
-        watchdog = Watchdog(loop, loop.time() + self._timeouts.first_token)
+        watchdog = self._watchdog = Watchdog(loop, loop.time() + self._timeouts.first_token)
         try:
             async for data in self._response.content.iter_any():
                 for event in decoder.feed(data):
@@ -298,7 +306,11 @@ class Upstream:
                     status=response.status,
                     retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
-            yield UpstreamStream(response, self, self.timeouts)
+            stream = UpstreamStream(response, self, self.timeouts)
+            try:
+                yield stream
+            finally:
+                stream.close()
         finally:
             if response.content.at_eof():
                 response.release()  # read to the end: the connection goes back to the pool
