@@ -102,8 +102,7 @@ class EventBuffer:
     async def follow(self, after: int = 0, *, ids: bool = False) -> AsyncGenerator[bytes, None]:
         """Frames after event ``after``, as they come; ends when the buffer is closed."""
         index = max(after, 0)
-        ends, whole, tokens = self._ends, self._whole, self._tokens
-        prefix, suffix = self._prefix, self._suffix
+        frame, ends = self.frame, self._ends
         loop = asyncio.get_running_loop()  # once: each call costs a system call on 3.11
         self.listeners += 1
         try:
@@ -111,22 +110,12 @@ class EventBuffer:
                 end = len(ends)
                 if index < end:
                     if end - index == 1:
-                        frame = whole.get(index)
-                        if frame is not None:
-                            yield with_id(end, frame) if ids else frame
-                        else:
-                            token = tokens[ends[index - 1] if index else 0 : ends[index]]
-                            if ids:
-                                yield b"id: %d\n%s%s%s" % (end, prefix, token, suffix)
-                            else:
-                                yield b"%s%s%s" % (prefix, token, suffix)
-                    else:
+                        yield with_id(end, frame(index)) if ids else frame(index)
+                    elif ids:
                         # A burst that came while this listener was busy goes out as one write.
-                        at = self.frame
-                        if ids:
-                            yield b"".join([with_id(i + 1, at(i)) for i in range(index, end)])
-                        else:
-                            yield b"".join([at(i) for i in range(index, end)])
+                        yield b"".join([with_id(i + 1, frame(i)) for i in range(index, end)])
+                    else:
+                        yield b"".join([frame(i) for i in range(index, end)])
                     index = end
                     continue
                 if self._closed:
