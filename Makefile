@@ -21,15 +21,15 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 # is built only when none does (so raising the bound there means raising it here too).
 LLAMA := llama-cpp-python>=0.3.2
 PIP := $(BIN)/python -m pip
+INSTALL_LLAMA := $(PIP) install --no-deps --force-reinstall --no-index --find-links $(WHEELS) '$(LLAMA)'
 
 # Reinstall when the dependencies or this recipe change.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet --no-deps --force-reinstall --no-index --find-links $(WHEELS) \
-		'$(LLAMA)' 2>/dev/null || { \
+	$(INSTALL_LLAMA) --quiet 2>/dev/null || { \
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --progress-bar off --no-deps \
 			--no-cache-dir --no-binary llama-cpp-python -w $(WHEELS) '$(LLAMA)' && \
-		$(PIP) install --no-deps --force-reinstall --no-index --find-links $(WHEELS) '$(LLAMA)'; }
+		$(INSTALL_LLAMA); }
 	$(PIP) install --progress-bar off -e '.[dev]'
 	@touch $(STAMP)
 

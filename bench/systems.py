@@ -385,17 +385,20 @@ ENV_EXPERIMENTS = {
 }
 
 
+def _names(names_or_code: str) -> list[str]:
+    return [n.strip() for n in names_or_code.split(",") if n.strip()]
+
+
 def prelude_code(names_or_code: str) -> str:
     """Named experiments (comma list) or Python code as it is."""
-    names = [n.strip() for n in names_or_code.split(",") if n.strip()]
+    names = _names(names_or_code)
     if names and all(n in EXPERIMENTS or n in ENV_EXPERIMENTS for n in names):
         return "".join(EXPERIMENTS.get(n, "") for n in names)
     return names_or_code
 
 
 def experiment_env(names_or_code: str) -> dict[str, str]:
-    names = [n.strip() for n in names_or_code.split(",") if n.strip()]
-    return {k: v for n in names for k, v in ENV_EXPERIMENTS.get(n, {}).items()}
+    return {k: v for n in _names(names_or_code) for k, v in ENV_EXPERIMENTS.get(n, {}).items()}
 
 
 def start_chatrelay(
