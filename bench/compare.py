@@ -76,10 +76,12 @@ def run_driver(
     pace_ms: float,
     chunk_bytes: int,
     non_streaming: bool = False,
+    ramp_s: float | None = None,
 ) -> dict[str, Any]:
-    """One load run against ``system``, with its CPU and memory sampled meanwhile."""
+    """One load run against ``system``, with its CPU and memory sampled meanwhile. Streams
+    start spread over ``ramp_s`` (by default one answer's duration)."""
     duration = chunks * pace_ms / 1000
-    ramp = 0.0 if non_streaming else duration
+    ramp = ramp_s if ramp_s is not None else 0.0 if non_streaming else duration
     deadline = ramp + requests_per_client * max(duration, 0.5) * 3 + 20
     command = [
         sys.executable,

@@ -31,6 +31,7 @@ from importlib.metadata import version
 from multiprocessing.connection import Connection
 
 import aiohttp
+import httptools
 import httpx
 import orjson
 from aiohttp import web
@@ -214,10 +215,74 @@ class HttpxClient:
         await self.client.aclose()
 
 
-Client = AiohttpClient | HttpxClient
-CLIENTS: dict[str, type[AiohttpClient] | type[HttpxClient]] = {
+class _ProtocolStream(asyncio.Protocol):
+    """One keep-alive connection read by httptools' parser, body bytes pushed to the counter
+    as they arrive (no reading task woken per chunk): the floor for a Python client."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.sink: SSECounter | None = None
+        self.ended: asyncio.Future[bool] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        assert self.sink is not None
+        self.sink.feed(body)
+
+    def on_message_complete(self) -> None:
+        assert self.ended is not None and self.sink is not None
+        self.ended.set_result(self.sink.done)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_exception(exc or ConnectionError("closed"))
+
+
+class ProtocolClient:
+    name = "protocol"
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        parts = url.split("/", 3)
+        self.host, port = parts[2].split(":")
+        self.port, self.path = int(port), "/" + parts[3]
+        self.idle: list[_ProtocolStream] = []
+
+    async def stream(self, body: bytes, stats: Stats) -> bool:
+        loop = asyncio.get_running_loop()
+        if self.idle:
+            conn = self.idle.pop()
+        else:
+            _, conn = await loop.create_connection(_ProtocolStream, self.host, self.port)
+        conn.sink, conn.ended = SSECounter(stats), loop.create_future()
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        assert conn.transport is not None
+        conn.transport.write(head + body)
+        done = await conn.ended
+        self.idle.append(conn)
+        return done
+
+    async def aclose(self) -> None:
+        for conn in self.idle:
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+Client = AiohttpClient | HttpxClient | ProtocolClient
+CLIENTS: dict[str, type[AiohttpClient] | type[HttpxClient] | type[ProtocolClient]] = {
     "aiohttp": AiohttpClient,
     "httpx": HttpxClient,
+    "protocol": ProtocolClient,
 }
 
 

@@ -1,22 +1,36 @@
-"""What each open stream holds, by package: reads the snapshots the ``memory-top`` experiment
-(bench/systems.py) leaves in $TMPDIR and divides the growth since start-up by the streams.
+"""What each open stream holds: the resident size it adds (``--rss``), or, with tracemalloc
+in chatrelay's process (the ``memory-top`` experiment of bench/systems.py), the Python
+objects it holds, by package and by line.
 
-    .venv/bin/python bench/compare.py --concurrency 128 --chunks 24 --pace-ms 500 \\
-        --systems chatrelay:memory-top --no-litellm --non-streaming "" --unpaced "" --no-report
-    .venv/bin/python bench/memory_breakdown.py --streams 128
+    .venv/bin/python bench/memory_breakdown.py [--streams 128] [--top 25]
+    .venv/bin/python bench/memory_breakdown.py --rss [--streams 512]
 
-Run slowly paced (tracemalloc slows the server several times over); the figures include the
-answers that finished during the run and are still kept for re-attaching clients.
+One measurement with no stream open after a warm-up run (every lazy import, cache and pool
+done), one in the middle of a run that holds ``--streams`` streams open at once (slowly
+paced, all started within 2 s: tracemalloc slows the server several times over), and the
+growth between the two divided by the streams. The idle measurement still holds the
+warm-up's finished answers (kept for re-attaching): the figure is what one more open stream
+adds to a warmed-up server. (``make bench`` counts differently: the peak of a run of
+back-to-back answers, finished ones kept meanwhile, over the size before the first run.)
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import glob
-import os
 import tempfile
+import threading
+import time
 import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from compare import run_driver
+from systems import System, start_chatrelay, start_mock
+
+PACE_MS, CHUNKS = 250.0, 40  # a 10 s answer: the measurement is taken half-way through
+T = TypeVar("T")
 
 
 def owner(filename: str) -> str:
@@ -28,27 +42,95 @@ def owner(filename: str) -> str:
     return filename
 
 
+def snapshot(system: System, name: str) -> tracemalloc.Snapshot:
+    """Has the server dump a snapshot (the ``memory-top`` experiment), and loads it."""
+    assert system.process is not None
+    base = Path(tempfile.gettempdir(), f"chatrelay-memory-{system.process.pid}.{name}")
+    request, result = Path(f"{base}.request"), Path(f"{base}.snapshot")
+    result.unlink(missing_ok=True)
+    request.touch()
+    while request.exists():
+        time.sleep(0.1)
+    loaded = tracemalloc.Snapshot.load(str(result))
+    result.unlink()
+    return loaded
+
+
+def idle_and_open(
+    system: System, mock: System, streams: int, measure: Callable[[str], T]
+) -> tuple[T, T, T]:
+    """``measure`` after a warm-up, with ``streams`` streams open, and once they have ended."""
+    system.refresh_pids()
+    run_driver(
+        system, mock, concurrency=32, requests_per_client=1, chunks=4, pace_ms=10, chunk_bytes=20
+    )
+    idle = measure("idle")
+    load = threading.Thread(
+        target=run_driver,
+        args=(system, mock),
+        kwargs={
+            "concurrency": streams,
+            "requests_per_client": 1,
+            "chunks": CHUNKS,
+            "pace_ms": PACE_MS,
+            "chunk_bytes": 20,
+            "ramp_s": 2.0,
+        },
+    )
+    load.start()
+    time.sleep(CHUNKS * PACE_MS / 1000 / 2 + 2)  # every stream open, none finished
+    held = measure("open")
+    load.join()
+    return idle, held, measure("after")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--streams", type=int, required=True, help="the C of the run")
-    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--streams", type=int, default=128, help="streams held open")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--rss", action="store_true", help="no tracemalloc: the resident size per open stream"
+    )
     args = parser.parse_args()
-    pattern = os.path.join(tempfile.gettempdir(), "chatrelay-memory-*.txt.snapshot")
-    latest = max(glob.glob(pattern), key=os.path.getmtime)
-    peak = tracemalloc.Snapshot.load(latest)
-    start = tracemalloc.Snapshot.load(latest.removesuffix(".snapshot") + ".first")
-    growth = peak.compare_to(start, "filename")
+    mock = start_mock(pace_ms=PACE_MS, chunks=CHUNKS)
+    system = start_chatrelay(mock, prelude="" if args.rss else "memory-top")
+    try:
+        if args.rss:
+            idle, held, after = idle_and_open(system, mock, args.streams, lambda _: system.rss())
+            n = args.streams
+            print(f"resident: idle {idle} KB, {n} streams open {held} KB, after {after} KB")
+            print(
+                f"{(held - idle) / n:.1f} KB per open stream; {(after - idle) / n:.1f} KB per "
+                "stream still held once they have ended (finished answers, freed memory kept)"
+            )
+        else:
+            start, peak, _ = idle_and_open(
+                system, mock, args.streams, lambda name: snapshot(system, name)
+            )
+            report(peak, start, args.streams, args.top)
+    finally:
+        system.stop()
+        mock.stop()
+
+
+def report(held: tracemalloc.Snapshot, idle: tracemalloc.Snapshot, streams: int, top: int) -> None:
     by_owner: collections.Counter[str] = collections.Counter()
-    for stat in growth:
+    for stat in held.compare_to(idle, "filename"):
         name = owner(stat.traceback[0].filename)
         if name != "tracemalloc.py":  # the measuring itself
             by_owner[name] += stat.size_diff
     total = sum(by_owner.values())
     ours = sum(v for k, v in by_owner.items() if k.startswith("chatrelay/"))
-    print(f"{total / args.streams / 1024:.1f} KiB traced per stream ({latest})")
-    print(f"{ours / args.streams / 1024:.1f} KiB of it chatrelay's own code\n")
-    for name, size in by_owner.most_common(args.top):
-        print(f"{size / args.streams:8.0f} B  {name}")
+    print(f"{total / streams / 1024:.1f} KiB traced per open stream ({streams} open)")
+    print(f"{ours / streams / 1024:.1f} KiB of it chatrelay's own code\n")
+    for name, size in by_owner.most_common(top):
+        print(f"{size / streams:8.0f} B  {name}")
+    print("\nby line:")
+    for stat in held.compare_to(idle, "lineno")[:top]:
+        frame = stat.traceback[0]
+        where = f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno}"
+        size, count = stat.size_diff / streams, stat.count_diff / streams
+        print(f"{size:8.0f} B {count:5.1f} objects  {where}")
 
 
 if __name__ == "__main__":

@@ -315,30 +315,20 @@ EXPERIMENTS = {
         "        _gc_log.flush()\n"
         "gc.callbacks.append(_gc_timed)\n"
     ),
-    # Where the memory goes: every 2 s, while more is traced than ever before, the 30 biggest
-    # growths since the server settled (by line) go to $TMPDIR/chatrelay-memory-<pid>.txt.
-    # Slows the server down (run it at a C it still keeps up with).
+    # Where the memory goes: tracemalloc snapshots, taken when bench/memory_breakdown.py asks
+    # (a file $TMPDIR/chatrelay-memory-<pid>.<idle|open>.request), written beside it as
+    # .snapshot. Slows the server down (run it at a C it still keeps up with).
     "memory-top": (
         "import os, tempfile, threading, time, tracemalloc\n"
         "tracemalloc.start(1)\n"
-        "_mem_path = os.path.join(tempfile.gettempdir(), f'chatrelay-memory-{os.getpid()}.txt')\n"
+        "_mem_path = os.path.join(tempfile.gettempdir(), f'chatrelay-memory-{os.getpid()}')\n"
         "def _mem_watch():\n"
-        "    time.sleep(4)\n"
-        "    base, _ = tracemalloc.get_traced_memory()\n"
-        "    first, most = tracemalloc.take_snapshot(), 0\n"
         "    while True:\n"
-        "        time.sleep(2)\n"
-        "        now, _ = tracemalloc.get_traced_memory()\n"
-        "        if now > most:\n"
-        "            most = now\n"
-        "            snap = tracemalloc.take_snapshot()\n"
-        "            snap.dump(_mem_path + '.snapshot')\n"
-        "            first.dump(_mem_path + '.first')\n"
-        "            with open(_mem_path, 'w') as out:\n"
-        "                out.write(f'traced {(now - base) / 1024:.0f} KiB more than at start\\n')\n"
-        "                for by in ('filename', 'lineno'):\n"
-        "                    top = snap.compare_to(first, by)[:40]\n"
-        "                    out.writelines(f'{s}\\n' for s in top)\n"
+        "        time.sleep(0.2)\n"
+        "        for name in ('idle', 'open', 'after'):\n"
+        "            if os.path.exists(f'{_mem_path}.{name}.request'):\n"
+        "                tracemalloc.take_snapshot().dump(f'{_mem_path}.{name}.snapshot')\n"
+        "                os.remove(f'{_mem_path}.{name}.request')\n"
         "threading.Thread(target=_mem_watch, daemon=True).start()\n"
     ),
     # (A probe) a full collection every second, with what it found logged to

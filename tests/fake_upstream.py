@@ -40,6 +40,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     json: Any
+    peer: tuple[str, int] | None = None  # the relay's end of the connection it came on
 
 
 @dataclass
@@ -181,9 +182,9 @@ class FakeUpstream:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        self.requests.append(
-            ReceivedRequest(request.path, dict(request.headers), orjson.loads(raw) if raw else None)
-        )
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        body = orjson.loads(raw) if raw else None
+        self.requests.append(ReceivedRequest(request.path, dict(request.headers), body, peer))
         answer = self.responses.pop(0) if len(self.responses) > 1 else self.responses[-1]
         if answer.hold_headers is not None:
             self.active += 1

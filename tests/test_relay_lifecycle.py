@@ -143,18 +143,21 @@ async def test_refusal_after_the_stream_started_is_an_error_event(
 
 
 async def test_a_stream_left_midway_leaves_no_timer_behind(fake: FakeUpstream) -> None:
-    """A reader that stops at an error chunk leaves the stream's generator suspended: its stall
-    timer must be disarmed when the reader leaves, or it cancels the reader's next attempt."""
+    """A reader that has had enough at the first token (the warm-up does) leaves the upstream
+    still sending: the stream's stall timer must be disarmed when the reader leaves, or it
+    goes off later and breaks whatever the task does next."""
     fake.script = [livepeer_chunk("Hel"), asyncio.Event()]
     config = UpstreamConfig(name="u", dialect="livepeer", base_url=fake.base_url, models=("m",))
     upstream = Upstream(config, timeouts=Timeouts(connect=2, first_token=0.2, stall=0.2))
+    seen: list[str] = []
     try:
         async with upstream.stream(
             "m", [{"role": "user", "content": "x"}], GenerationParams(8)
         ) as s:
-            chunks = aiter(s)  # kept referenced: never collected, never closed
-            assert (await anext(chunks)).content == "Hel"
-        await asyncio.sleep(0.6)  # three stall timeouts: this task must not be cancelled
+            await s.relay(lambda chunk: seen.append(chunk.content) is None)
+            assert seen == ["Hel"]
+            await asyncio.sleep(0.6)  # three stall timeouts, the connection still open
         assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        assert seen == ["Hel"]  # nothing handed over after "enough"
     finally:
         await upstream.close()

@@ -2,8 +2,8 @@
 
 Pure functions and state machines, no I/O.
 
-Why hand-written: the relay feeds raw bytes straight from aiohttp's
-``StreamResponse.content.iter_any()`` (arbitrary cut points) and needs the exact
+Why hand-written: the relay feeds raw bytes straight from the socket's read callback
+(upstreams/http1.py: arbitrary cut points) and needs the exact
 WHATWG "event stream interpretation" semantics, including CR-only line endings,
 a CR/LF pair split across two reads, a BOM split across reads and UTF-8
 characters split across reads.  ``httpx-sse`` is tied to httpx's own line

@@ -39,7 +39,7 @@ from chatrelay.observability import (
     UPSTREAM_ERRORS,
 )
 from chatrelay.sse import encode_comment
-from chatrelay.upstreams.chunk import Usage
+from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams, Message
 from chatrelay.upstreams.registry import UpstreamRegistry
@@ -305,41 +305,46 @@ class GenerationJob:
         gap: Callable[[float], None] = _no_gap
         before = self.usage
         append, dumps = self.buffer.append_content, orjson.dumps
+
+        def take(chunk: UpstreamChunk) -> None:
+            """Each chunk as it arrives, in the socket's read callback."""
+            nonlocal waiting, last, gap
+            if chunk.error is not None:
+                raise UpstreamFailure(
+                    f"Upstream '{name}' reported an error mid-answer: {chunk.error}",
+                    kind="stream_error",
+                    code="upstream_stream_error",
+                    started=self.answered,
+                )
+            if chunk.content:
+                now = time.monotonic()
+                if waiting:
+                    waiting = False
+                    health.first_token(now - began)
+                    health.request_ended()
+                    self.served_by.append(name)
+                    FIRST_TOKEN.labels(self.model, name).observe(now - began)
+                    # Label children resolved once per attempt, not per token.
+                    gap = TOKEN_GAP.labels(self.model, name).observe
+                    if self.first_token_at is None:
+                        self.first_token_at = now
+                else:
+                    gap(now - last)
+                last = now
+                append(dumps(chunk.content)[1:-1])
+            if chunk.usage is not None:
+                # Usage of every attempt counts: this attempt's running total on top of
+                # what the earlier attempts used.
+                self.usage = _plus(before, chunk.usage)
+            if chunk.finish_reason:
+                self.finish_reason = chunk.finish_reason
+
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
                 if not self.opened.done():
                     self._open()
-                async for chunk in stream:
-                    if chunk.error is not None:
-                        raise UpstreamFailure(
-                            f"Upstream '{name}' reported an error mid-answer: {chunk.error}",
-                            kind="stream_error",
-                            code="upstream_stream_error",
-                            started=self.answered,
-                        )
-                    if chunk.content:
-                        now = time.monotonic()
-                        if waiting:
-                            waiting = False
-                            health.first_token(now - began)
-                            health.request_ended()
-                            self.served_by.append(name)
-                            FIRST_TOKEN.labels(self.model, name).observe(now - began)
-                            # Label children resolved once per attempt, not per token.
-                            gap = TOKEN_GAP.labels(self.model, name).observe
-                            if self.first_token_at is None:
-                                self.first_token_at = now
-                        else:
-                            gap(now - last)
-                        last = now
-                        append(dumps(chunk.content)[1:-1])
-                    if chunk.usage is not None:
-                        # Usage of every attempt counts: this attempt's running total on top
-                        # of what the earlier attempts used.
-                        self.usage = _plus(before, chunk.usage)
-                    if chunk.finish_reason:
-                        self.finish_reason = chunk.finish_reason
+                await stream.relay(take)
         finally:
             if waiting:
                 health.request_ended()

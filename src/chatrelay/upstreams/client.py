@@ -3,29 +3,32 @@
 Usage::
 
     upstream = Upstream(UpstreamConfig(name="livepeer", dialect="livepeer", base_url=url, ...))
-    async with upstream.stream(model, messages, params, timeouts) as stream:
-        async for chunk in stream:      # UpstreamChunk, normalised whatever the dialect
-            ...
+    async with upstream.stream(model, messages, params) as stream:
+        await stream.relay(on_chunk)    # on_chunk(UpstreamChunk), normalised whatever the
+                                        # dialect, called as each one arrives
     await upstream.close()
 
-aiohttp is the client: on the hot path it reads an SSE body with less CPU per chunk than
-httpx (bench/http_client_choice.py has the measurement).
+The HTTP client is chatrelay's own small one (``http1.py``, on httptools): the body goes
+from the socket's read callback through the SSE decoder and the dialect to the answer's
+handler, with no task woken per chunk (bench/http_client_choice.py measures it against
+aiohttp and httpx).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-
-import aiohttp
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.sse import SSEDecoder
 from chatrelay.upstreams.chunk import UpstreamChunk
 from chatrelay.upstreams.dialects import DIALECTS, GenerationParams, Message, upstream_error_message
+from chatrelay.upstreams.http1 import ConnectionPool, Exchange, ResponseHead
 
 # An upstream's error body is read for its message only; never let it fill memory.
 MAX_ERROR_BODY = 64 * 1024
@@ -96,8 +99,8 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class Watchdog:
-    """Cancels the current task once ``expires`` (loop time) has passed: the first-token and
-    stall timers of a stream.
+    """Calls ``on_expiry`` once ``expires`` (loop time) has passed: the first-token and stall
+    timers of a stream.
 
     Hand-written because ``asyncio.Timeout.reschedule`` per chunk was ~8% of the relay's CPU:
     a timer-heap insert, a cancelled handle left behind, and on Python 3.11 a ``getpid()``
@@ -105,14 +108,12 @@ class Watchdog:
     the one timer checks ``expires`` when it goes off and, if it moved, waits out the rest.
     """
 
-    __slots__ = ("_cancelling", "_fired", "_handle", "_loop", "_task", "expires")
+    __slots__ = ("_handle", "_loop", "_on_expiry", "expires")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, expires: float) -> None:
-        task = asyncio.current_task()
-        assert task is not None, "a Watchdog guards a task"
-        self._loop, self._task, self.expires = loop, task, expires
-        self._cancelling = task.cancelling()  # cancellations that were not ours
-        self._fired = False
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, expires: float, on_expiry: Callable[[], None]
+    ) -> None:
+        self._loop, self._on_expiry, self.expires = loop, on_expiry, expires
         self._handle: asyncio.TimerHandle | None = loop.call_at(expires, self._check)
 
     def _check(self) -> None:
@@ -120,8 +121,7 @@ class Watchdog:
             self._handle = self._loop.call_at(self.expires, self._check)
             return
         self._handle = None
-        self._fired = True
-        self._task.cancel()
+        self._on_expiry()
 
     def reset(self, expires: float) -> None:
         """A new deadline, sooner or later than the one the timer is set for."""
@@ -129,94 +129,168 @@ class Watchdog:
         self.expires = expires
         self._handle = self._loop.call_at(expires, self._check)
 
-    def fired(self) -> bool:
-        """For an ``except CancelledError``: whether the cancellation was this timer's alone
-        (then it is taken back); False for a stop or shutdown, which must go on."""
-        return self._fired and self._task.uncancel() <= self._cancelling
-
     def disarm(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
 
-@dataclass(slots=True)
+# What ``UpstreamStream.relay`` hands each chunk to; True means "enough: stop reading".
+ChunkHandler = Callable[[UpstreamChunk], "bool | None"]
+
+
 class UpstreamStream:
-    """The body of one streamed answer, as normalised chunks, with both stall timers applied."""
+    """The body of one streamed answer, pushed to a handler as normalised chunks, with both
+    stall timers applied.
 
-    _response: aiohttp.ClientResponse
-    _upstream: Upstream
-    _timeouts: Timeouts
-    received_content: bool = field(default=False)
-    malformed: int = field(default=0)
-    _watchdog: Watchdog | None = field(default=None)
+    The chunks are parsed and handed over inside the socket's read callback (no task is
+    woken per chunk): the handler must not block, and what it raises ends the stream and is
+    raised by :meth:`relay`.
+    """
 
-    def __aiter__(self) -> AsyncIterator[UpstreamChunk]:
-        return self._chunks()
+    __slots__ = (
+        "_decoder",
+        "_done",
+        "_exchange",
+        "_finished",
+        "_loop",
+        "_on_chunk",
+        "_timeouts",
+        "_upstream",
+        "_watchdog",
+        "malformed",
+        "received_content",
+    )
+
+    def __init__(self, exchange: Exchange, upstream: Upstream, timeouts: Timeouts) -> None:
+        self._exchange = exchange
+        self._upstream = upstream
+        self._timeouts = timeouts
+        self._decoder = SSEDecoder()
+        self._finished = False  # a finish reason or an end marker has come
+        self._on_chunk: ChunkHandler | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._watchdog: Watchdog | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.received_content = False
+        self.malformed = 0
+
+    async def relay(self, on_chunk: ChunkHandler) -> None:
+        """Hand every chunk to ``on_chunk`` as it arrives; return when the answer is over or
+        the handler said enough. Raises UpstreamFailure (stall, disconnect, unfinished) or
+        what the handler raised."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._on_chunk = on_chunk
+        done = self._done = loop.create_future()
+        self._watchdog = Watchdog(loop, loop.time() + self._timeouts.first_token, self._expired)
+        exchange = self._exchange
+        exchange.finished.add_done_callback(self._body_ended)
+        exchange.deliver(self._feed)
+        try:
+            await done
+        finally:
+            self.close()
+
+    @property
+    def complete(self) -> bool:
+        """The answer came to its end (a finish reason or end marker, no failure)."""
+        done = self._done
+        return (
+            self._finished
+            and done is not None
+            and done.done()
+            and not done.cancelled()
+            and done.exception() is None
+        )
 
     def close(self) -> None:
-        """The reader is done with the stream. The watchdog is disarmed here, in the reading
-        task, and not only when the abandoned generator is collected (a loop turn later), by
-        which time it could have gone off and cancelled the reader's next attempt."""
+        """The reader is done with the stream: its timer is disarmed and nothing more is
+        handed over, whatever still arrives."""
+        self._on_chunk = None
         if self._watchdog is not None:
             self._watchdog.disarm()
+        if self._done is not None and not self._done.done():
+            self._done.cancel()
 
-    async def _chunks(self) -> AsyncIterator[UpstreamChunk]:
-        dialect = self._upstream.dialect
-        decoder = SSEDecoder()
-        loop = asyncio.get_running_loop()
-        stall = self._timeouts.stall
-        finished = False
-        watchdog = self._watchdog = Watchdog(loop, loop.time() + self._timeouts.first_token)
+    def _feed(self, data: bytes) -> None:
+        """The socket's read callback, with a piece of the body."""
+        on_chunk = self._on_chunk
+        if on_chunk is None:
+            return  # ended: the rest is dropped with the connection
         try:
-            async for data in self._response.content.iter_any():
-                for event in decoder.feed(data):
-                    chunk = self._parse(event.data)
-                    if chunk is None:
-                        continue
-                    if self.received_content:
-                        watchdog.expires = loop.time() + stall
-                    elif chunk.content:  # the first token: the stall timer from now on
-                        self.received_content = True
-                        watchdog.reset(loop.time() + stall)
-                    if chunk.finish_reason or chunk.done:
-                        finished = True
-                    yield chunk
-                    if chunk.done or chunk.error:
-                        return
-            for event in decoder.flush():
-                chunk = self._parse(event.data)
-                if chunk is None:
-                    continue
-                finished = finished or bool(chunk.finish_reason or chunk.done)
-                yield chunk
-        except asyncio.CancelledError:
-            if not watchdog.fired():
-                raise
-            if self.received_content:
-                raise self._failure(
-                    f"stalled: no data for {stall:g} s (CHATRELAY_STALL_TIMEOUT)", kind="stall"
-                ) from None
-            raise self._failure(
+            for event in self._decoder.feed(data):
+                if self._take(on_chunk, event.data):
+                    return
+        except BaseException as exc:  # a failure, or the handler's: relay() raises it
+            self._end(exc)
+
+    def _take(self, on_chunk: ChunkHandler, data: str) -> bool:
+        """One event; True once the stream is over."""
+        chunk = self._parse(data)
+        if chunk is None:
+            return False
+        watchdog, loop = self._watchdog, self._loop
+        assert watchdog is not None and loop is not None
+        if self.received_content:
+            watchdog.expires = loop.time() + self._timeouts.stall
+        elif chunk.content:  # the first token: the stall timer from now on
+            self.received_content = True
+            watchdog.reset(loop.time() + self._timeouts.stall)
+        if chunk.finish_reason or chunk.done:
+            self._finished = True
+        if on_chunk(chunk) or chunk.done or chunk.error:
+            self._end()
+            return True
+        return False
+
+    def _body_ended(self, finished: asyncio.Future[None]) -> None:
+        """The whole body has come, or the connection broke."""
+        on_chunk = self._on_chunk
+        if on_chunk is None:
+            return
+        if finished.cancelled() or finished.exception() is not None:
+            exc = finished.exception() if not finished.cancelled() else None
+            self._end(
+                self._failure(f"dropped the connection mid-answer ({exc})", kind="disconnect")
+            )
+            return
+        try:
+            for event in self._decoder.flush():
+                if self._take(on_chunk, event.data):
+                    return
+            if not self._finished:
+                if not (self._upstream.dialect.eof_is_finish and self.received_content):
+                    raise self._failure(
+                        "ended the stream before the answer was finished", kind="eof"
+                    )
+                on_chunk(UpstreamChunk(finish_reason="stop"))
+            self._end()
+        except BaseException as exc:
+            self._end(exc)
+
+    def _expired(self) -> None:
+        stall = self._timeouts.stall
+        if self.received_content:
+            what = f"stalled: no data for {stall:g} s (CHATRELAY_STALL_TIMEOUT)"
+            self._end(self._failure(what, kind="stall"))
+        else:
+            what = (
                 f"sent no token within {self._timeouts.first_token:g} s "
-                "(CHATRELAY_FIRST_TOKEN_TIMEOUT); a cold model may still be loading",
-                kind="first_token_timeout",
-            ) from None
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.ServerDisconnectedError,
-            ConnectionError,
-        ) as exc:
-            raise self._failure(
-                f"dropped the connection mid-answer ({exc})", kind="disconnect"
-            ) from exc
-        finally:
-            watchdog.disarm()
-        if not finished:
-            if dialect.eof_is_finish and self.received_content:
-                yield UpstreamChunk(finish_reason="stop")
-            else:
-                raise self._failure("ended the stream before the answer was finished", kind="eof")
+                "(CHATRELAY_FIRST_TOKEN_TIMEOUT); a cold model may still be loading"
+            )
+            self._end(self._failure(what, kind="first_token_timeout"))
+
+    def _end(self, exc: BaseException | None = None) -> None:
+        self._on_chunk = None
+        if self._watchdog is not None:
+            self._watchdog.disarm()
+        done = self._done
+        if done is None or done.done():
+            return
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
 
     def _parse(self, data: str) -> UpstreamChunk | None:
         """One event, or None for a malformed one: a bad line among good ones is skipped."""
@@ -252,18 +326,16 @@ class Upstream:
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
         self.active = 0  # streams open right now, for least-busy selection
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # No total/read timeout here: the stall timers in UpstreamStream own that job.
-            timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect)
-            connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(
-                timeout=timeout, connector=connector, auto_decompress=False
-            )
-        return self._session
+    def _connections(self) -> ConnectionPool:
+        if self._pool is None:
+            try:
+                self._pool = ConnectionPool(self.url, connect_timeout=self.timeouts.connect)
+            except ValueError as exc:
+                raise self._refused(f"is not a usable URL ({exc})", "upstream_unreachable") from exc
+        return self._pool
 
     @asynccontextmanager
     async def stream(
@@ -284,39 +356,73 @@ class Upstream:
         body = self.dialect.body(model, messages, params)
         try:
             async with asyncio.timeout(self.timeouts.first_token):
-                response = await self._client().post(self.url, data=body, headers=self._headers)
+                exchange, head = await self._send(b"POST", body)
         except TimeoutError:
             raise self._refused(
                 f"did not answer within {self.timeouts.first_token:g} s", "upstream_timeout"
             ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise self._refused(
-                f"is unreachable ({exc.os_error or exc})", "upstream_unreachable"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._refused(f"failed before answering ({exc})", "upstream_unreachable") from exc
+        stream: UpstreamStream | None = None
         try:
-            if response.status != 200:
-                raw = await response.content.read(MAX_ERROR_BODY)
+            if head.status != 200:
+                raw = await self._error_body(exchange)
                 raise UpstreamFailure(
-                    f"Upstream '{self.config.name}' ({self.url}) answered {response.status}: "
+                    f"Upstream '{self.config.name}' ({self.url}) answered {head.status}: "
                     f"{upstream_error_message(raw)}",
-                    kind=f"http_{response.status}",
+                    kind=f"http_{head.status}",
                     code="upstream_http_error",
-                    status=response.status,
-                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                    status=head.status,
+                    retry_after=_retry_after(head.headers.get("retry-after")),
                 )
-            stream = UpstreamStream(response, self, self.timeouts)
+            stream = UpstreamStream(exchange, self, self.timeouts)
             try:
                 yield stream
             finally:
                 stream.close()
         finally:
-            if response.content.at_eof():
-                response.release()  # read to the end: the connection goes back to the pool
-            else:
-                # Closing drops the socket at once, so a stopped or abandoned upstream stops.
-                response.close()
+            # A whole answer's connection goes back to the pool; a stopped or abandoned one is
+            # dropped at once, so the upstream stops generating.
+            exchange.close(drain=stream is not None and stream.complete)
+
+    async def _send(
+        self, method: bytes, body: bytes = b"", target: str | None = None
+    ) -> tuple[Exchange, ResponseHead]:
+        """A request and its response's head. A kept-alive connection the server closed
+        before answering is retried once on a new one (the server never saw the request)."""
+        pool = self._connections()
+        for attempt in (1, 2):
+            try:
+                exchange = await pool.request(method, body, self._headers, target)
+            except OSError as exc:
+                raise self._refused(f"is unreachable ({exc})", "upstream_unreachable") from exc
+            try:
+                return exchange, await exchange.head()
+            except OSError as exc:
+                exchange.close()
+                if attempt == 1 and exchange.reused and not exchange.received_any:
+                    continue
+                raise self._refused(
+                    f"failed before answering ({exc})", "upstream_unreachable"
+                ) from exc
+            except BaseException:
+                exchange.close()
+                raise
+        raise AssertionError("unreachable")
+
+    async def _error_body(self, exchange: Exchange) -> bytes:
+        """An error response's body, for its message: at most MAX_ERROR_BODY bytes, within
+        the connect timeout."""
+        body = bytearray()
+
+        def take(data: bytes) -> None:
+            body.extend(data)
+            if len(body) >= MAX_ERROR_BODY:
+                raise _Enough
+
+        exchange.deliver(take)
+        with contextlib.suppress(_Enough, OSError, TimeoutError):
+            async with asyncio.timeout(self.timeouts.connect):
+                await exchange.finished
+        return bytes(body[:MAX_ERROR_BODY])
 
     async def probe(self) -> bool:
         """Whether the upstream answers HTTP at all (any status below 500): a cheap GET that
@@ -324,15 +430,15 @@ class Upstream:
         url = self.config.base_url.rstrip("/")
         if self.dialect.name == "openai":
             url = self.dialect.url(url).rsplit("/chat/completions", 1)[0] + "/models"
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            async with self._client().get(
-                url,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeouts.connect),
-            ) as response:
-                return response.status < 500
-        except (aiohttp.ClientError, OSError, TimeoutError):
+            async with asyncio.timeout(self.timeouts.connect):
+                exchange, head = await self._send(b"GET", target=target)
+        except (UpstreamFailure, TimeoutError):
             return False
+        exchange.close()
+        return head.status < 500
 
     def _refused(self, what: str, code: str) -> UpstreamFailure:
         hint = f" Check {self.config.configured_by}." if self.config.configured_by else ""
@@ -341,6 +447,10 @@ class Upstream:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+class _Enough(Exception):
+    """An error body has been read as far as it will be."""

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 
+from chatrelay.upstreams.chunk import UpstreamChunk
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams
 from chatrelay.upstreams.registry import UpstreamRegistry
@@ -79,12 +80,10 @@ class UpstreamMonitor:
         try:
             params = GenerationParams(max_tokens=1)
             async with upstream.stream(model, list(WARMING_PROMPT), params) as stream:
-                async for chunk in stream:
-                    if chunk.content or chunk.finish_reason or chunk.done:
-                        health.first_token(time.monotonic() - began)
-                        health.request_ended()
-                        waiting = False
-                        break
+                await stream.relay(_answered)
+            health.first_token(time.monotonic() - began)
+            health.request_ended()
+            waiting = False
         except UpstreamFailure as failure:
             self.registry.failed(upstream, failure)
             log.warning("warming %s on %s failed: %s", model, upstream.config.name, failure.kind)
@@ -110,3 +109,8 @@ class UpstreamMonitor:
             breaker.half_open_now()
         elif breaker.state == "closed":
             breaker.failure()
+
+
+def _answered(chunk: UpstreamChunk) -> bool:
+    """The warm-up's one token (or its end) has come: enough."""
+    return bool(chunk.content or chunk.finish_reason or chunk.done)

@@ -1,0 +1,336 @@
+"""A small HTTP/1.1 client that pushes a response body to a callback as its bytes arrive.
+
+Usage::
+
+    pool = ConnectionPool("https://gateway.example/llm", connect_timeout=5)
+    exchange = await pool.request(b"POST", body, headers)   # a new or kept-alive connection
+    head = await exchange.head()                          # status and headers
+    exchange.deliver(on_body)                             # on_body(bytes), as they come
+    await exchange.finished                               # the whole body has come
+    exchange.close()                                      # back to the pool, or dropped
+    await pool.close()
+
+Hand-written on top of httptools (the C parser uvicorn uses) because no client library
+offers this shape: aiohttp and httpx hand a body over through a reader that a task must be
+woken to read, one more event-loop turn and task step per chunk on chatrelay's hot path, and
+their per-response objects were ~9 KiB of every open stream
+(bench/http_client_choice.py and docs/benchmarks.md have the measurements). Here the body
+goes from the socket to the callback within the same callback, and a response is a few
+hundred bytes. It speaks exactly what an LLM endpoint needs: one request at a time per
+connection, keep-alive reuse, Content-Length, chunked and connection-close bodies, TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from chatrelay import __version__
+
+# A kept-alive connection idle longer than this is closed instead of reused: servers close
+# idle connections on their own schedule, and a request written to one they are closing
+# fails. aiohttp's default; a request failing on a reused connection is also retried once.
+KEEPALIVE_SECONDS = 15.0
+# How long a response's rest may take to come once its reader is done (see Exchange.close).
+DRAIN_SECONDS = 1.0
+USER_AGENT = f"chatrelay/{__version__}"
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """One default context for the process (making one loads the CA store: milliseconds)."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return _SSL_CONTEXT
+
+
+def _ignore(data: bytes) -> None:
+    """What comes after the reader is done."""
+
+
+class ResponseHead:
+    __slots__ = ("headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status = status
+        self.headers = headers  # names in lower case
+
+
+class Exchange(asyncio.Protocol):
+    """One connection, and the request/response on it now. The parser's callbacks are the
+    ``on_*`` methods; the body goes to the callback given to :meth:`deliver`."""
+
+    __slots__ = (
+        "_body_kind",
+        "_complete",
+        "_head",
+        "_headers",
+        "_keep_alive",
+        "_on_body",
+        "_parser",
+        "_pending",
+        "_pool",
+        "_received",
+        "finished",
+        "idle_since",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.idle_since = 0.0
+        self.reused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        loop = self._pool.loop
+        self._head: asyncio.Future[ResponseHead] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._headers: dict[str, str] = {}
+        self._on_body: Callable[[bytes], object] | None = None
+        self._pending: list[bytes] = []  # body that came before a callback was given
+        self._received = False  # any byte of the response yet
+        self._complete = False  # the parser has seen the whole response
+        self._keep_alive = False  # the server lets the connection be used again
+        self._body_kind = ""  # "length", "chunked" or "" (ends when the connection closes)
+
+    # ------------------------------------------------------------------ the caller's side
+
+    async def head(self) -> ResponseHead:
+        return await self._head
+
+    @property
+    def received_any(self) -> bool:
+        """Whether the server sent any of its response (a reused connection that failed
+        before that can be retried on a new one: the server never saw the request)."""
+        return self._received
+
+    def deliver(self, on_body: Callable[[bytes], object]) -> None:
+        """From now on each piece of the body goes to ``on_body`` as it arrives (what came
+        before goes first). An exception it raises ends the exchange: ``finished`` fails
+        with it and the connection is dropped."""
+        self._on_body = on_body
+        pending, self._pending = self._pending, []
+        for data in pending:
+            try:
+                on_body(data)
+            except BaseException as exc:  # what the callback raised ends the exchange
+                self._drop(exc)
+                return
+        if self._complete and not self.finished.done():
+            self.finished.set_result(None)
+
+    def close(self, *, drain: bool = False) -> None:
+        """Done with the response: a complete one's connection goes back to the pool, any
+        other (stopped, failed, abandoned mid-body) is dropped at once. ``drain``: the
+        caller has all it wanted and the rest of the body is expected (an SSE end marker
+        comes before the body's own end): the connection goes back to the pool once the
+        body is whole, or is dropped if that takes over DRAIN_SECONDS."""
+        self._on_body = _ignore
+        self._pending.clear()
+        if self._reusable():
+            self._recycle()
+        elif drain and self._head.done() and not self.finished.done():
+            timer = self._pool.loop.call_later(DRAIN_SECONDS, self.abort)
+            self.finished.add_done_callback(lambda _: self._drained(timer))
+        else:
+            self.abort()
+
+    def _drained(self, timer: asyncio.TimerHandle) -> None:
+        timer.cancel()
+        if self._reusable():
+            self._recycle()
+        else:
+            self.abort()
+
+    def _reusable(self) -> bool:
+        finished = self.finished
+        return (
+            finished.done()
+            and not finished.cancelled()
+            and finished.exception() is None
+            and self._keep_alive
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    def _recycle(self) -> None:
+        self._reset()
+        self._pool.put_back(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail(ConnectionResetError("the request was abandoned"))
+
+    # ------------------------------------------------------------------ the socket's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, hence no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:  # raised by a body callback
+            self._drop(exc.__context__ or exc)
+        except httptools.HttpParserError as exc:
+            self._drop(ConnectionError(f"malformed HTTP response: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself; connection_lost says what it means
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pool.forget(self)
+        if self._head.done() and not self.finished.done() and self._body_kind == "":
+            self.finished.set_result(None)  # a body delimited by the connection's end
+            return
+        self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        # Asked now: once the message is complete the parser has forgotten it.
+        self._keep_alive = self._parser.should_keep_alive()
+        headers = self._headers
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._body_kind = "chunked"
+        elif "content-length" in headers:
+            self._body_kind = "length"
+        if not self._head.done():
+            self._head.set_result(ResponseHead(status, headers))
+
+    def on_body(self, body: bytes) -> None:
+        if self._on_body is None:
+            self._pending.append(body)
+        else:
+            self._on_body(body)  # its exception reaches data_received (feed_data re-raises)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        if self._on_body is None and self._pending:
+            return  # finished once deliver() has handed the held-back body over
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    # ------------------------------------------------------------------ endings
+
+    def _drop(self, exc: BaseException) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        for future in (self._head, self.finished):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: a caller that left does not log it
+
+
+class ConnectionPool:
+    """Kept-alive connections to one origin (scheme, host, port), one request at a time
+    on each."""
+
+    def __init__(self, url: str, *, connect_timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.tls = parts.scheme == "https"
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        authority = parts.netloc.rpartition("@")[2]
+        self._fixed = f"Host: {authority}\r\nUser-Agent: {USER_AGENT}\r\n"
+        if parts.username is not None:  # credentials in the URL: HTTP basic auth, like curl
+            pair = f"{parts.username}:{parts.password or ''}".encode()
+            self._fixed += f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
+        self.connect_timeout = connect_timeout
+        self._idle: list[Exchange] = []
+        self._open: set[Exchange] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def request(
+        self,
+        method: bytes,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        target: str | None = None,
+    ) -> Exchange:
+        """Send a request on a kept-alive connection (or a new one); its response comes on
+        the returned exchange. Raises OSError or TimeoutError if no connection can be made."""
+        head = [f"{method.decode()} {target or self.target} HTTP/1.1\r\n{self._fixed}"]
+        for name, value in (headers or {}).items():
+            head.append(f"{name}: {value}\r\n")
+        if body or method == b"POST":
+            head.append(f"Content-Length: {len(body)}\r\n")
+        head.append("\r\n")
+        message = "".join(head).encode("latin-1") + body
+        exchange = self._take_idle() or await self._connect()
+        assert exchange.transport is not None
+        exchange.transport.write(message)
+        return exchange
+
+    def _take_idle(self) -> Exchange | None:
+        now = time.monotonic()
+        while self._idle:
+            exchange = self._idle.pop()
+            transport = exchange.transport
+            if transport is None or transport.is_closing():
+                continue
+            if now - exchange.idle_since > KEEPALIVE_SECONDS:
+                transport.close()
+                continue
+            exchange.reused = True
+            return exchange
+        return None
+
+    async def _connect(self) -> Exchange:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, exchange = await self.loop.create_connection(
+                    lambda: Exchange(self),
+                    self.host,
+                    self.port,
+                    ssl=_ssl_context() if self.tls else None,
+                    server_hostname=self.host if self.tls else None,
+                )
+        except TimeoutError:
+            raise ConnectionError(f"no connection within {self.connect_timeout:g} s") from None
+        self._open.add(exchange)
+        return exchange
+
+    def put_back(self, exchange: Exchange) -> None:
+        exchange.idle_since = time.monotonic()
+        self._idle.append(exchange)
+
+    def forget(self, exchange: Exchange) -> None:
+        self._open.discard(exchange)
+        if exchange in self._idle:
+            self._idle.remove(exchange)
+
+    async def close(self) -> None:
+        for exchange in list(self._open):
+            if exchange.transport is not None:
+                exchange.transport.close()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let the transports report their closing

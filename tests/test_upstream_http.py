@@ -1,0 +1,244 @@
+"""chatrelay's own upstream HTTP client (upstreams/http1.py) against real servers: kept-alive
+connections, the three ways a body can end, a connection the server closed while idle, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from chatrelay.upstreams import http1
+from chatrelay.upstreams.chunk import UpstreamChunk
+from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamFailure
+from chatrelay.upstreams.dialects import GenerationParams
+from tests.fake_upstream import FakeUpstream, livepeer_events, openai_events, paced
+from tests.sse_client import read_answer, user
+
+QUESTION = [{"role": "user", "content": "x"}]
+SSE_BODY = b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\ndata: [DONE]\n\n'
+
+
+def upstream_at(base_url: str, dialect: str = "openai") -> Upstream:
+    config = UpstreamConfig(name="u", dialect=dialect, base_url=base_url, models=("m",))
+    return Upstream(config, timeouts=Timeouts(connect=2, first_token=2, stall=2))
+
+
+async def answer_of(upstream: Upstream) -> str:
+    parts: list[str] = []
+    async with upstream.stream("m", QUESTION, GenerationParams(8)) as stream:
+        await stream.relay(lambda chunk: parts.append(chunk.content))
+    return "".join(parts)
+
+
+async def test_answers_one_after_another_share_one_connection(
+    fake: FakeUpstream, relay_for
+) -> None:
+    """[DONE] comes before the body's chunked end: the relay waits for that end and reuses
+    the connection, instead of opening (and on a real gateway, TLS-handshaking) a new one."""
+    fake.script = paced(openai_events(["one", " two"]), 0.01)
+    async with relay_for("openai") as relay:
+        for _ in range(3):
+            async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+                assert (await read_answer(response)).text == "one two"
+            await asyncio.sleep(0.05)  # the body's end, a moment after [DONE]
+    assert len(fake.requests) == 3
+    assert len({r.peer for r in fake.requests}) == 1
+
+
+async def test_a_stopped_answer_does_not_reuse_its_connection(fake: FakeUpstream) -> None:
+    fake.script = paced(livepeer_events(["a", "b", "c", "d"]), 0.2)
+    upstream = upstream_at(fake.base_url, "livepeer")
+    try:
+        async with upstream.stream("m", QUESTION, GenerationParams(8)) as stream:
+            # Enough after the first token: the rest of the body is never read.
+            await stream.relay(lambda chunk: bool(chunk.content))
+        fake.script = livepeer_events(["again"])
+        assert await answer_of(upstream) == "again"
+    finally:
+        await upstream.close()
+    assert fake.requests[0].peer != fake.requests[1].peer
+    await asyncio.sleep(0.3)
+    assert fake.disconnected_at is not None  # the first answer's upstream was hung up on
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def url_of(server: asyncio.Server, scheme: str = "http") -> str:
+    port = server.sockets[0].getsockname()[1]
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[..., asyncio.Future[asyncio.Server]]]:
+    """Starts a bare TCP (or TLS) server whose connections ``handler`` answers byte by byte."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler, tls: ssl.SSLContext | None = None) -> asyncio.Server:
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(connection, "127.0.0.1", 0, ssl=tls)
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_body_that_ends_with_the_connection(raw_server) -> None:
+    """No Content-Length, not chunked: the body ends when the server closes (HTTP/1.0
+    style); that end is the answer's end, not a dropped connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+        writer.write(SSE_BODY[:20])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(SSE_BODY[20:])
+        writer.close()
+
+    upstream = upstream_at(url_of(await raw_server(handler)))
+    try:
+        assert await answer_of(upstream) == "Hi"
+    finally:
+        await upstream.close()
+
+
+async def test_a_body_with_content_length(raw_server) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(SSE_BODY), SSE_BODY)
+            )
+
+    upstream = upstream_at(url_of(await raw_server(handler)))
+    try:
+        assert [await answer_of(upstream) for _ in range(2)] == ["Hi", "Hi"]
+    finally:
+        await upstream.close()
+
+
+async def test_a_kept_alive_connection_closed_by_the_server_is_replaced(raw_server) -> None:
+    """The server answers one request per connection and closes the connection when the next
+    request arrives on it, without a word (what a server whose idle timeout has just run
+    out does): the request goes again on a new connection, and the caller sees nothing."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(SSE_BODY), SSE_BODY)
+        )
+        await read_request(reader)
+        writer.transport.abort()
+
+    upstream = upstream_at(url_of(await raw_server(handler)))
+    try:
+        assert [await answer_of(upstream) for _ in range(3)] == ["Hi", "Hi", "Hi"]
+    finally:
+        await upstream.close()
+    assert connections == 3
+
+
+async def test_a_connection_dropped_mid_body_is_a_disconnect(raw_server) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        event = b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        writer.transport.abort()
+
+    upstream = upstream_at(url_of(await raw_server(handler)))
+    seen: list[UpstreamChunk] = []
+    try:
+        with pytest.raises(UpstreamFailure) as failure:
+            async with upstream.stream("m", QUESTION, GenerationParams(8)) as stream:
+                await stream.relay(seen.append)
+    finally:
+        await upstream.close()
+    assert [c.content for c in seen] == ["Hi"]
+    assert failure.value.kind == "disconnect"
+    assert "dropped the connection mid-answer" in failure.value.message
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, made by the openssl command (Debian's openssl)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_upstream_verified_against_trusted_certificates(
+    raw_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the client refused the certificate
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(SSE_BODY), SSE_BODY)
+        )
+        await writer.drain()
+
+    url = url_of(await raw_server(handler, server_tls), "https")
+    # Not trusted by the system's certificates: refused, with the reason.
+    monkeypatch.setattr(http1, "_SSL_CONTEXT", None)
+    upstream = upstream_at(url)
+    try:
+        with pytest.raises(UpstreamFailure) as refused:
+            await answer_of(upstream)
+        assert refused.value.code == "upstream_unreachable"
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.value.message
+    finally:
+        await upstream.close()
+    # Trusted: the answer comes through TLS.
+    monkeypatch.setattr(http1, "_SSL_CONTEXT", ssl.create_default_context(cafile=str(cert)))
+    upstream = upstream_at(url)
+    try:
+        assert await answer_of(upstream) == "Hi"
+    finally:
+        await upstream.close()
