@@ -30,6 +30,7 @@ from compare import run_driver
 from systems import System, start_chatrelay, start_mock
 
 PACE_MS, CHUNKS = 250.0, 40  # a 10 s answer: the measurement is taken half-way through
+RAMP_S = float(__import__("os").environ.get("RAMP_S", "2"))
 T = TypeVar("T")
 
 
@@ -74,7 +75,7 @@ def idle_and_open(
             "chunks": CHUNKS,
             "pace_ms": PACE_MS,
             "chunk_bytes": 20,
-            "ramp_s": 2.0,
+            "ramp_s": RAMP_S,
         },
     )
     load.start()

@@ -253,6 +253,18 @@ async def test_warm_models_get_a_one_token_request_at_start(relay_for, fake: Fak
     assert warming["max_tokens"] == 1 and warming["model"] == MODEL
 
 
+async def test_a_warm_up_answered_with_an_error_event_leaves_the_model_cold(
+    relay_for, fake: FakeUpstream
+) -> None:
+    fake.script = [b'data: {"error": {"message": "model failed to load"}}\n\n']
+    async with relay_for(warm_models=[MODEL]) as relay:
+        await wait_until(lambda: len(fake.requests) >= 1)
+        await asyncio.sleep(0.2)
+        assert relay.service.registry.model_status(MODEL) != "warm"
+        listed = (await relay.client.get("/api/models")).json()["data"][0]
+        assert listed["status"] != "warm" and listed["first_token_latency"] is None
+
+
 async def test_health_check_half_opens_a_recovered_upstream(relay_for, fake: FakeUpstream) -> None:
     fake.fail(502, {"error": {"message": "down"}})
     async with relay_for(breaker_failures=1, breaker_cooldown=600, health_interval=0.1) as relay:

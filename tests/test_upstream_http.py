@@ -4,7 +4,9 @@ connections, the three ways a body can end, a connection the server closed while
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -242,3 +244,110 @@ async def test_tls_upstream_verified_against_trusted_certificates(
         assert await answer_of(upstream) == "Hi"
     finally:
         await upstream.close()
+
+
+def ok_response(body: bytes = SSE_BODY, *, status: bytes = b"200 OK") -> bytes:
+    head = b"HTTP/1.1 %s\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+    return head % (status, len(body)) + body
+
+
+async def test_interim_responses_are_skipped_and_never_answer_the_next_request(
+    raw_server,
+) -> None:
+    """A 100 Continue (or 103) before the answer is not the answer; nor is a 200 that comes
+    after it, late, someone else's. Each request gets its own answer."""
+    count = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        while True:
+            try:
+                await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            count += 1
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(ok_response(SSE_BODY.replace(b"Hi", b"answer%d" % count)))
+
+    upstream = upstream_at(url_of(await raw_server(handler)))
+    try:
+        assert [await answer_of(upstream) for _ in range(3)] == ["answer1", "answer2", "answer3"]
+    finally:
+        await upstream.close()
+
+
+@pytest.mark.parametrize("extra", [b"HTTP/1.1 200 OK\r\nX-Junk: 1\r\n", b"late"])
+async def test_bytes_after_an_answer_are_nobody_s_answer(raw_server, extra: bytes) -> None:
+    """What a server sends after a whole response (in the same packet, or later on the idle
+    connection) makes that connection unusable: the next request goes on a new one."""
+    count = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        while True:
+            try:
+                await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            count += 1
+            writer.write(ok_response(SSE_BODY.replace(b"Hi", b"answer%d" % count)))
+            if extra != b"late":
+                writer.write(extra)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            if extra == b"late":
+                writer.write(ok_response(SSE_BODY.replace(b"Hi", b"STALE")))
+
+    upstream = upstream_at(url_of(await raw_server(handler)))
+    try:
+        first = await answer_of(upstream)
+        await asyncio.sleep(0.1)
+        assert [first, await answer_of(upstream)] == ["answer1", "answer2"]
+    finally:
+        await upstream.close()
+
+
+async def test_a_reset_ends_a_connection_delimited_body_as_a_failure(raw_server) -> None:
+    """A body that ends with the connection ends cleanly only with a clean close: a reset
+    half-way is a dropped answer, never a finished one."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+        writer.write(b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # with SO_LINGER 0: a reset, not a clean close
+
+    upstream = upstream_at(url_of(await raw_server(handler)), "livepeer")
+    try:
+        with pytest.raises(UpstreamFailure) as failure:
+            await answer_of(upstream)
+    finally:
+        await upstream.close()
+    assert failure.value.kind == "disconnect"
+
+
+async def test_what_goes_on_the_wire(raw_server) -> None:
+    """Credentials in the URL as HTTP basic auth (decoded), a path with a space quoted."""
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await read_request(reader))
+        writer.write(ok_response())
+
+    base = url_of(await raw_server(handler))
+    upstream = upstream_at(base.replace("http://", "http://us%40er:p%3Ass@") + "/my models")
+    try:
+        assert await answer_of(upstream) == "Hi"
+    finally:
+        await upstream.close()
+    head = received[0].split(b"\r\n\r\n")[0].decode()
+    assert head.startswith("POST /my%20models/v1/chat/completions HTTP/1.1\r\n")
+    assert "Authorization: Basic dXNAZXI6cDpzcw==" in head  # base64 of "us@er:p:ss"
+    assert f"Host: {base.removeprefix('http://')}" in head
+    assert "Content-Length: " in head

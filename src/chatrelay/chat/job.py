@@ -52,6 +52,36 @@ JobStatus = Literal["pending", "streaming", "done", "stopped", "error"]
 class GenerationJob:
     """Streams one answer from an upstream into an EventBuffer, and keeps its text and usage."""
 
+    # Slots: a finished answer is kept a while for re-attaching clients, many at once.
+    __slots__ = (
+        "_committed",
+        "_on_finished",
+        "_stop_requested",
+        "_task",
+        "attempts",
+        "buffer",
+        "conversation_id",
+        "encoder",
+        "error",
+        "failovers",
+        "final_frame",
+        "finish_reason",
+        "first_token_at",
+        "id",
+        "messages",
+        "model",
+        "opened",
+        "owner_id",
+        "params",
+        "policy",
+        "pool",
+        "recorder",
+        "served_by",
+        "started_at",
+        "status",
+        "usage",
+    )
+
     def __init__(
         self,
         *,
@@ -201,6 +231,9 @@ class GenerationJob:
         finally:
             ACTIVE_STREAMS.dec()
             self._count_tokens()
+            # Stored and billed: the conversation's history is not needed any more (the
+            # question stays, for the request's log line), and the answer is kept a while.
+            self.messages = self.messages[-1:]
             self.buffer.close()
             if self._on_finished is not None:
                 self._on_finished(self)
@@ -306,9 +339,11 @@ class GenerationJob:
         before = self.usage
         append, dumps = self.buffer.append_content, orjson.dumps
 
-        def take(chunk: UpstreamChunk) -> None:
+        def take(chunk: UpstreamChunk) -> bool:
             """Each chunk as it arrives, in the socket's read callback."""
             nonlocal waiting, last, gap
+            if self._stop_requested:  # stopped: what was already on its way is not the answer's
+                return True
             if chunk.error is not None:
                 raise UpstreamFailure(
                     f"Upstream '{name}' reported an error mid-answer: {chunk.error}",
@@ -338,6 +373,7 @@ class GenerationJob:
                 self.usage = _plus(before, chunk.usage)
             if chunk.finish_reason:
                 self.finish_reason = chunk.finish_reason
+            return False
 
         try:
             async with upstream.stream(self.model, messages, params) as stream:

@@ -22,13 +22,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.sse import SSEDecoder
 from chatrelay.upstreams.chunk import UpstreamChunk
 from chatrelay.upstreams.dialects import DIALECTS, GenerationParams, Message, upstream_error_message
-from chatrelay.upstreams.http1 import ConnectionPool, Exchange, ResponseHead
+from chatrelay.upstreams.http1 import ConnectionPool, Exchange, ResponseHead, request_target
 
 # An upstream's error body is read for its message only; never let it fill memory.
 MAX_ERROR_BODY = 64 * 1024
@@ -430,12 +429,13 @@ class Upstream:
         url = self.config.base_url.rstrip("/")
         if self.dialect.name == "openai":
             url = self.dialect.url(url).rsplit("/chat/completions", 1)[0] + "/models"
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             async with asyncio.timeout(self.timeouts.connect):
-                exchange, head = await self._send(b"GET", target=target)
+                exchange, head = await self._send(b"GET", target=request_target(url))
         except (UpstreamFailure, TimeoutError):
+            return False
+        except Exception:  # a broken configuration: reported, and the health loop goes on
+            log.exception("probing upstream %s failed", self.config.name)
             return False
         exchange.close()
         return head.status < 500

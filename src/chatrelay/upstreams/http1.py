@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 from chatrelay import __version__
@@ -50,6 +52,16 @@ def _ssl_context() -> ssl.SSLContext:
     if _SSL_CONTEXT is None:
         _SSL_CONTEXT = ssl.create_default_context()
     return _SSL_CONTEXT
+
+
+def request_target(url: str) -> str:
+    """The path and query of ``url`` as a request line wants them: spaces and characters
+    outside ASCII percent-encoded, what is encoded already left as it is."""
+    parts = urlsplit(url)
+    target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
+    if parts.query:
+        target += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=~?")
+    return target
 
 
 def _ignore(data: bytes) -> None:
@@ -73,12 +85,14 @@ class Exchange(asyncio.Protocol):
         "_complete",
         "_head",
         "_headers",
+        "_interim",
         "_keep_alive",
         "_on_body",
         "_parser",
         "_pending",
         "_pool",
         "_received",
+        "busy",
         "finished",
         "idle_since",
         "reused",
@@ -91,6 +105,7 @@ class Exchange(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self.reused = False
+        self.busy = False  # a request is on it (else it idles in the pool)
         self._reset()
 
     def _reset(self) -> None:
@@ -103,6 +118,7 @@ class Exchange(asyncio.Protocol):
         self._received = False  # any byte of the response yet
         self._complete = False  # the parser has seen the whole response
         self._keep_alive = False  # the server lets the connection be used again
+        self._interim = False  # reading a 1xx (100 Continue, 103): the answer comes after it
         self._body_kind = ""  # "length", "chunked" or "" (ends when the connection closes)
 
     # ------------------------------------------------------------------ the caller's side
@@ -167,6 +183,7 @@ class Exchange(asyncio.Protocol):
 
     def _recycle(self) -> None:
         self._reset()
+        self.busy = False
         self._pool.put_back(self)
 
     def abort(self) -> None:
@@ -181,29 +198,40 @@ class Exchange(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:  # nobody asked (an idle connection): never anybody's answer
+            self._drop(ConnectionResetError("the server sent data nobody asked for"))
+            return
         self._received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:  # raised by a body callback
             self._drop(exc.__context__ or exc)
-        except httptools.HttpParserError as exc:
-            self._drop(ConnectionError(f"malformed HTTP response: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._drop(ConnectionError(f"malformed HTTP response: {exc!r}"))
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself; connection_lost says what it means
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._pool.forget(self)
-        if self._head.done() and not self.finished.done() and self._body_kind == "":
-            self.finished.set_result(None)  # a body delimited by the connection's end
+        if exc is None and self._head.done() and not self.finished.done() and not self._body_kind:
+            self.on_message_complete()  # a body delimited by the connection's (clean) end
             return
         self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def on_message_begin(self) -> None:
+        if self._complete:  # more after the whole response: this connection is not reusable
+            self._keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # interim: the real response follows
+            self._interim = True
+            self._headers = {}
+            return
         # Asked now: once the message is complete the parser has forgotten it.
         self._keep_alive = self._parser.should_keep_alive()
         headers = self._headers
@@ -221,6 +249,9 @@ class Exchange(asyncio.Protocol):
             self._on_body(body)  # its exception reaches data_received (feed_data re-raises)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         if self._on_body is None and self._pending:
             return  # finished once deliver() has handed the held-back body over
@@ -252,12 +283,13 @@ class ConnectionPool:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.tls = parts.scheme == "https"
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.target = request_target(url)
         authority = parts.netloc.rpartition("@")[2]
         self._fixed = f"Host: {authority}\r\nUser-Agent: {USER_AGENT}\r\n"
-        if parts.username is not None:  # credentials in the URL: HTTP basic auth, like curl
-            pair = f"{parts.username}:{parts.password or ''}".encode()
-            self._fixed += f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
+        self._basic = ""  # credentials in the URL: HTTP basic auth (unless a key is given)
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self._basic = f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
         self.connect_timeout = connect_timeout
         self._idle: list[Exchange] = []
         self._open: set[Exchange] = set()
@@ -278,15 +310,19 @@ class ConnectionPool:
     ) -> Exchange:
         """Send a request on a kept-alive connection (or a new one); its response comes on
         the returned exchange. Raises OSError or TimeoutError if no connection can be made."""
+        headers = headers or {}
         head = [f"{method.decode()} {target or self.target} HTTP/1.1\r\n{self._fixed}"]
-        for name, value in (headers or {}).items():
+        if "Authorization" not in headers:
+            head.append(self._basic)
+        for name, value in headers.items():
             head.append(f"{name}: {value}\r\n")
         if body or method == b"POST":
             head.append(f"Content-Length: {len(body)}\r\n")
         head.append("\r\n")
-        message = "".join(head).encode("latin-1") + body
+        message = "".join(head).encode() + body  # UTF-8, for a key or URL outside Latin-1
         exchange = self._take_idle() or await self._connect()
         assert exchange.transport is not None
+        exchange.busy = True
         exchange.transport.write(message)
         return exchange
 
@@ -305,12 +341,18 @@ class ConnectionPool:
         return None
 
     async def _connect(self) -> Exchange:
+        loop = self.loop
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, exchange = await self.loop.create_connection(
+                addresses = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                # Happy Eyeballs (RFC 8305), as aiohttp does: a dead first address (an IPv6
+                # route that goes nowhere) costs 0.25 s, not the whole connect timeout.
+                sock = await aiohappyeyeballs.start_connection(
+                    addresses, happy_eyeballs_delay=0.25, interleave=1
+                )
+                _, exchange = await loop.create_connection(
                     lambda: Exchange(self),
-                    self.host,
-                    self.port,
+                    sock=sock,
                     ssl=_ssl_context() if self.tls else None,
                     server_hostname=self.host if self.tls else None,
                 )

@@ -112,5 +112,11 @@ class UpstreamMonitor:
 
 
 def _answered(chunk: UpstreamChunk) -> bool:
-    """The warm-up's one token (or its end) has come: enough."""
+    """The warm-up's one token (or its end) has come: enough. An error event is a failure."""
+    if chunk.error is not None:
+        raise UpstreamFailure(
+            f"reported an error while warming: {chunk.error}",
+            kind="stream_error",
+            code="upstream_stream_error",
+        )
     return bool(chunk.content or chunk.finish_reason or chunk.done)
