@@ -257,14 +257,16 @@ CHATRELAY_ENV = {
 }
 
 
-def _chatrelay_version() -> str:
+def _chatrelay_version(src: Path | None = None) -> str:
+    """The version and the commit of the code that runs (``src``: another checkout's)."""
     from importlib.metadata import version
 
+    checkout = src.parent if src is not None else ROOT
     commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True
+        ["git", "-C", str(checkout), "status", "--porcelain", "src"], capture_output=True, text=True
     ).stdout.strip()
     return f"{version('chatrelay')} ({commit}{'+changes' if dirty else ''})"
 
@@ -375,20 +377,40 @@ ENV_EXPERIMENTS = {
 }
 
 
+# ``src=PATH``: chatrelay's code from another checkout's src/ (an older commit, say, for a
+# before/after comparison in one interleaved run: ``git worktree add /tmp/base <commit>``,
+# then ``--systems chatrelay,chatrelay:src=/tmp/base/src``).
+SOURCE = "src="
+
+
 def _names(names_or_code: str) -> list[str]:
     return [n.strip() for n in names_or_code.split(",") if n.strip()]
+
+
+def _known(name: str) -> bool:
+    return name in EXPERIMENTS or name in ENV_EXPERIMENTS or name.startswith(SOURCE)
 
 
 def prelude_code(names_or_code: str) -> str:
     """Named experiments (comma list) or Python code as it is."""
     names = _names(names_or_code)
-    if names and all(n in EXPERIMENTS or n in ENV_EXPERIMENTS for n in names):
+    if names and all(_known(n) for n in names):
         return "".join(EXPERIMENTS.get(n, "") for n in names)
     return names_or_code
 
 
+def source_of(names_or_code: str) -> Path | None:
+    """The src/ of another checkout that an experiment runs, if one does."""
+    sources = [n.removeprefix(SOURCE) for n in _names(names_or_code) if n.startswith(SOURCE)]
+    return Path(sources[-1]) if sources else None
+
+
 def experiment_env(names_or_code: str) -> dict[str, str]:
-    return {k: v for n in _names(names_or_code) for k, v in ENV_EXPERIMENTS.get(n, {}).items()}
+    env = {k: v for n in _names(names_or_code) for k, v in ENV_EXPERIMENTS.get(n, {}).items()}
+    source = source_of(names_or_code)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    return env
 
 
 def start_chatrelay(
@@ -454,7 +476,7 @@ def start_chatrelay(
         "request log": "JSON lines to a file",
         "auth": "API key (Bearer)",
     }
-    if prelude:
+    if experiment:
         settings["experiment (code run before chatrelay starts)"] = experiment
     settings.update(
         {k: v for k, v in env.items() if k.startswith("CHATRELAY_") and k != "CHATRELAY_DATA_DIR"}
@@ -463,7 +485,7 @@ def start_chatrelay(
         name=name,
         url=f"http://{HOST}:{port}/v1/chat/completions",
         process=process,
-        version=_chatrelay_version(),
+        version=_chatrelay_version(source_of(experiment)),
         settings=settings,
         api_key=key,
         workdir=workdir,

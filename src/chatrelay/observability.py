@@ -13,6 +13,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -116,7 +117,7 @@ class RequestLog:
         started = time.perf_counter()
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:  # not async: see http.py
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -124,7 +125,7 @@ class RequestLog:
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
                 ]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_id)

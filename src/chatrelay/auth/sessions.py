@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, Signer
@@ -98,11 +99,11 @@ class SessionCookieWriter:
         # The same dict is request.state for every Request made from this scope downstream.
         state: dict[str, object] = scope.setdefault("state", {})
 
-        async def send_with_cookie(message: Message) -> None:
+        def send_with_cookie(message: Message) -> Awaitable[None]:  # not async: see http.py
             if message["type"] == "http.response.start":
                 cookie = state.pop(_PENDING_COOKIE, None)
                 if isinstance(cookie, bytes):
                     message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie)]
-            await send(message)
+            return send(message)
 
         await self.app(scope, receive, send_with_cookie)
