@@ -8,8 +8,7 @@ import asyncio
 import orjson
 
 from chatrelay.chat.encoding import DONE, ChunkEncoder
-from chatrelay.chat.event_stream import _push
-from chatrelay.chat.events import EventBuffer, Subscription
+from chatrelay.chat.events import EventBuffer
 
 TOKENS = ['He said "hi"', "\n", "back\\slash", "naïve ☃ 😀", "\u2028", "<b>&</b>", "\t\x01"]
 
@@ -78,49 +77,3 @@ def test_whole_frames_between_tokens_take_no_text() -> None:
     assert buffer.content_text(1, 2) == ""
     assert buffer.frame(1) == b": keep-alive\n\n"
     assert buffer.frame(2) == encoder.content('"b"')
-
-
-async def test_a_subscription_sends_what_follow_would_from_the_appends_themselves() -> None:
-    """The push path (EventStreamResponse with a Subscription): every event is sent from the
-    append that made it, none lost or reordered, the same bytes as ``follow``; a send that
-    has to wait (a client reading slowly) is finished by the response's task, which sends
-    what came meanwhile in one write, and the sending ends with the buffer."""
-    encoder, full = filled()
-    expected = b"".join([chunk async for chunk in full.follow(ids=True)])
-    buffer = EventBuffer(encoder.content_frame)
-    sent: list[bytes] = []
-    outside_task: list[bool] = []
-    client_reads = asyncio.Event()
-
-    async def send(message: dict[str, object]) -> None:
-        outside_task.append(asyncio.current_task() is None)
-        if len(sent) == 3:  # the client's socket is full for a while
-            await client_reads.wait()
-        sent.append(message["body"])  # type: ignore[arg-type]
-
-    sending = asyncio.create_task(_push(Subscription(buffer, ids=True), send))
-    buffer.append(encoder.role())
-    await asyncio.sleep(0)  # the task sends what was there, then waits for more
-    for token in TOKENS:
-        asyncio.get_running_loop().call_soon(buffer.append_content, orjson.dumps(token)[1:-1])
-        await asyncio.sleep(0.01)
-    assert len(sent) == 3 and buffer.listeners == 1  # the fourth send waits
-    client_reads.set()
-    buffer.append(encoder.final("stop", None, status="done"))
-    buffer.append(DONE)
-    buffer.close()
-    await asyncio.wait_for(sending, 1)
-    assert b"".join(sent) == expected
-    assert len(sent) < len(TOKENS) + 3  # what came during the wait went out together
-    assert outside_task[1:4] == [True, True, True]  # sent by the appends themselves
-    assert buffer.listeners == 0
-
-
-async def test_a_subscription_can_rewrite_whole_frames() -> None:
-    encoder, buffer = filled()
-    ending = encoder.final("stop", None, status="done")
-    live = Subscription(buffer, rewrite=lambda frame: b"END\n\n" if frame == ending else frame)
-    data = live.take()
-    assert data.endswith(b"END\n\n" + DONE)
-    assert data.count(b"END") == 1 and ending not in data
-    assert live.over and live.take() == b""

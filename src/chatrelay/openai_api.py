@@ -8,7 +8,8 @@ continues one (the answer carries it too).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -18,8 +19,8 @@ from starlette.responses import Response
 
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
+from chatrelay.chat.encoding import DONE
 from chatrelay.chat.event_stream import EventStreamResponse
-from chatrelay.chat.events import Subscription
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.routes import start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest
@@ -133,8 +134,7 @@ async def chat_completions(
     job, ids = await start_answer(request, chat, user)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        ending = _openai_ending(job, include_usage=include_usage)
-        return EventStreamResponse(Subscription(job.buffer, rewrite=ending), headers=ids)
+        return EventStreamResponse(_openai_stream(job, include_usage=include_usage), headers=ids)
     await job.wait()
     if job.status == "error" and job.error is not None:
         job.error.headers.update(ids)
@@ -142,19 +142,20 @@ async def chat_completions(
     return Response(orjson.dumps(completion(job)), media_type="application/json", headers=ids)
 
 
-def _openai_ending(job: GenerationJob, *, include_usage: bool) -> Callable[[bytes], bytes]:
-    """OpenAI's ending in place of the job's: the finish chunk without usage, then (when asked
-    for) a chunk with empty ``choices`` and the usage; ``[DONE]`` follows as it is."""
-
-    def rewrite(frame: bytes) -> bytes:
-        if frame is not job.final_frame:
-            return frame
-        data = job.encoder.final(job.finish_reason or "stop", None, status=job.status)
-        if include_usage and job.usage is not None:
-            data += job.encoder.usage(job.usage)
-        return data
-
-    return rewrite
+async def _openai_stream(job: GenerationJob, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """The job's frames as they come, with OpenAI's ending: the finish chunk without usage,
+    then (when asked for) a chunk with empty ``choices`` and the usage, then ``[DONE]``."""
+    async with contextlib.aclosing(job.buffer.follow()) as frames:  # closed with this one
+        async for data in frames:
+            final = job.final_frame
+            if final is not None and data.endswith(final + DONE):
+                data = data[: -len(final + DONE)] + job.encoder.final(
+                    job.finish_reason or "stop", None, status=job.status
+                )
+                if include_usage and job.usage is not None:
+                    data += job.encoder.usage(job.usage)
+                data += DONE
+            yield data
 
 
 def completion(job: GenerationJob) -> dict[str, Any]:

@@ -7,8 +7,6 @@ Usage::
     buffer.append_content(b"Hel")        # ... or a token, as its escaped JSON text only
     async for data in buffer.follow(after=n, ids=True):  # each listener: replays what it
         ...                                              # missed, then live
-    live = Subscription(buffer, after=n, ids=True)  # or handed each event as it is appended
-    live.listen(on_more); data = live.take(); ...; live.stop()   # (EventStreamResponse)
     buffer.close()
 
 The job writes, listeners read at their own pace, and a listener going away (a closed tab)
@@ -32,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 
 import orjson
 
@@ -49,8 +47,6 @@ class EventBuffer:
         self.listeners = 0  # followers right now
         # One future per waiting listener: a cancelled listener cancels only its own future.
         self._waiting: set[asyncio.Future[None]] = set()
-        # Subscriptions' callbacks, called by every append and by close.
-        self._pushers: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -81,9 +77,6 @@ class EventBuffer:
                 if not waiter.done():
                     waiter.set_result(None)
             self._waiting.clear()
-        if self._pushers:
-            for push in tuple(self._pushers):
-                push()
 
     def frame(self, index: int) -> bytes:
         """The SSE frame of event ``index + 1``."""
@@ -106,27 +99,23 @@ class EventBuffer:
     def content_count(self) -> int:
         return len(self._ends) - len(self._whole)
 
-    def render(self, start: int, end: int, *, ids: bool) -> bytes:
-        """Events ``start`` to ``end`` (indexes) as one write."""
-        frame = self.frame
-        if end - start == 1:
-            return with_id(end, frame(start)) if ids else frame(start)
-        if ids:
-            return b"".join([with_id(i + 1, frame(i)) for i in range(start, end)])
-        return b"".join([frame(i) for i in range(start, end)])
-
     async def follow(self, after: int = 0, *, ids: bool = False) -> AsyncGenerator[bytes, None]:
         """Frames after event ``after``, as they come; ends when the buffer is closed."""
         index = max(after, 0)
-        ends = self._ends
+        frame, ends = self.frame, self._ends
         loop = asyncio.get_running_loop()  # once: each call costs a system call on 3.11
         self.listeners += 1
         try:
             while True:
                 end = len(ends)
                 if index < end:
-                    # A burst that came while this listener was busy goes out as one write.
-                    yield self.render(index, end, ids=ids)
+                    if end - index == 1:
+                        yield with_id(end, frame(index)) if ids else frame(index)
+                    elif ids:
+                        # A burst that came while this listener was busy goes out as one write.
+                        yield b"".join([with_id(i + 1, frame(i)) for i in range(index, end)])
+                    else:
+                        yield b"".join([frame(i) for i in range(index, end)])
                     index = end
                     continue
                 if self._closed:
@@ -139,60 +128,6 @@ class EventBuffer:
                     self._waiting.discard(waiter)
         finally:
             self.listeners -= 1
-
-
-class Subscription:
-    """A listener told of each event by the append itself, in whatever callback appended it
-    (the upstream's read), instead of a task woken to follow: EventStreamResponse sends
-    from there. ``rewrite`` may replace whole frames (the OpenAI API's own ending)."""
-
-    __slots__ = ("_buffer", "_ids", "_index", "_on_more", "_rewrite")
-
-    def __init__(
-        self,
-        buffer: EventBuffer,
-        after: int = 0,
-        *,
-        ids: bool = False,
-        rewrite: Callable[[bytes], bytes] | None = None,
-    ) -> None:
-        self._buffer = buffer
-        self._index = max(after, 0)
-        self._ids = ids
-        self._rewrite = rewrite
-        self._on_more: Callable[[], None] | None = None
-
-    def listen(self, on_more: Callable[[], None]) -> None:
-        """``on_more()`` is called after every append (and the close) from now on."""
-        self._on_more = on_more
-        self._buffer._pushers.append(on_more)
-        self._buffer.listeners += 1
-
-    def stop(self) -> None:
-        if self._on_more is not None:
-            self._buffer._pushers.remove(self._on_more)
-            self._buffer.listeners -= 1
-            self._on_more = None
-
-    @property
-    def over(self) -> bool:
-        """The buffer is closed and everything in it taken."""
-        return self._buffer.closed and self._index >= len(self._buffer)
-
-    def take(self) -> bytes:
-        """Every event since the last take, as one write (``b""`` when none)."""
-        buffer, start = self._buffer, self._index
-        end = len(buffer)
-        if start >= end:
-            return b""
-        self._index = end
-        if self._rewrite is None:
-            return buffer.render(start, end, ids=self._ids)
-        rewrite, frame = self._rewrite, buffer.frame
-        frames = [rewrite(frame(i)) if i in buffer._whole else frame(i) for i in range(start, end)]
-        if self._ids:
-            frames = [with_id(i + 1, f) for i, f in zip(range(start, end), frames, strict=True)]
-        return b"".join(frames)
 
 
 def with_id(event_id: int, frame: bytes) -> bytes:

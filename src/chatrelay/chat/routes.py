@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user, require_user
 from chatrelay.chat.event_stream import EventStreamResponse
-from chatrelay.chat.events import Subscription
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.service import ChatService
@@ -65,7 +64,7 @@ async def chat(
     ``action`` ``regenerate`` answers the conversation's last question again (in place of its
     answer); ``edit`` replaces the last question's text with the one message sent first."""
     job, ids = await start_answer(request, body, user)
-    return EventStreamResponse(Subscription(job.buffer, ids=True), headers=ids)
+    return EventStreamResponse(job.buffer.follow(ids=True), headers=ids)
 
 
 async def start_answer(
