@@ -352,3 +352,23 @@ async def test_what_goes_on_the_wire(raw_server) -> None:
     assert "Authorization: Basic dXNAZXI6cDpzcw==" in head  # base64 of "us@er:p:ss"
     assert f"Host: {base.removeprefix('http://')}" in head
     assert "Content-Length: " in head
+
+
+async def test_errors_never_show_the_credentials_of_an_upstream_url() -> None:
+    dead = url_of_dead_port()
+    upstream = upstream_at(dead.replace("http://", "http://operator:s3cret-pass@"))
+    try:
+        with pytest.raises(UpstreamFailure) as refused:
+            await answer_of(upstream)
+    finally:
+        await upstream.close()
+    assert refused.value.code == "upstream_unreachable"
+    assert "s3cret-pass" not in refused.value.message and "operator" not in refused.value.message
+    assert f"http://***@{dead.removeprefix('http://')}/v1/chat/completions" in refused.value.message
+
+
+def url_of_dead_port() -> str:
+    with socket.socket() as probe:  # a port nobody listens on once this socket is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

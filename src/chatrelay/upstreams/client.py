@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.sse import SSEDecoder
@@ -307,7 +308,7 @@ class UpstreamStream:
     def _failure(self, what: str, *, kind: str) -> UpstreamFailure:
         up = self._upstream
         return UpstreamFailure(
-            f"Upstream '{up.config.name}' ({up.url}) {what}.",
+            f"Upstream '{up.config.name}' ({up.shown_url}) {what}.",
             kind=kind,
             code=f"upstream_{kind}",
             started=self.received_content,
@@ -321,6 +322,8 @@ class Upstream:
         self.config = config
         self.dialect = DIALECTS[config.dialect]
         self.url = self.dialect.url(config.base_url)
+        # What messages and logs show: the URL without credentials (user:password@).
+        self.shown_url = without_credentials(self.url)
         self.timeouts = timeouts
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if config.api_key:
@@ -365,7 +368,7 @@ class Upstream:
             if head.status != 200:
                 raw = await self._error_body(exchange)
                 raise UpstreamFailure(
-                    f"Upstream '{self.config.name}' ({self.url}) answered {head.status}: "
+                    f"Upstream '{self.config.name}' ({self.shown_url}) answered {head.status}: "
                     f"{upstream_error_message(raw)}",
                     kind=f"http_{head.status}",
                     code="upstream_http_error",
@@ -443,13 +446,20 @@ class Upstream:
     def _refused(self, what: str, code: str) -> UpstreamFailure:
         hint = f" Check {self.config.configured_by}." if self.config.configured_by else ""
         return UpstreamFailure(
-            f"Upstream '{self.config.name}' at {self.url} {what}.{hint}", kind=code, code=code
+            f"Upstream '{self.config.name}' at {self.shown_url} {what}.{hint}", kind=code, code=code
         )
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 class _Enough(Exception):
