@@ -344,13 +344,6 @@ class GenerationJob:
             nonlocal waiting, last, gap
             if self._stop_requested:  # stopped: what was already on its way is not the answer's
                 return True
-            if chunk.error is not None:
-                raise UpstreamFailure(
-                    f"Upstream '{name}' reported an error mid-answer: {chunk.error}",
-                    kind="stream_error",
-                    code="upstream_stream_error",
-                    started=self.answered,
-                )
             if chunk.content:
                 now = time.monotonic()
                 if waiting:

@@ -145,7 +145,8 @@ class UpstreamStream:
 
     The chunks are parsed and handed over inside the socket's read callback (no task is
     woken per chunk): the handler must not block, and what it raises ends the stream and is
-    raised by :meth:`relay`.
+    raised by :meth:`relay`. An error event the upstream sends is an UpstreamFailure
+    (``stream_error``) raised by :meth:`relay`, never a chunk.
     """
 
     __slots__ = (
@@ -229,6 +230,8 @@ class UpstreamStream:
         chunk = self._parse(data)
         if chunk is None:
             return False
+        if chunk.error is not None:  # every reader's failure: never handed over as a chunk
+            raise self._failure(f"reported an error mid-answer: {chunk.error}", kind="stream_error")
         watchdog, loop = self._watchdog, self._loop
         assert watchdog is not None and loop is not None
         if self.received_content:
@@ -238,7 +241,7 @@ class UpstreamStream:
             watchdog.reset(loop.time() + self._timeouts.stall)
         if chunk.finish_reason or chunk.done:
             self._finished = True
-        if on_chunk(chunk) or chunk.done or chunk.error:
+        if on_chunk(chunk) or chunk.done:
             self._end()
             return True
         return False
@@ -376,10 +379,7 @@ class Upstream:
                     retry_after=_retry_after(head.headers.get("retry-after")),
                 )
             stream = UpstreamStream(exchange, self, self.timeouts)
-            try:
-                yield stream
-            finally:
-                stream.close()
+            yield stream  # relay() closes the stream itself, however it ends
         finally:
             # A whole answer's connection goes back to the pool; a stopped or abandoned one is
             # dropped at once, so the upstream stops generating.

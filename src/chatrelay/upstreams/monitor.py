@@ -112,11 +112,6 @@ class UpstreamMonitor:
 
 
 def _answered(chunk: UpstreamChunk) -> bool:
-    """The warm-up's one token (or its end) has come: enough. An error event is a failure."""
-    if chunk.error is not None:
-        raise UpstreamFailure(
-            f"reported an error while warming: {chunk.error}",
-            kind="stream_error",
-            code="upstream_stream_error",
-        )
+    """The warm-up's one token (or its end) has come: enough (an error event is raised by
+    ``relay`` as a failure)."""
     return bool(chunk.content or chunk.finish_reason or chunk.done)
