@@ -9,6 +9,7 @@ import ssl
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,24 @@ QUESTION = [{"role": "user", "content": "x"}]
 SSE_BODY = b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\ndata: [DONE]\n\n'
 
 
-def upstream_at(base_url: str, dialect: str = "openai") -> Upstream:
+def ok_response(body: bytes = SSE_BODY) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+    return head % len(body) + body
+
+
+def numbered(n: int) -> bytes:
+    """The SSE body of answer number ``n`` ("answer1", ...)."""
+    return SSE_BODY.replace(b"Hi", b"answer%d" % n)
+
+
+@asynccontextmanager
+async def upstream_at(base_url: str, dialect: str = "openai") -> AsyncIterator[Upstream]:
     config = UpstreamConfig(name="u", dialect=dialect, base_url=base_url, models=("m",))
-    return Upstream(config, timeouts=Timeouts(connect=2, first_token=2, stall=2))
+    upstream = Upstream(config, timeouts=Timeouts(connect=2, first_token=2, stall=2))
+    try:
+        yield upstream
+    finally:
+        await upstream.close()
 
 
 async def answer_of(upstream: Upstream) -> str:
@@ -53,15 +69,12 @@ async def test_answers_one_after_another_share_one_connection(
 
 async def test_a_stopped_answer_does_not_reuse_its_connection(fake: FakeUpstream) -> None:
     fake.script = paced(livepeer_events(["a", "b", "c", "d"]), 0.2)
-    upstream = upstream_at(fake.base_url, "livepeer")
-    try:
+    async with upstream_at(fake.base_url, "livepeer") as upstream:
         async with upstream.stream("m", QUESTION, GenerationParams(8)) as stream:
             # Enough after the first token: the rest of the body is never read.
             await stream.relay(lambda chunk: bool(chunk.content))
         fake.script = livepeer_events(["again"])
         assert await answer_of(upstream) == "again"
-    finally:
-        await upstream.close()
     assert fake.requests[0].peer != fake.requests[1].peer
     await asyncio.sleep(0.3)
     assert fake.disconnected_at is not None  # the first answer's upstream was hung up on
@@ -82,6 +95,15 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":")[1])
     return head + await reader.readexactly(length)
+
+
+async def requests_of(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Each request that comes on a connection, until the client ends it."""
+    while True:
+        try:
+            yield await read_request(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
 
 
 @pytest.fixture
@@ -119,30 +141,17 @@ async def test_a_body_that_ends_with_the_connection(raw_server) -> None:
         writer.write(SSE_BODY[20:])
         writer.close()
 
-    upstream = upstream_at(url_of(await raw_server(handler)))
-    try:
+    async with upstream_at(url_of(await raw_server(handler))) as upstream:
         assert await answer_of(upstream) == "Hi"
-    finally:
-        await upstream.close()
 
 
 async def test_a_body_with_content_length(raw_server) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(SSE_BODY), SSE_BODY)
-            )
+        async for _ in requests_of(reader):
+            writer.write(ok_response())
 
-    upstream = upstream_at(url_of(await raw_server(handler)))
-    try:
+    async with upstream_at(url_of(await raw_server(handler))) as upstream:
         assert [await answer_of(upstream) for _ in range(2)] == ["Hi", "Hi"]
-    finally:
-        await upstream.close()
 
 
 async def test_a_kept_alive_connection_closed_by_the_server_is_replaced(raw_server) -> None:
@@ -155,18 +164,12 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_replaced(raw_serv
         nonlocal connections
         connections += 1
         await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(SSE_BODY), SSE_BODY)
-        )
+        writer.write(ok_response())
         await read_request(reader)
         writer.transport.abort()
 
-    upstream = upstream_at(url_of(await raw_server(handler)))
-    try:
+    async with upstream_at(url_of(await raw_server(handler))) as upstream:
         assert [await answer_of(upstream) for _ in range(3)] == ["Hi", "Hi", "Hi"]
-    finally:
-        await upstream.close()
     assert connections == 3
 
 
@@ -182,14 +185,11 @@ async def test_a_connection_dropped_mid_body_is_a_disconnect(raw_server) -> None
         await writer.drain()
         writer.transport.abort()
 
-    upstream = upstream_at(url_of(await raw_server(handler)))
     seen: list[UpstreamChunk] = []
-    try:
+    async with upstream_at(url_of(await raw_server(handler))) as upstream:
         with pytest.raises(UpstreamFailure) as failure:
             async with upstream.stream("m", QUESTION, GenerationParams(8)) as stream:
                 await stream.relay(seen.append)
-    finally:
-        await upstream.close()
     assert [c.content for c in seen] == ["Hi"]
     assert failure.value.kind == "disconnect"
     assert "dropped the connection mid-answer" in failure.value.message
@@ -220,36 +220,22 @@ async def test_tls_upstream_verified_against_trusted_certificates(
             await read_request(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             return  # the client refused the certificate
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(SSE_BODY), SSE_BODY)
-        )
+        writer.write(ok_response())
         await writer.drain()
 
     url = url_of(await raw_server(handler, server_tls), "https")
     # Not trusted by the system's certificates: refused, with the reason.
     monkeypatch.setattr(http1, "_SSL_CONTEXT", None)
-    upstream = upstream_at(url)
-    try:
+    async with upstream_at(url) as upstream:
         with pytest.raises(UpstreamFailure) as refused:
             await answer_of(upstream)
         assert refused.value.code == "upstream_unreachable"
         assert "CERTIFICATE_VERIFY_FAILED" in refused.value.message
-    finally:
-        await upstream.close()
     # Trusted (SSL_CERT_FILE, as the README says): the answer comes through TLS.
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     monkeypatch.setattr(http1, "_SSL_CONTEXT", None)
-    upstream = upstream_at(url)
-    try:
+    async with upstream_at(url) as upstream:
         assert await answer_of(upstream) == "Hi"
-    finally:
-        await upstream.close()
-
-
-def ok_response(body: bytes = SSE_BODY, *, status: bytes = b"200 OK") -> bytes:
-    head = b"HTTP/1.1 %s\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
-    return head % (status, len(body)) + body
 
 
 async def test_interim_responses_are_skipped_and_never_answer_the_next_request(
@@ -261,22 +247,15 @@ async def test_interim_responses_are_skipped_and_never_answer_the_next_request(
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal count
-        while True:
-            try:
-                await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+        async for _ in requests_of(reader):
             count += 1
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n")
             await writer.drain()
             await asyncio.sleep(0.05)
-            writer.write(ok_response(SSE_BODY.replace(b"Hi", b"answer%d" % count)))
+            writer.write(ok_response(numbered(count)))
 
-    upstream = upstream_at(url_of(await raw_server(handler)))
-    try:
+    async with upstream_at(url_of(await raw_server(handler))) as upstream:
         assert [await answer_of(upstream) for _ in range(3)] == ["answer1", "answer2", "answer3"]
-    finally:
-        await upstream.close()
 
 
 @pytest.mark.parametrize("extra", [b"HTTP/1.1 200 OK\r\nX-Junk: 1\r\n", b"late"])
@@ -287,13 +266,9 @@ async def test_bytes_after_an_answer_are_nobody_s_answer(raw_server, extra: byte
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal count
-        while True:
-            try:
-                await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+        async for _ in requests_of(reader):
             count += 1
-            writer.write(ok_response(SSE_BODY.replace(b"Hi", b"answer%d" % count)))
+            writer.write(ok_response(numbered(count)))
             if extra != b"late":
                 writer.write(extra)
             await writer.drain()
@@ -301,13 +276,10 @@ async def test_bytes_after_an_answer_are_nobody_s_answer(raw_server, extra: byte
             if extra == b"late":
                 writer.write(ok_response(SSE_BODY.replace(b"Hi", b"STALE")))
 
-    upstream = upstream_at(url_of(await raw_server(handler)))
-    try:
+    async with upstream_at(url_of(await raw_server(handler))) as upstream:
         first = await answer_of(upstream)
         await asyncio.sleep(0.1)
         assert [first, await answer_of(upstream)] == ["answer1", "answer2"]
-    finally:
-        await upstream.close()
 
 
 async def test_a_reset_ends_a_connection_delimited_body_as_a_failure(raw_server) -> None:
@@ -324,12 +296,9 @@ async def test_a_reset_ends_a_connection_delimited_body_as_a_failure(raw_server)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()  # with SO_LINGER 0: a reset, not a clean close
 
-    upstream = upstream_at(url_of(await raw_server(handler)), "livepeer")
-    try:
+    async with upstream_at(url_of(await raw_server(handler)), "livepeer") as upstream:
         with pytest.raises(UpstreamFailure) as failure:
             await answer_of(upstream)
-    finally:
-        await upstream.close()
     assert failure.value.kind == "disconnect"
 
 
@@ -342,11 +311,10 @@ async def test_what_goes_on_the_wire(raw_server) -> None:
         writer.write(ok_response())
 
     base = url_of(await raw_server(handler))
-    upstream = upstream_at(base.replace("http://", "http://us%40er:p%3Ass@") + "/my models")
-    try:
+    async with upstream_at(
+        base.replace("http://", "http://us%40er:p%3Ass@") + "/my models"
+    ) as upstream:
         assert await answer_of(upstream) == "Hi"
-    finally:
-        await upstream.close()
     head = received[0].split(b"\r\n\r\n")[0].decode()
     assert head.startswith("POST /my%20models/v1/chat/completions HTTP/1.1\r\n")
     assert "Authorization: Basic dXNAZXI6cDpzcw==" in head  # base64 of "us@er:p:ss"
@@ -356,12 +324,9 @@ async def test_what_goes_on_the_wire(raw_server) -> None:
 
 async def test_errors_never_show_the_credentials_of_an_upstream_url() -> None:
     dead = url_of_dead_port()
-    upstream = upstream_at(dead.replace("http://", "http://operator:s3cret-pass@"))
-    try:
+    async with upstream_at(dead.replace("http://", "http://operator:s3cret-pass@")) as upstream:
         with pytest.raises(UpstreamFailure) as refused:
             await answer_of(upstream)
-    finally:
-        await upstream.close()
     assert refused.value.code == "upstream_unreachable"
     assert "s3cret-pass" not in refused.value.message and "operator" not in refused.value.message
     assert f"http://***@{dead.removeprefix('http://')}/v1/chat/completions" in refused.value.message
