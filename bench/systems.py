@@ -32,7 +32,6 @@ from typing import Any
 HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 LITELLM_VENV = BENCH / ".venv-litellm"
@@ -82,13 +81,18 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def thread_cpu(pids: list[int]) -> dict[tuple[int, int], float]:
+    """On-CPU seconds of every live thread of ``pids``, by (pid, thread id), to the nanosecond
+    (``/proc/PID/task/TID/schedstat``): /proc/PID/stat counts in 10 ms ticks, too coarse for a
+    run at C=1 (a few hundred milliseconds of CPU in all)."""
+    found: dict[tuple[int, int], float] = {}
     for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLOCK_TICKS
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    nanoseconds = int((task / "schedstat").read_text().split()[0])
+                    found[pid, int(task.name)] = nanoseconds / 1e9
+    return found
 
 
 def rss_kb(pids: list[int]) -> int:
@@ -113,12 +117,17 @@ class System:
     pids: list[int] = field(default_factory=list)
     # Resident memory before its first run: memory per stream is counted from there.
     rss_idle: int | None = None
+    # Each thread's CPU when last read: a thread that has exited keeps its last reading.
+    threads_cpu: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def refresh_pids(self) -> None:
         self.pids = tree(self.process.pid) if self.process is not None else []
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pids)
+        """CPU seconds of the process tree since it started (threads that ended before the
+        first call, at start-up, are not in it: take differences)."""
+        self.threads_cpu.update(thread_cpu(self.pids))
+        return sum(self.threads_cpu.values())
 
     def rss(self) -> int:
         return rss_kb(self.pids)
