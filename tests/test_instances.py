@@ -4,13 +4,14 @@ across instances, and the heartbeat that settles the answers of a dead instance.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from chatrelay.store.database import Database
-from chatrelay.store.instances import settle_dead_instances
+from chatrelay.store.instances import InstanceHeartbeat, settle_dead_instances
 from chatrelay.store.models import Conversation, Instance, Message, User, utcnow
 from tests.conftest import REDIS_URL
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
@@ -122,14 +123,35 @@ async def test_dead_instances_are_settled(database_url: str, tmp_path: Path) -> 
         dead = await add_streaming_answer(db, "far:1:a")
         alive = await add_streaming_answer(db, "near:1:b")
         unknown = await add_streaming_answer(db, "never-registered")
-        async with db.transaction() as session:
-            settled = await settle_dead_instances(session, own_id="me", dead_after=15)
+        settled = await db.write(partial(settle_dead_instances, own_id="me", dead_after=15))
         assert settled == 2
         assert await status_of(db, dead) == ("interrupted", "half an answer")
         assert await status_of(db, unknown) == ("interrupted", "half an answer")
         assert (await status_of(db, alive))[0] == "streaming"
         async with db.read() as session:
             assert await session.get(Instance, "far:1:a") is None
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_instance_taken_for_dead_rejoins_with_its_answers(database_url: str) -> None:
+    db = Database(database_url)
+    await db.upgrade()
+    running: list[str] = []
+    heartbeat = InstanceHeartbeat(db, interval=5, running=lambda: running)
+    try:
+        await heartbeat.beat()  # joins
+        answer = await add_streaming_answer(db, heartbeat.id)
+        running.append(answer)
+        # Another instance took it for dead (a long pause): its row is gone, its answer settled.
+        async with db.transaction() as session:
+            await session.delete(await session.get(Instance, heartbeat.id))
+            (await session.get(Message, answer)).status = "interrupted"  # type: ignore[union-attr]
+        await heartbeat.beat()
+        assert await status_of(db, answer) == ("streaming", "half an answer")
+        async with db.read() as session:
+            assert await session.get(Instance, heartbeat.id) is not None
     finally:
         await db.close()
 
