@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from chatrelay.admin_cli import keys_app, users_app
 
@@ -44,6 +43,7 @@ def serve(
     from chatrelay.app import create_app
     from chatrelay.config import Settings
     from chatrelay.observability import configure_logging
+    from chatrelay.server import serve as run_server
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings.load(config, **overrides)
@@ -52,7 +52,7 @@ def serve(
         typer.secho(
             "No upstream configured: starting the embedded model (SmolLM2-135M) ...", fg="cyan"
         )
-    uvicorn.run(
+    run_server(
         create_app(settings, tune_gc=True),
         host=settings.host,
         port=settings.port,
