@@ -5,7 +5,6 @@ not slow either down)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from pathlib import Path
@@ -14,7 +13,8 @@ import httpx
 import pytest
 
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
-from tests.sse_client import events_of, user
+from tests.sse_client import DONE, events_of, user
+from tests.test_admin_cli import run
 from tests.test_crash_recovery import start_server_process
 
 
@@ -26,6 +26,15 @@ def server_env(fake: FakeUpstream, tmp_path: Path, database_url: str) -> dict[st
         "CHATRELAY_DATABASE_URL": database_url,
         "CHATRELAY_WARM_MODELS": "",
     }
+
+
+async def api_key_for(env: dict[str, str]) -> str:
+    """A user and an API key, made with the CLI as an operator would."""
+    made = await asyncio.to_thread(run, env, "users", "create", "ops", "--password", "long enough")
+    assert made.exit_code == 0, made.output
+    issued = await asyncio.to_thread(run, env, "keys", "create", "--user", "ops")
+    assert issued.exit_code == 0, issued.output
+    return issued.stdout.strip()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
@@ -45,34 +54,44 @@ async def test_an_idle_server_stops_on_a_signal(
     assert process.returncode in (0, -stop)
 
 
-async def test_a_stop_signal_mid_answer_keeps_the_answer(
-    relay_for, fake: FakeUpstream, tmp_path: Path, database_url: str
+@pytest.mark.parametrize("api", ["page", "openai"])
+async def test_a_stop_signal_mid_answer_ends_the_stream_and_keeps_the_answer(
+    relay_for, fake: FakeUpstream, tmp_path: Path, database_url: str, api: str
 ) -> None:
     fake.script = paced(livepeer_events([f" w{i}" for i in range(1000)]), 0.02)
-    process, url = await start_server_process(server_env(fake, tmp_path, database_url))
-    seen = 0
+    env = server_env(fake, tmp_path, database_url)
+    path, body, key = "/api/chat", user("keep this"), None
+    if api == "openai":
+        key = await api_key_for(env)
+        path, body = "/v1/chat/completions", {**user("keep this"), "stream": True}
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    process, url = await start_server_process(env)
+    events = []
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            # uvicorn gives open streams its grace period (5 s), then cuts them.
-            with contextlib.suppress(httpx.RemoteProtocolError):
-                async with client.stream("POST", "/api/chat", json=user("keep this")) as response:
-                    conversation_id = response.headers["x-conversation-id"]
-                    async for event in events_of(response):
-                        if event.get("choices") and event["choices"][0]["delta"].get("content"):
-                            seen += 1
-                            if seen == 10:
-                                process.send_signal(signal.SIGTERM)
+            async with client.stream("POST", path, json=body, headers=auth) as response:
+                conversation_id = response.headers["x-conversation-id"]
+                async for event in events_of(response):
+                    events.append(event)
+                    if len(events) == 10:
+                        process.send_signal(signal.SIGTERM)
             cookies = dict(client.cookies)
         await asyncio.wait_for(process.wait(), 30)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    assert 10 <= seen < 1000  # the stream ended with the server, not with the answer
+    # The stream ended with the server, after its grace period, and says so: a complete
+    # response, not a connection cut mid-chunk.
+    assert 10 <= len(events) < 1000 and events[-1] == DONE, events[-3:]
+    error = events[-2]["error"]
+    assert error["code"] == "shutdown" and "kept" in error["message"]
 
     async with relay_for(database_url=database_url) as relay:
         relay.client.cookies.update(cookies)
-        stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
+        stored = (
+            await relay.client.get(f"/api/conversations/{conversation_id}", headers=auth)
+        ).json()
     question, answer = stored["messages"]
     assert question["content"] == "keep this"
     assert answer["status"] == "interrupted"

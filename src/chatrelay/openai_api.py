@@ -134,7 +134,11 @@ async def chat_completions(
     job, ids = await start_answer(request, chat, user)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStreamResponse(_openai_stream(job, include_usage=include_usage), headers=ids)
+        return EventStreamResponse(
+            _openai_stream(job, include_usage=include_usage),
+            headers=ids,
+            on_abandon=job.end_for_shutdown,
+        )
     await job.wait()
     if job.status == "error" and job.error is not None:
         job.error.headers.update(ids)

@@ -2,7 +2,11 @@
 
 Usage::
 
-    return EventStreamResponse(job.buffer.follow(ids=True), headers={"X-Message-Id": ...})
+    return EventStreamResponse(
+        job.buffer.follow(ids=True),
+        headers={"X-Message-Id": ...},
+        on_abandon=partial(job.end_for_shutdown, ids=True),
+    )
 
 Why not Starlette's ``StreamingResponse``: under uvicorn (ASGI spec 2.3) it runs every
 stream in an anyio task group (a second task, a cancel scope, and a cancellation loop that
@@ -11,13 +15,19 @@ sent from the request's own task, and one plain task waits for the client to go;
 does, it cancels the sending, which is taken back so the request ends normally (uvicorn
 silently drops what is sent to a gone client, so without it a closed tab would be followed
 to the answer's end). Leaving never stops the answer itself: only a stop does.
+
+When the server gives up on the request instead (a shutdown whose grace period is over: uvicorn
+cancels the requests still running), ``on_abandon`` ends the answer the way a shutdown does
+(stored as interrupted, an error event ``shutdown`` and ``[DONE]``) and hands back those last
+events, which go out before the response ends: the client gets a complete response that says
+what happened, not a connection cut in the middle of a chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -35,8 +45,10 @@ class EventStreamResponse(Response):
         *,
         headers: Mapping[str, str],
         status_code: int = 200,  # FastAPI reads the default for the OpenAPI document
+        on_abandon: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.events = events
+        self.on_abandon = on_abandon
         self.status_code = status_code
         self.background = None
         self.init_headers({**STREAM_HEADERS, **headers})
@@ -68,6 +80,8 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone or task.uncancel() > cancelling:
+                if streaming and not gone:
+                    await self._end_abandoned(send)
                 raise  # a shutdown: it goes on
         finally:
             streaming = False
@@ -76,6 +90,17 @@ class EventStreamResponse(Response):
             if aclose is not None:  # left mid-send: the follower ends now, not when collected
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    async def _end_abandoned(self, send: Send) -> None:
+        """The server's cancellation: end the answer, then send its last events and the end of
+        the body. Best effort: the server may cancel again, or the client be gone. (Not through
+        ``self.events``: the cancellation ended that generator where it waited.)"""
+        if self.on_abandon is None:
+            return
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            last = await self.on_abandon()
+            await send({"type": "http.response.body", "body": last, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _disconnect(receive: Receive) -> None:

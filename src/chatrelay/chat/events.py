@@ -86,6 +86,15 @@ class EventBuffer:
         start = self._ends[index - 1] if index else 0
         return b"%s%s%s" % (self._prefix, self._tokens[start : self._ends[index]], self._suffix)
 
+    def frames(self, start: int, end: int | None = None, *, ids: bool = False) -> bytes:
+        """The SSE frames of events ``start + 1`` to ``end`` (all the rest by default), as one
+        write."""
+        stop = len(self._ends) if end is None else end
+        frame = self.frame
+        if ids:
+            return b"".join([with_id(i + 1, frame(i)) for i in range(start, stop)])
+        return b"".join([frame(i) for i in range(start, stop)])
+
     def content_text(self, start: int = 0, end: int | None = None) -> str:
         """The text of the tokens among events ``start`` to ``end`` (indexes), in one decode."""
         ends = self._ends
@@ -111,11 +120,8 @@ class EventBuffer:
                 if index < end:
                     if end - index == 1:
                         yield with_id(end, frame(index)) if ids else frame(index)
-                    elif ids:
-                        # A burst that came while this listener was busy goes out as one write.
-                        yield b"".join([with_id(i + 1, frame(i)) for i in range(index, end)])
-                    else:
-                        yield b"".join([frame(i) for i in range(index, end)])
+                    else:  # a burst that came while this listener was busy: one write
+                        yield self.frames(index, end, ids=ids)
                     index = end
                     continue
                 if self._closed:

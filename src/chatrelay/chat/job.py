@@ -186,10 +186,22 @@ class GenerationJob:
             await asyncio.shield(self._task)
 
     async def cancel_and_wait(self) -> None:
-        """Server shutdown: end the job without keeping it alive for anyone."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Server shutdown: end the job without keeping it alive for anyone. Safe to call
+        again (the shutdown and a request the server gave up on both do): the job is cancelled
+        once, as a second cancel would cut short its storing of what it has."""
+        task = self._task
+        if task is not None and not task.done():
+            if not task.cancelling():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def end_for_shutdown(self, *, ids: bool = False) -> bytes:
+        """The server gives up on a request that streams this answer: end the answer as a
+        shutdown does and return the events that ending added (the ``shutdown`` error and
+        ``[DONE]``; nothing if it had ended already), for that request to send last."""
+        start = len(self.buffer)
+        await self.cancel_and_wait()
+        return self.buffer.frames(start, ids=ids)
 
     async def _run(self) -> None:
         if self.recorder is not None:
@@ -205,7 +217,12 @@ class GenerationJob:
             if not self._stop_requested:
                 # Server shutdown: keep what we have, marked interrupted, and end the stream.
                 self._set_error(
-                    ChatRelayError(503, "The server is shutting down.", code="shutdown")
+                    ChatRelayError(
+                        503,
+                        "The server is shutting down: the answer so far is kept, marked "
+                        "interrupted. Send the message again in a moment.",
+                        code="shutdown",
+                    )
                 )
                 await self._record(status="interrupted")
                 self._abort()

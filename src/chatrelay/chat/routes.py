@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -64,7 +65,11 @@ async def chat(
     ``action`` ``regenerate`` answers the conversation's last question again (in place of its
     answer); ``edit`` replaces the last question's text with the one message sent first."""
     job, ids = await start_answer(request, body, user)
-    return EventStreamResponse(job.buffer.follow(ids=True), headers=ids)
+    return EventStreamResponse(
+        job.buffer.follow(ids=True),
+        headers=ids,
+        on_abandon=partial(job.end_for_shutdown, ids=True),
+    )
 
 
 async def start_answer(
