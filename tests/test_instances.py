@@ -105,7 +105,7 @@ async def status_of(db: Database, message_id: str) -> tuple[str, str]:
         return message.status, message.content
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 async def test_dead_instances_are_settled(database_url: str, tmp_path: Path) -> None:
     db = Database(database_url)
     await db.upgrade()
@@ -134,7 +134,7 @@ async def test_dead_instances_are_settled(database_url: str, tmp_path: Path) -> 
         await db.close()
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 async def test_an_instance_taken_for_dead_rejoins_with_its_answers(database_url: str) -> None:
     db = Database(database_url)
     await db.upgrade()

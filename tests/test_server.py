@@ -54,7 +54,7 @@ async def test_an_idle_server_stops_on_a_signal(
     assert process.returncode in (0, -stop)
 
 
-@pytest.mark.parametrize("api", ["page", "openai"])
+@pytest.mark.parametrize("api", ["page", "openai", "reattach"])
 async def test_a_stop_signal_mid_answer_ends_the_stream_and_keeps_the_answer(
     relay_for, fake: FakeUpstream, tmp_path: Path, database_url: str, api: str
 ) -> None:
@@ -71,10 +71,19 @@ async def test_a_stop_signal_mid_answer_ends_the_stream_and_keeps_the_answer(
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             async with client.stream("POST", path, json=body, headers=auth) as response:
                 conversation_id = response.headers["x-conversation-id"]
-                async for event in events_of(response):
-                    events.append(event)
-                    if len(events) == 10:
-                        process.send_signal(signal.SIGTERM)
+                followed = response
+                if api == "reattach":  # a second tab follows the answer; the first one too
+                    answer_url = f"/api/messages/{response.headers['x-message-id']}/stream"
+                    followed = await client.send(
+                        client.build_request("GET", answer_url), stream=True
+                    )
+                try:
+                    async for event in events_of(followed):
+                        events.append(event)
+                        if len(events) == 10:
+                            process.send_signal(signal.SIGTERM)
+                finally:
+                    await followed.aclose()
             cookies = dict(client.cookies)
         await asyncio.wait_for(process.wait(), 30)
     finally:
@@ -95,4 +104,9 @@ async def test_a_stop_signal_mid_answer_ends_the_stream_and_keeps_the_answer(
     question, answer = stored["messages"]
     assert question["content"] == "keep this"
     assert answer["status"] == "interrupted"
-    assert answer["content"].startswith(" w0 w1 w2 w3 w4 w5 w6 w7 w8 w9")
+    # Stored by the answer's own ending (not just its last flush), and every token of it
+    # reached the client before the shutdown event.
+    streamed = "".join(
+        e["choices"][0]["delta"].get("content", "") for e in events[:-2] if e.get("choices")
+    )
+    assert answer["content"] == streamed and streamed.startswith(" w0 w1 w2 w3 w4 w5 w6 w7 w8")

@@ -9,7 +9,8 @@ continues one (the answer carries it too).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -21,6 +22,7 @@ from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
 from chatrelay.chat.encoding import DONE
 from chatrelay.chat.event_stream import EventStreamResponse
+from chatrelay.chat.events import Position
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.routes import start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest
@@ -134,10 +136,11 @@ async def chat_completions(
     job, ids = await start_answer(request, chat, user)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        position = Position()
         return EventStreamResponse(
-            _openai_stream(job, include_usage=include_usage),
+            _openai_stream(job, include_usage=include_usage, position=position),
             headers=ids,
-            on_abandon=job.end_for_shutdown,
+            on_abandon=partial(_rest_after_shutdown, job, position, include_usage=include_usage),
         )
     await job.wait()
     if job.status == "error" and job.error is not None:
@@ -146,10 +149,14 @@ async def chat_completions(
     return Response(orjson.dumps(completion(job)), media_type="application/json", headers=ids)
 
 
-async def _openai_stream(job: GenerationJob, *, include_usage: bool) -> AsyncIterator[bytes]:
-    """The job's frames as they come, with OpenAI's ending: the finish chunk without usage,
-    then (when asked for) a chunk with empty ``choices`` and the usage, then ``[DONE]``."""
-    async with contextlib.aclosing(job.buffer.follow()) as frames:  # closed with this one
+async def _openai_stream(
+    job: GenerationJob, *, include_usage: bool, position: Position
+) -> AsyncGenerator[bytes, None]:
+    """The job's frames as they come from event ``position.index`` on, with OpenAI's ending:
+    the finish chunk without usage, then (when asked for) a chunk with empty ``choices`` and
+    the usage, then ``[DONE]``."""
+    frames = job.buffer.follow(position.index, position=position)
+    async with contextlib.aclosing(frames):  # closed with this one
         async for data in frames:
             final = job.final_frame
             if final is not None and data.endswith(final + DONE):
@@ -160,6 +167,13 @@ async def _openai_stream(job: GenerationJob, *, include_usage: bool) -> AsyncIte
                     data += job.encoder.usage(job.usage)
                 data += DONE
             yield data
+
+
+async def _rest_after_shutdown(
+    job: GenerationJob, position: Position, *, include_usage: bool
+) -> AsyncGenerator[bytes, None]:
+    await job.cancel_and_wait()
+    return _openai_stream(job, include_usage=include_usage, position=position)
 
 
 def completion(job: GenerationJob) -> dict[str, Any]:

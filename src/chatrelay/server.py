@@ -55,7 +55,8 @@ class QuietServer(uvicorn.Server):
 def serve(app: Any, **options: Any) -> None:
     """As ``uvicorn.run(app, **options)`` for one process, with :class:`QuietServer`."""
     server = QuietServer(uvicorn.Config(app, **options))
-    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: uvicorn forces the exit
+    # uvicorn raises the SIGINT it caught again once it has shut down cleanly.
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)

@@ -2,10 +2,11 @@
 
 Usage::
 
+    position = Position()
     return EventStreamResponse(
-        job.buffer.follow(ids=True),
+        job.buffer.follow(ids=True, position=position),
         headers={"X-Message-Id": ...},
-        on_abandon=partial(job.end_for_shutdown, ids=True),
+        on_abandon=partial(job.rest_after_shutdown, position, ids=True),
     )
 
 Why not Starlette's ``StreamingResponse``: under uvicorn (ASGI spec 2.3) it runs every
@@ -18,16 +19,16 @@ to the answer's end). Leaving never stops the answer itself: only a stop does.
 
 When the server gives up on the request instead (a shutdown whose grace period is over: uvicorn
 cancels the requests still running), ``on_abandon`` ends the answer the way a shutdown does
-(stored as interrupted, an error event ``shutdown`` and ``[DONE]``) and hands back those last
-events, which go out before the response ends: the client gets a complete response that says
-what happened, not a connection cut in the middle of a chunk.
+(stored as interrupted, an error event ``shutdown`` and ``[DONE]``) and hands back the events
+this response has not sent yet, which go out before it ends: the client gets every token and
+a complete response that says what happened, not a connection cut in the middle of a chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -45,7 +46,7 @@ class EventStreamResponse(Response):
         *,
         headers: Mapping[str, str],
         status_code: int = 200,  # FastAPI reads the default for the OpenAPI document
-        on_abandon: Callable[[], Awaitable[bytes]] | None = None,
+        on_abandon: Callable[[], Awaitable[AsyncGenerator[bytes, None]]] | None = None,
     ) -> None:
         self.events = events
         self.on_abandon = on_abandon
@@ -80,8 +81,10 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone or task.uncancel() > cancelling:
-                if streaming and not gone:
-                    await self._end_abandoned(send)
+                if not gone and streaming and await self._end_abandoned(send):
+                    # Ended cleanly: uvicorn would log the cancellation as the app's failure.
+                    task.uncancel()
+                    return
                 raise  # a shutdown: it goes on
         finally:
             streaming = False
@@ -91,16 +94,22 @@ class EventStreamResponse(Response):
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    async def _end_abandoned(self, send: Send) -> None:
-        """The server's cancellation: end the answer, then send its last events and the end of
-        the body. Best effort: the server may cancel again, or the client be gone. (Not through
-        ``self.events``: the cancellation ended that generator where it waited.)"""
+    async def _end_abandoned(self, send: Send) -> bool:
+        """The server's cancellation: end the answer, then send the events not sent yet and
+        the end of the body; whether that went through. Best effort: the server may cancel
+        again, or the client be gone. (A new follower: the cancellation ended the first one
+        where it waited.)"""
         if self.on_abandon is None:
-            return
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            last = await self.on_abandon()
-            await send({"type": "http.response.body", "body": last, "more_body": True})
+            return False
+        try:
+            rest = await self.on_abandon()
+            async with contextlib.aclosing(rest):
+                async for data in rest:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (Exception, asyncio.CancelledError):
+            return False
+        return True
 
 
 async def _disconnect(receive: Receive) -> None:

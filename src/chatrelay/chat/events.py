@@ -35,6 +35,17 @@ from collections.abc import AsyncGenerator
 import orjson
 
 
+class Position:
+    """How far one follower's listener has taken its events: the events before ``index`` went
+    out (the follower moves it on only once the listener asks for more), so a listener cut off
+    can be given the rest from there (chat/event_stream.py)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+
+
 class EventBuffer:
     """In-process, append-only list of SSE events with any number of followers."""
 
@@ -108,9 +119,14 @@ class EventBuffer:
     def content_count(self) -> int:
         return len(self._ends) - len(self._whole)
 
-    async def follow(self, after: int = 0, *, ids: bool = False) -> AsyncGenerator[bytes, None]:
-        """Frames after event ``after``, as they come; ends when the buffer is closed."""
+    async def follow(
+        self, after: int = 0, *, ids: bool = False, position: Position | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Frames after event ``after``, as they come; ends when the buffer is closed.
+        ``position`` is kept at the first event not yet taken by the listener."""
         index = max(after, 0)
+        position = position or Position()
+        position.index = index
         frame, ends = self.frame, self._ends
         loop = asyncio.get_running_loop()  # once: each call costs a system call on 3.11
         self.listeners += 1
@@ -122,7 +138,7 @@ class EventBuffer:
                         yield with_id(end, frame(index)) if ids else frame(index)
                     else:  # a burst that came while this listener was busy: one write
                         yield self.frames(index, end, ids=ids)
-                    index = end
+                    index = position.index = end
                     continue
                 if self._closed:
                     return

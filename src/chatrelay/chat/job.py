@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Literal
 
 import orjson
 
 from chatrelay.chat.encoding import DONE, ChunkEncoder
-from chatrelay.chat.events import EventBuffer
+from chatrelay.chat.events import EventBuffer, Position
 from chatrelay.chat.failover import RetryPolicy, continuation_messages
 from chatrelay.chat.recorder import AnswerRecorder
 from chatrelay.errors import UPSTREAM, ChatRelayError
@@ -56,6 +56,7 @@ class GenerationJob:
     __slots__ = (
         "_committed",
         "_on_finished",
+        "_shutting_down",
         "_stop_requested",
         "_task",
         "attempts",
@@ -121,6 +122,7 @@ class GenerationJob:
         self.first_token_at: float | None = None
         self._on_finished = on_finished
         self._stop_requested = False
+        self._shutting_down = False
         self._task: asyncio.Task[None] | None = None
         # Resolves once the upstream has accepted the request (or fails with why it did not),
         # so the route can still answer with a proper HTTP error status before streaming.
@@ -188,20 +190,24 @@ class GenerationJob:
     async def cancel_and_wait(self) -> None:
         """Server shutdown: end the job without keeping it alive for anyone. Safe to call
         again (the shutdown and a request the server gave up on both do): the job is cancelled
-        once, as a second cancel would cut short its storing of what it has."""
+        once, and the waiting is not passed on to it, as a second cancel would cut short its
+        storing of what it has."""
         task = self._task
-        if task is not None and not task.done():
-            if not task.cancelling():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if task is None or task.done():
+            return
+        if not self._shutting_down:
+            self._shutting_down = True
+            task.cancel()
+        await asyncio.wait({task})
 
-    async def end_for_shutdown(self, *, ids: bool = False) -> bytes:
+    async def rest_after_shutdown(
+        self, position: Position, *, ids: bool = False
+    ) -> AsyncGenerator[bytes, None]:
         """The server gives up on a request that streams this answer: end the answer as a
-        shutdown does and return the events that ending added (the ``shutdown`` error and
-        ``[DONE]``; nothing if it had ended already), for that request to send last."""
-        start = len(self.buffer)
+        shutdown does, then the events that request has not sent yet, from ``position`` to
+        the end (the ``shutdown`` error and ``[DONE]`` last)."""
         await self.cancel_and_wait()
-        return self.buffer.frames(start, ids=ids)
+        return self.buffer.follow(position.index, ids=ids)
 
     async def _run(self) -> None:
         if self.recorder is not None:

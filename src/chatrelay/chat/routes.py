@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user, require_user
 from chatrelay.chat.event_stream import EventStreamResponse
+from chatrelay.chat.events import Position
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.service import ChatService
@@ -65,10 +66,11 @@ async def chat(
     ``action`` ``regenerate`` answers the conversation's last question again (in place of its
     answer); ``edit`` replaces the last question's text with the one message sent first."""
     job, ids = await start_answer(request, body, user)
+    position = Position()
     return EventStreamResponse(
-        job.buffer.follow(ids=True),
+        job.buffer.follow(ids=True, position=position),
         headers=ids,
-        on_abandon=partial(job.end_for_shutdown, ids=True),
+        on_abandon=partial(job.rest_after_shutdown, position, ids=True),
     )
 
 
@@ -120,8 +122,16 @@ async def reattach(
         raise NotFound("message", message_id)
     if after is None:
         after = _event_number(last_event_id)
-    frames = await _service(request).reattach(message_id, owner_id=user.id, after=after)
-    return EventStreamResponse(frames, headers={"X-Message-Id": message_id})
+    service = _service(request)
+    position = Position()
+    frames = await service.reattach(message_id, owner_id=user.id, after=after, position=position)
+    job = service.local_job(message_id, owner_id=user.id)
+    return EventStreamResponse(
+        frames,
+        headers={"X-Message-Id": message_id},
+        # Followed here: at shutdown it ends as the request that started it does.
+        on_abandon=partial(job.rest_after_shutdown, position, ids=True) if job else None,
+    )
 
 
 def _event_number(last_event_id: str | None) -> int:

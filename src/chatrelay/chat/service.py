@@ -24,6 +24,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.chat.encoding import DONE
+from chatrelay.chat.events import Position
 from chatrelay.chat.failover import RetryPolicy
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.recorder import STORED_STATUS, AnswerStore
@@ -289,15 +290,16 @@ class ChatService:
         return message
 
     async def reattach(
-        self, message_id: str, *, owner_id: str, after: int = 0
+        self, message_id: str, *, owner_id: str, after: int = 0, position: Position | None = None
     ) -> AsyncIterator[bytes]:
-        """The answer's events after event ``after`` (with ids), live while it runs anywhere.
+        """The answer's events after event ``after`` (with ids), live while it runs anywhere;
+        ``position`` follows how far they went out when it runs here.
 
         Raises NotFound (404) before anything streams if the answer is not the owner's.
         """
         job = self.local_job(message_id, owner_id=owner_id)
         if job is not None:
-            return job.buffer.follow(after, ids=True)
+            return job.buffer.follow(after, ids=True, position=position)
         message = await self._stored_answer(message_id, owner_id=owner_id)
         shared = self.shared
         if shared is not None and (
