@@ -141,7 +141,7 @@ class AnswerStore:
 
         for attempt in range(3):
             try:
-                await self.db.write(write)
+                await self.db.write(write, small=True)
                 recorder.writes += 1
                 return
             except Exception:

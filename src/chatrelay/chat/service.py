@@ -149,7 +149,8 @@ class ChatService:
                     questions=incoming,
                     model=model,
                     instance_id=self.instance_id,
-                )
+                ),
+                small=True,
             )
         else:
             async with self.db.transaction() as session:

@@ -9,12 +9,15 @@ Usage::
     async with db.read() as s:          # a read-only one (no write lock on SQLite)
         ...
     answer_id = await db.write(partial(store_answer, owner_id=...))  # Core statements, fast
+    answer_id = await db.write(partial(store_answer, ...), small=True)  # a few rows: faster
     await db.close()
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -25,12 +28,18 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from chatrelay.config import Settings
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "chatrelay_read_only"
+# The event loop's own SQLite connection never checkpoints (that fsyncs): the writer thread
+# does, once every this many of its commits.
+CHECKPOINT_EVERY = 200
 T = TypeVar("T")
 
 
@@ -41,7 +50,9 @@ def database_url(settings: Settings) -> str:
     return f"sqlite+aiosqlite:///{(settings.data_dir / 'chatrelay.db').resolve()}"
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(
+    engine: Engine, *, busy_timeout_ms: int = 30000, autocheckpoint: bool = True
+) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _: Any) -> None:
         # Let SQLAlchemy's "begin" below issue BEGIN itself, instead of the driver's implicit one.
@@ -50,7 +61,9 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints, safe with WAL
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -73,12 +86,23 @@ class Database:
         # The per-request writes (Database.write) run whole on one writer thread with the
         # plain driver instead: one hop per transaction.
         self._sync_engine: Engine | None = None
+        self._loop_engine: Engine | None = None
         self._write_thread: ThreadPoolExecutor | None = None
+        self._loop_commits = 0
         if self.is_sqlite:
             _tune_sqlite(self.engine.sync_engine)
-            self._sync_engine = create_engine(make_url(url).set(drivername="sqlite+pysqlite"))
+            sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+            self._sync_engine = create_engine(sync_url)
             _tune_sqlite(self._sync_engine)
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            # Small writes (a request's few rows) run on the event loop itself: the hops to the
+            # writer thread and back (two wake-ups) cost more CPU than the write (9-16 % of
+            # all of it, bench/results/20261124T050527Z-inline-writes.json). Its one
+            # connection never waits: with another process holding the write lock it fails
+            # at once and the write goes to the writer thread, which waits in SQLite's busy
+            # handler; and it never checkpoints (CHECKPOINT_EVERY).
+            self._loop_engine = create_engine(sync_url, poolclass=StaticPool)
+            _tune_sqlite(self._loop_engine, busy_timeout_ms=0, autocheckpoint=False)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Left to itself, a second pooled connection waits in
         # SQLite's busy handler, which polls with sleeps of up to 100 ms: the long tails of a
@@ -98,17 +122,51 @@ class Database:
         async with self._writer, self._sessions() as session, session.begin():
             yield session
 
-    async def write(self, work: Callable[[Connection], T]) -> T:
+    async def write(self, work: Callable[[Connection], T], *, small: bool = False) -> T:
         """``work(connection)`` (Core statements) in one write transaction, committed when it
         returns. On SQLite it runs whole on the writer thread, queued with this process's
-        other writers; on PostgreSQL on a pooled async connection."""
+        other writers, or (``small``: a few rows, no scan) on the event loop itself unless
+        another process holds the write lock; on PostgreSQL on a pooled async connection."""
         if self._sync_engine is None:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(work)
         assert self._writer is not None
+        loop = asyncio.get_running_loop()
         async with self._writer:
-            loop = asyncio.get_running_loop()
+            if small:
+                try:
+                    result = self._write_on_loop(work)
+                except OperationalError as error:
+                    if getattr(error.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                        raise
+                    # Another process writes: wait for it on the writer thread (rolled back
+                    # at BEGIN IMMEDIATE, so nothing of the work was done).
+                else:
+                    self._loop_commits += 1
+                    if self._loop_commits % CHECKPOINT_EVERY == 0:
+                        # Still holding the writers' lock: a checkpoint that new frames keep
+                        # overtaking never lets the WAL start over, and it would grow forever.
+                        await loop.run_in_executor(self._write_thread, self._checkpoint)
+                    return result
             return await loop.run_in_executor(self._write_thread, self._write_now, work)
+
+    def _write_on_loop(self, work: Callable[[Connection], T]) -> T:
+        assert self._loop_engine is not None
+        with self._loop_engine.begin() as connection:
+            return work(connection)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL's pages into the database file (on the writer thread: it fsyncs)."""
+        assert self._sync_engine is not None
+        try:
+            # On the driver's connection: not in a transaction, which the pragma cannot run in.
+            connection = self._sync_engine.raw_connection()
+            try:
+                connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                connection.close()
+        except Exception:  # the next one, or any other connection's commit, will do it
+            log.exception("SQLite checkpoint failed")
 
     def _write_now(self, work: Callable[[Connection], T]) -> T:
         assert self._sync_engine is not None
@@ -132,6 +190,8 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._loop_engine is not None:
+            self._loop_engine.dispose()
         if self._sync_engine is not None:
             assert self._write_thread is not None
             # On the writer thread: an SQLite connection may only be closed where it was made.

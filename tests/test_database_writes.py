@@ -1,0 +1,81 @@
+"""SQLite writes: a request's small writes run on the event loop itself, yet the loop never
+waits for another process's write lock, and the WAL is still checkpointed (store/database.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+
+from chatrelay.store import database
+from chatrelay.store.database import Database
+
+
+def insert_row(payload: bytes, threads: list[str]):  # type: ignore[no-untyped-def]
+    def work(connection: Connection) -> None:
+        threads.append(threading.current_thread().name)
+        connection.execute(text("INSERT INTO scratch (payload) VALUES (:p)"), {"p": payload})
+
+    return work
+
+
+async def scratch_database(tmp_path: Path) -> tuple[Database, Path]:
+    path = tmp_path / "chatrelay.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await db.write(lambda c: c.execute(text("CREATE TABLE scratch (payload BLOB)")))
+    return db, path
+
+
+def rows(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        return int(connection.execute("SELECT count(*) FROM scratch").fetchone()[0])
+
+
+async def test_a_small_write_runs_on_the_loop_and_waits_for_another_process_off_it(
+    tmp_path: Path,
+) -> None:
+    db, path = await scratch_database(tmp_path)
+    threads: list[str] = []
+    try:
+        await db.write(insert_row(b"first", threads), small=True)
+        assert threads == [threading.current_thread().name]  # no hop to the writer thread
+
+        # Another process (a CLI command, a second instance) holds the write lock for a while.
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.create_task(db.write(insert_row(b"second", threads), small=True))
+        ticks = 0
+        for _ in range(20):  # the loop goes on meanwhile: it does not wait for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not write.done() and ticks == 20
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(write, 10)
+        assert threads[-1].startswith("sqlite-writer")
+        assert rows(path) == 2
+    finally:
+        await db.close()
+
+
+async def test_small_writes_leave_checkpoints_to_the_writer_thread(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(database, "CHECKPOINT_EVERY", 50)
+    db, path = await scratch_database(tmp_path)
+    threads: list[str] = []
+    try:
+        for _ in range(1000):
+            await db.write(insert_row(b"x" * 4000, threads), small=True)
+            await asyncio.sleep(0)  # the writer thread's checkpoints run meanwhile
+        await asyncio.sleep(0.5)
+        assert rows(path) == 1000
+        # ~4 MB written: without checkpoints the WAL would hold all of it; with one every 50
+        # writes it is reused from its start and stays at about 50 writes' pages.
+        wal = path.with_name(path.name + "-wal").stat().st_size
+        assert wal < 1_500_000, wal
+    finally:
+        await db.close()
