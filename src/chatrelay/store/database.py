@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "chatrelay_read_only"
 # The event loop's own SQLite connection never checkpoints (that fsyncs): the writer thread
-# does, once every this many of its commits.
+# does, once every this many of its commits, and after each one while the WAL is still longer
+# than SQLite's own threshold (readers' snapshots can keep a checkpoint from finishing).
 CHECKPOINT_EVERY = 200
+WAL_FRAMES_LIMIT = 1000
 T = TypeVar("T")
 
 
@@ -89,6 +91,7 @@ class Database:
         self._loop_engine: Engine | None = None
         self._write_thread: ThreadPoolExecutor | None = None
         self._loop_commits = 0
+        self._wal_long = False  # the last checkpoint left more than WAL_FRAMES_LIMIT frames
         if self.is_sqlite:
             _tune_sqlite(self.engine.sync_engine)
             sync_url = make_url(url).set(drivername="sqlite+pysqlite")
@@ -101,7 +104,10 @@ class Database:
             # connection never waits: with another process holding the write lock it fails
             # at once and the write goes to the writer thread, which waits in SQLite's busy
             # handler; and it never checkpoints (CHECKPOINT_EVERY).
-            self._loop_engine = create_engine(sync_url, poolclass=StaticPool)
+            # timeout 0: even the connection's first pragmas must not wait for a lock.
+            self._loop_engine = create_engine(
+                sync_url, poolclass=StaticPool, connect_args={"timeout": 0}
+            )
             _tune_sqlite(self._loop_engine, busy_timeout_ms=0, autocheckpoint=False)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Left to itself, a second pooled connection waits in
@@ -137,16 +143,17 @@ class Database:
                 try:
                     result = self._write_on_loop(work)
                 except OperationalError as error:
-                    if getattr(error.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    if not _is_busy(error):
                         raise
-                    # Another process writes: wait for it on the writer thread (rolled back
-                    # at BEGIN IMMEDIATE, so nothing of the work was done).
+                    # Another process writes: wait for it on the writer thread (whatever ran
+                    # was rolled back, so the work is done once).
                 else:
                     self._loop_commits += 1
-                    if self._loop_commits % CHECKPOINT_EVERY == 0:
+                    if self._wal_long or self._loop_commits % CHECKPOINT_EVERY == 0:
                         # Still holding the writers' lock: a checkpoint that new frames keep
                         # overtaking never lets the WAL start over, and it would grow forever.
-                        await loop.run_in_executor(self._write_thread, self._checkpoint)
+                        frames = await loop.run_in_executor(self._write_thread, self._checkpoint)
+                        self._wal_long = frames > WAL_FRAMES_LIMIT
                     return result
             return await loop.run_in_executor(self._write_thread, self._write_now, work)
 
@@ -155,18 +162,23 @@ class Database:
         with self._loop_engine.begin() as connection:
             return work(connection)
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL's pages into the database file (on the writer thread: it fsyncs)."""
+    def _checkpoint(self) -> int:
+        """Copy the WAL's pages into the database file (on the writer thread: it fsyncs); how
+        many frames the WAL holds."""
         assert self._sync_engine is not None
         try:
             # On the driver's connection: not in a transaction, which the pragma cannot run in.
             connection = self._sync_engine.raw_connection()
             try:
-                connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _busy, frames, _copied = (
+                    connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                )
             finally:
                 connection.close()
+            return int(frames)
         except Exception:  # the next one, or any other connection's commit, will do it
             log.exception("SQLite checkpoint failed")
+            return 0
 
     def _write_now(self, work: Callable[[Connection], T]) -> T:
         assert self._sync_engine is not None
@@ -199,6 +211,12 @@ class Database:
                 self._write_thread, self._sync_engine.dispose
             )
             self._write_thread.shutdown(wait=True)
+
+
+def _is_busy(error: OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY, extended codes included (SQLITE_BUSY_RECOVERY, ...)."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def alembic_config(url: str) -> Config:
