@@ -144,6 +144,14 @@ def run_driver(
     return figures
 
 
+def warm_up(system: System, mock: System, *, chunk_bytes: int = 20) -> None:
+    """A few short answers: imports, connection pools, the first database writes."""
+    run_driver(
+        system, mock, concurrency=4, requests_per_client=2, chunks=4, pace_ms=1,
+        chunk_bytes=chunk_bytes,
+    )  # fmt: skip
+
+
 def summary_line(f: dict[str, Any]) -> str:
     if f["mode"] == "non-stream":
         return (
@@ -247,8 +255,8 @@ def main(argv: list[str] | None = None) -> Path:
         for s in systems:
             print(f"{s.name}: {s.version}; {json.dumps(s.settings)}", flush=True)
         common = {"chunk_bytes": args.chunk_bytes}
-        for s in systems:  # warm up: imports, connection pools, the first database writes
-            run_driver(s, mock, concurrency=4, requests_per_client=2, chunks=4, pace_ms=1, **common)
+        for s in systems:
+            warm_up(s, mock, chunk_bytes=args.chunk_bytes)
             s.refresh_pids()
             s.rss_idle = s.rss()  # warmed up, idle: memory per stream counts from here
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from compare import run_driver
+from compare import warm_up
 from systems import start_chatrelay, start_mock
 
 
@@ -28,10 +28,7 @@ def main() -> None:
             experiments = name.split(":", 1)[1].replace("+", ",") if ":" in name else ""
             system = start_chatrelay(mock, prelude=experiments, name=name)
             try:
-                run_driver(
-                    system, mock, concurrency=4, requests_per_client=2, chunks=4, pace_ms=1,
-                    chunk_bytes=20,
-                )  # fmt: skip
+                warm_up(system, mock)
                 time.sleep(2)  # the warm-up's answers stored, its connections idle
                 before = system.cpu()
                 time.sleep(args.seconds)

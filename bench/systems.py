@@ -382,7 +382,7 @@ EXPERIMENTS = {
         "        async with self.engine.begin() as connection:\n"
         "            return await connection.run_sync(work)\n"
         "    async with self._writer:\n"
-        "        return self._write_now(work)\n"
+        "        return _database._write_with(self._sync_engine, work)\n"
         "_database.Database.write = _write_inline\n"
     ),
 }

@@ -141,7 +141,8 @@ class Database:
         async with self._writer:
             if small:
                 try:
-                    result = self._write_on_loop(work)
+                    assert self._loop_engine is not None
+                    result = _write_with(self._loop_engine, work)
                 except OperationalError as error:
                     if not _is_busy(error):
                         raise
@@ -155,12 +156,9 @@ class Database:
                         frames = await loop.run_in_executor(self._write_thread, self._checkpoint)
                         self._wal_long = frames > WAL_FRAMES_LIMIT
                     return result
-            return await loop.run_in_executor(self._write_thread, self._write_now, work)
-
-    def _write_on_loop(self, work: Callable[[Connection], T]) -> T:
-        assert self._loop_engine is not None
-        with self._loop_engine.begin() as connection:
-            return work(connection)
+            return await loop.run_in_executor(
+                self._write_thread, _write_with, self._sync_engine, work
+            )
 
     def _checkpoint(self) -> int:
         """Copy the WAL's pages into the database file (on the writer thread: it fsyncs); how
@@ -179,11 +177,6 @@ class Database:
         except Exception:  # the next one, or any other connection's commit, will do it
             log.exception("SQLite checkpoint failed")
             return 0
-
-    def _write_now(self, work: Callable[[Connection], T]) -> T:
-        assert self._sync_engine is not None
-        with self._sync_engine.begin() as connection:
-            return work(connection)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -211,6 +204,12 @@ class Database:
                 self._write_thread, self._sync_engine.dispose
             )
             self._write_thread.shutdown(wait=True)
+
+
+def _write_with(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """``work`` in one transaction of ``engine``'s, committed when it returns."""
+    with engine.begin() as connection:
+        return work(connection)
 
 
 def _is_busy(error: OperationalError) -> bool:
