@@ -182,9 +182,14 @@ def append_exchange(
     if conversation_id is None:
         conversation_id = new_id("conv")
         connection.execute(
-            insert(CONVERSATIONS).values(
-                id=conversation_id, user_id=owner_id, title=title, created_at=now, updated_at=now
-            )
+            _INSERT_CONVERSATION,
+            {
+                "id": conversation_id,
+                "user_id": owner_id,
+                "title": title,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         last = 0
     else:
@@ -240,7 +245,7 @@ def append_exchange(
             "updated_at": now,
         }
     )
-    connection.execute(insert(MESSAGES), rows)
+    connection.execute(_INSERT_MESSAGES, rows)
     return conversation_id, answer_id
 
 
@@ -299,7 +304,10 @@ def finish_answer(
     )
 
 
-# Built once: building a statement costs more than running its cached compiled form.
+# Built once: building a statement (its values made into bound parameters, its cache key) costs
+# more than running its cached compiled form; an insert's values come as parameters.
+_INSERT_CONVERSATION = insert(CONVERSATIONS)
+_INSERT_MESSAGES = insert(MESSAGES)
 _FINISH_ANSWER = (
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.user_id == bindparam("b_owner"))

@@ -53,11 +53,15 @@ def database_url(settings: Settings) -> str:
 
 
 def _tune_sqlite(
-    engine: Engine, *, busy_timeout_ms: int = 30000, autocheckpoint: bool = True
+    engine: Engine,
+    *,
+    busy_timeout_ms: int = 30000,
+    autocheckpoint: bool = True,
+    begin_event: bool = True,
 ) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _: Any) -> None:
-        # Let SQLAlchemy's "begin" below issue BEGIN itself, instead of the driver's implicit one.
+        # BEGIN is issued by "begin" below (or _write_with), not implicitly by the driver.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
@@ -67,6 +71,12 @@ def _tune_sqlite(
         if not autocheckpoint:
             cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
+
+    if not begin_event:
+        # The engines of Database.write begin in _write_with instead: any listener of an
+        # engine's own events makes SQLAlchemy dispatch them around every statement, and the
+        # BEGIN below goes through its whole execution path (~50 µs a transaction together).
+        return
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
@@ -96,7 +106,7 @@ class Database:
             _tune_sqlite(self.engine.sync_engine)
             sync_url = make_url(url).set(drivername="sqlite+pysqlite")
             self._sync_engine = create_engine(sync_url)
-            _tune_sqlite(self._sync_engine)
+            _tune_sqlite(self._sync_engine, begin_event=False)
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
             # Small writes (a request's few rows) run on the event loop itself: the hops to the
             # writer thread and back (two wake-ups) cost more CPU than the write (9-16 % of
@@ -108,7 +118,9 @@ class Database:
             self._loop_engine = create_engine(
                 sync_url, poolclass=StaticPool, connect_args={"timeout": 0}
             )
-            _tune_sqlite(self._loop_engine, busy_timeout_ms=0, autocheckpoint=False)
+            _tune_sqlite(
+                self._loop_engine, busy_timeout_ms=0, autocheckpoint=False, begin_event=False
+            )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Left to itself, a second pooled connection waits in
         # SQLite's busy handler, which polls with sleeps of up to 100 ms: the long tails of a
@@ -143,7 +155,7 @@ class Database:
                 try:
                     assert self._loop_engine is not None
                     result = _write_with(self._loop_engine, work)
-                except OperationalError as error:
+                except (OperationalError, sqlite3.OperationalError) as error:
                     if not _is_busy(error):
                         raise
                     # Another process writes: wait for it on the writer thread (whatever ran
@@ -207,14 +219,23 @@ class Database:
 
 
 def _write_with(engine: Engine, work: Callable[[Connection], T]) -> T:
-    """``work`` in one transaction of ``engine``'s, committed when it returns."""
-    with engine.begin() as connection:
-        return work(connection)
+    """``work`` in one write transaction of ``engine``'s (SQLite), committed when it returns.
+
+    BEGIN IMMEDIATE (the write lock up front, see _tune_sqlite) goes straight to the driver:
+    SQLAlchemy's own begin is a no-op for pysqlite, and the commit below ends the
+    transaction; on an error, returning the connection to the pool rolls it back."""
+    with engine.connect() as connection:
+        connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        result = work(connection)
+        connection.commit()
+        return result
 
 
-def _is_busy(error: OperationalError) -> bool:
-    """SQLite's SQLITE_BUSY, extended codes included (SQLITE_BUSY_RECOVERY, ...)."""
-    code = getattr(error.orig, "sqlite_errorcode", None)
+def _is_busy(error: OperationalError | sqlite3.OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY, extended codes included (SQLITE_BUSY_RECOVERY, ...), from the
+    driver (BEGIN IMMEDIATE in _write_with) or through SQLAlchemy (a statement)."""
+    driver_error = error.orig if isinstance(error, OperationalError) else error
+    code = getattr(driver_error, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
