@@ -149,7 +149,6 @@ class Database:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(work)
         assert self._writer is not None
-        loop = asyncio.get_running_loop()
         async with self._writer:
             if small:
                 try:
@@ -165,10 +164,12 @@ class Database:
                     if self._wal_long or self._loop_commits % CHECKPOINT_EVERY == 0:
                         # Still holding the writers' lock: a checkpoint that new frames keep
                         # overtaking never lets the WAL start over, and it would grow forever.
-                        frames = await loop.run_in_executor(self._write_thread, self._checkpoint)
+                        frames = await asyncio.get_running_loop().run_in_executor(
+                            self._write_thread, self._checkpoint
+                        )
                         self._wal_long = frames > WAL_FRAMES_LIMIT
                     return result
-            return await loop.run_in_executor(
+            return await asyncio.get_running_loop().run_in_executor(
                 self._write_thread, _write_with, self._sync_engine, work
             )
 
