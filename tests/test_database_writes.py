@@ -10,7 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
 
 from chatrelay.store import database
 from chatrelay.store.database import Database
@@ -93,4 +95,38 @@ async def test_small_writes_keep_the_wal_bounded_while_others_read(
             reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*readers)
+        await db.close()
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["on-the-loop", "on-the-writer-thread"])
+async def test_a_write_whose_commit_fails_lets_go_of_the_lock(tmp_path: Path, small: bool) -> None:
+    """A failed COMMIT (here a deferred foreign key; on a server a full disk) is rolled back:
+    the write lock is free for other processes and the next write goes through."""
+    db, path = await scratch_database(tmp_path)
+
+    def make_tables(connection: Connection) -> None:
+        connection.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        connection.execute(
+            text(
+                "CREATE TABLE child (parent_id INTEGER "
+                "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+
+    def orphan(connection: Connection) -> None:
+        connection.execute(text("INSERT INTO child (parent_id) VALUES (999)"))
+
+    try:
+        await db.write(make_tables)
+        with pytest.raises(IntegrityError):  # checked at COMMIT, not at the INSERT
+            await db.write(orphan, small=small)
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")  # "database is locked" if the failed write held on
+        other.execute("ROLLBACK")
+        other.close()
+        await db.write(insert_row(b"after", []), small=small)
+        assert rows(path) == 1
+        with sqlite3.connect(path) as reader:
+            assert reader.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+    finally:
         await db.close()

@@ -220,16 +220,14 @@ class Database:
 
 
 def _write_with(engine: Engine, work: Callable[[Connection], T]) -> T:
-    """``work`` in one write transaction of ``engine``'s (SQLite), committed when it returns.
+    """``work`` in one write transaction of ``engine``'s (SQLite), committed when it returns
+    and rolled back when it or the commit fails.
 
     BEGIN IMMEDIATE (the write lock up front, see _tune_sqlite) goes straight to the driver:
-    SQLAlchemy's own begin is a no-op for pysqlite, and the commit below ends the
-    transaction; on an error, returning the connection to the pool rolls it back."""
-    with engine.connect() as connection:
+    with no listener SQLAlchemy's own begin sends nothing for pysqlite."""
+    with engine.begin() as connection:
         connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-        result = work(connection)
-        connection.commit()
-        return result
+        return work(connection)
 
 
 def _is_busy(error: OperationalError | sqlite3.OperationalError) -> bool:
