@@ -385,6 +385,36 @@ EXPERIMENTS = {
         "        return _database._write_with(self._sync_engine, work)\n"
         "_database.Database.write = _write_inline\n"
     ),
+    # POST /v1/chat/completions served without FastAPI's request handling (routing through
+    # the included routers, dependency solving, its exit stacks): a plain ASGI endpoint ahead
+    # of the routes reads the body, validates it with pydantic, finds the API key's user and
+    # calls the same endpoint function. What a leaner request path would save.
+    "lean-route": (
+        "import chatrelay.app as _app\n"
+        "from fastapi.exceptions import RequestValidationError as _Invalid\n"
+        "from pydantic import ValidationError as _PydanticError\n"
+        "from starlette.requests import Request as _Request\n"
+        "from starlette.routing import Route as _Route\n"
+        "from chatrelay import openai_api as _api\n"
+        "class _Lean:\n"
+        "    async def __call__(self, scope, receive, send):\n"
+        "        request = _Request(scope, receive)\n"
+        "        try:\n"
+        "            body = _api.CompletionRequest.model_validate_json(await request.body())\n"
+        "        except _PydanticError as error:\n"
+        "            raise _Invalid([{**e, 'loc': ('body', *e['loc'])} for e in error.errors()])\n"
+        "        user = await _api.api_user(request)\n"
+        "        conversation = request.headers.get('x-conversation-id')\n"
+        "        response = await _api.chat_completions(body, request, user, conversation)\n"
+        "        await response(scope, receive, send)\n"
+        "_create = _app.create_app\n"
+        "def _create_lean(*args, **kwargs):\n"
+        "    app = _create(*args, **kwargs)\n"
+        "    lean = _Route('/v1/chat/completions', endpoint=_Lean(), methods=['POST'])\n"
+        "    app.router.routes.insert(0, lean)\n"
+        "    return app\n"
+        "_app.create_app = _create_lean\n"
+    ),
 }
 
 

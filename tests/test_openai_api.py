@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import openai
 import pytest
+from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from chatrelay.auth.api_keys import issue_api_key
 from chatrelay.store import users
@@ -161,3 +163,46 @@ async def test_errors_have_openai_shapes(relay_for, fake: FakeUpstream) -> None:
                     received.append(chunk)
             assert "CUDA out of memory" in mid_stream.value.message
             assert received[-1].choices[0].delta.content == "Half"
+
+
+BAD_REQUESTS = [
+    pytest.param(b"not json", id="not-json"),
+    pytest.param(b"", id="no-body"),
+    pytest.param(b"[]", id="not-an-object"),
+    pytest.param(b'{"messages": "hi"}', id="messages-not-a-list"),
+    pytest.param(b'{"messages": [{"role": "robot", "content": "x"}]}', id="unknown-role"),
+    pytest.param(b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', id="n-2"),
+    pytest.param(
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', id="temp"
+    ),
+    pytest.param(b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', id="stream"),
+    pytest.param(b'{"messages": [{"role": "user", "content": 5}]}', id="content-a-number"),
+]
+
+
+@pytest.mark.parametrize("body", BAD_REQUESTS)
+async def test_the_served_endpoint_refuses_what_the_documented_route_refuses(
+    relay_for, body: bytes
+) -> None:
+    """POST /v1/chat/completions is served without FastAPI's request handling (app.py); the
+    FastAPI route it shadows documents it. Both answer a bad request the same way."""
+    async with relay_for() as relay:
+        key, _ = await api_key(relay)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+        async def refusal() -> tuple[int, object, object]:
+            response = await relay.client.post(
+                "/v1/chat/completions", content=body, headers=headers
+            )
+            error = response.json()["error"]
+            return response.status_code, error["code"], error.get("param")
+
+        served = await refusal()
+        routes = relay.app.router.routes
+        served_route = routes[0]
+        assert isinstance(served_route, Route) and not isinstance(served_route, APIRoute)
+        assert served_route.path == "/v1/chat/completions"
+        del routes[0]
+        documented = await refusal()
+    assert served == documented
+    assert served[0] == 400

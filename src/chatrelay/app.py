@@ -39,6 +39,7 @@ from chatrelay.limits.routes import router as usage_router
 from chatrelay.limits.tokens import LlamaVocabCounter
 from chatrelay.observability import RequestLog, metrics_endpoint
 from chatrelay.openai_api import router as openai_router
+from chatrelay.openai_api import served_routes
 from chatrelay.store.database import Database, database_url
 from chatrelay.upstreams.monitor import UpstreamMonitor
 from chatrelay.upstreams.registry import UpstreamRegistry
@@ -118,6 +119,9 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.include_router(conversation_router)
     app.include_router(openai_router)
     app.include_router(usage_router)
+    # Ahead of the routes: the hot endpoints served without FastAPI's request handling (the
+    # routes above still document them).
+    app.router.routes[0:0] = served_routes()
     install_api_docs(app)
 
     app.add_api_route(
