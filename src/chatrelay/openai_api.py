@@ -179,6 +179,7 @@ class _ChatCompletions:
         user = await api_user(request)
         conversation_id = request.headers.get("x-conversation-id")
         response = await chat_completions(body, request, user, conversation_id)
+        del raw, body, request  # not held for as long as the answer streams
         await response(scope, receive, send)
 
 
