@@ -2,7 +2,10 @@
 
 The ``send`` wrappers here and in the other middlewares are plain functions that return the
 inner ``send``'s awaitable, not ``async def``s: they run for every token of every stream, and
-an ``async def`` layer costs a coroutine object and a frame each time.
+an ``async def`` layer costs a coroutine object and a frame each time. So are the middlewares'
+own ``__call__``s where nothing is left to do once the inner app is done: they return its
+awaitable, and no frame of theirs is kept for as long as a stream lasts (~300 bytes each, and
+one fewer level for every resumption of the request's task to pass through).
 """
 
 from __future__ import annotations
@@ -32,17 +35,16 @@ class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
 
         def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *_SECURITY_HEADERS]
             return send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return self.app(scope, receive, send_with_headers)
 
 
 class BodySizeLimit:
@@ -62,18 +64,16 @@ class BodySizeLimit:
             f"The request body is larger than {self.max_bytes} bytes (CHATRELAY_MAX_BODY_BYTES).",
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 error = self._too_large()
                 response = error_response(
                     ChatRelayError(413, str(error.detail), code="body_too_large")
                 )
-                await response(scope, receive, send)
-                return
+                return response(scope, receive, send)
         received = 0
 
         async def counting_receive() -> Message:
@@ -87,4 +87,4 @@ class BodySizeLimit:
                     raise self._too_large()
             return message
 
-        await self.app(scope, counting_receive, send)
+        return self.app(scope, counting_receive, send)

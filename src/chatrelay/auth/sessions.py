@@ -92,10 +92,10 @@ class SessionCookieWriter:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not async: see chatrelay/http.py.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         # The same dict is request.state for every Request made from this scope downstream.
         state: dict[str, object] = scope.setdefault("state", {})
 
@@ -106,4 +106,4 @@ class SessionCookieWriter:
                     message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie)]
             return send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        return self.app(scope, receive, send_with_cookie)

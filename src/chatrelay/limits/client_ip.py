@@ -18,7 +18,7 @@ setting, ``CHATRELAY_TRUSTED_PROXIES``, decides both the client address and the 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -94,7 +94,8 @@ class ProxyHeaders:
             trusted = self._peer_trusted[peer] = self.proxies.trusts(parse_address(peer))
         return trusted
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not async: see chatrelay/http.py.
         if scope["type"] in ("http", "websocket") and self.proxies.networks:
             client = scope.get("client")
             peer = client[0] if client else None
@@ -111,4 +112,4 @@ class ProxyHeaders:
                     scope["client"] = (host, 0)
                 if proto in ("http", "https") and scope["type"] == "http":
                     scope["scheme"] = proto
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
