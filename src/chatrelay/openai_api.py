@@ -8,7 +8,6 @@ continues one (the answer carries it too).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -188,24 +187,26 @@ def served_routes() -> list[BaseRoute]:
     return [Route("/v1/chat/completions", _ChatCompletions(), methods=["POST"])]
 
 
-async def _openai_stream(
+def _openai_stream(
     job: GenerationJob, *, include_usage: bool, position: Position
 ) -> AsyncGenerator[bytes, None]:
     """The job's frames as they come from event ``position.index`` on, with OpenAI's ending:
     the finish chunk without usage, then (when asked for) a chunk with empty ``choices`` and
     the usage, then ``[DONE]``."""
-    frames = job.buffer.follow(position.index, position=position)
-    async with contextlib.aclosing(frames):  # closed with this one
-        async for data in frames:
-            final = job.final_frame
-            if final is not None and data.endswith(final + DONE):
-                data = data[: -len(final + DONE)] + job.encoder.final(
-                    job.finish_reason or "stop", None, status=job.status
-                )
-                if include_usage and job.usage is not None:
-                    data += job.encoder.usage(job.usage)
-                data += DONE
-            yield data
+    ending = partial(_openai_ending, job, include_usage)
+    return job.buffer.follow(position.index, position=position, rewrite=ending)
+
+
+def _openai_ending(job: GenerationJob, include_usage: bool, data: bytes) -> bytes:
+    final = job.final_frame
+    if final is None or not data.endswith(final + DONE):
+        return data
+    data = data[: -len(final + DONE)] + job.encoder.final(
+        job.finish_reason or "stop", None, status=job.status
+    )
+    if include_usage and job.usage is not None:
+        data += job.encoder.usage(job.usage)
+    return data + DONE
 
 
 async def _rest_after_shutdown(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import orjson
 
@@ -120,10 +120,17 @@ class EventBuffer:
         return len(self._ends) - len(self._whole)
 
     async def follow(
-        self, after: int = 0, *, ids: bool = False, position: Position | None = None
+        self,
+        after: int = 0,
+        *,
+        ids: bool = False,
+        position: Position | None = None,
+        rewrite: Callable[[bytes], bytes] | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """Frames after event ``after``, as they come; ends when the buffer is closed.
-        ``position`` is kept at the first event not yet taken by the listener."""
+        ``position`` is kept at the first event not yet taken by the listener; ``rewrite``
+        changes each piece before it is yielded (another API's shape of the ending: not a
+        generator around this one, which would be one more step of every token)."""
         index = max(after, 0)
         position = position or Position()
         position.index = index
@@ -135,9 +142,10 @@ class EventBuffer:
                 end = len(ends)
                 if index < end:
                     if end - index == 1:
-                        yield with_id(end, frame(index)) if ids else frame(index)
+                        data = with_id(end, frame(index)) if ids else frame(index)
                     else:  # a burst that came while this listener was busy: one write
-                        yield self.frames(index, end, ids=ids)
+                        data = self.frames(index, end, ids=ids)
+                    yield data if rewrite is None else rewrite(data)
                     index = position.index = end
                     continue
                 if self._closed:

@@ -346,44 +346,40 @@ class Upstream:
     async def stream(
         self, model: str, messages: list[Message], params: GenerationParams
     ) -> AsyncIterator[UpstreamStream]:
-        """Open a streamed answer. Raises UpstreamFailure before the first byte on any failure."""
+        """Open a streamed answer. Raises UpstreamFailure before the first byte on any failure.
+
+        One context manager, not two nested: each one is kept for as long as the answer
+        streams (a generator, its frame and the manager: ~600 bytes of every open stream)."""
         self.active += 1
         try:
-            async with self._open(model, messages, params) as stream:
-                yield stream
+            body = self.dialect.body(model, messages, params)
+            try:
+                async with asyncio.timeout(self.timeouts.first_token):
+                    exchange, head = await self._send(b"POST", body)
+            except TimeoutError:
+                raise self._refused(
+                    f"did not answer within {self.timeouts.first_token:g} s", "upstream_timeout"
+                ) from None
+            stream: UpstreamStream | None = None
+            try:
+                if head.status != 200:
+                    raw = await self._error_body(exchange)
+                    raise UpstreamFailure(
+                        f"Upstream '{self.config.name}' ({self.shown_url}) answered "
+                        f"{head.status}: {upstream_error_message(raw)}",
+                        kind=f"http_{head.status}",
+                        code="upstream_http_error",
+                        status=head.status,
+                        retry_after=_retry_after(head.headers.get("retry-after")),
+                    )
+                stream = UpstreamStream(exchange, self, self.timeouts)
+                yield stream  # relay() closes the stream itself, however it ends
+            finally:
+                # A whole answer's connection goes back to the pool; a stopped or abandoned
+                # one is dropped at once, so the upstream stops generating.
+                exchange.close(drain=stream is not None and stream.complete)
         finally:
             self.active -= 1
-
-    @asynccontextmanager
-    async def _open(
-        self, model: str, messages: list[Message], params: GenerationParams
-    ) -> AsyncIterator[UpstreamStream]:
-        body = self.dialect.body(model, messages, params)
-        try:
-            async with asyncio.timeout(self.timeouts.first_token):
-                exchange, head = await self._send(b"POST", body)
-        except TimeoutError:
-            raise self._refused(
-                f"did not answer within {self.timeouts.first_token:g} s", "upstream_timeout"
-            ) from None
-        stream: UpstreamStream | None = None
-        try:
-            if head.status != 200:
-                raw = await self._error_body(exchange)
-                raise UpstreamFailure(
-                    f"Upstream '{self.config.name}' ({self.shown_url}) answered {head.status}: "
-                    f"{upstream_error_message(raw)}",
-                    kind=f"http_{head.status}",
-                    code="upstream_http_error",
-                    status=head.status,
-                    retry_after=_retry_after(head.headers.get("retry-after")),
-                )
-            stream = UpstreamStream(exchange, self, self.timeouts)
-            yield stream  # relay() closes the stream itself, however it ends
-        finally:
-            # A whole answer's connection goes back to the pool; a stopped or abandoned one is
-            # dropped at once, so the upstream stops generating.
-            exchange.close(drain=stream is not None and stream.complete)
 
     async def _send(
         self, method: bytes, body: bytes = b"", target: str | None = None
