@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import openai
 import pytest
-from fastapi.routing import APIRoute
-from starlette.routing import Route
+from prometheus_client import REGISTRY
 
 from chatrelay.auth.api_keys import issue_api_key
+from chatrelay.served import ServedRoute
 from chatrelay.store import users
 from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
@@ -165,44 +165,78 @@ async def test_errors_have_openai_shapes(relay_for, fake: FakeUpstream) -> None:
             assert received[-1].choices[0].delta.content == "Half"
 
 
-BAD_REQUESTS = [
-    pytest.param(b"not json", id="not-json"),
-    pytest.param(b"", id="no-body"),
-    pytest.param(b"[]", id="not-an-object"),
-    pytest.param(b'{"messages": "hi"}', id="messages-not-a-list"),
-    pytest.param(b'{"messages": [{"role": "robot", "content": "x"}]}', id="unknown-role"),
-    pytest.param(b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', id="n-2"),
-    pytest.param(
-        b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', id="temp"
-    ),
-    pytest.param(b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', id="stream"),
-    pytest.param(b'{"messages": [{"role": "user", "content": 5}]}', id="content-a-number"),
+PATH = "/v1/chat/completions"
+GOOD = b'{"messages": [{"role": "user", "content": "x"}]}'
+
+
+def counted(status: str) -> float:
+    """Requests to PATH with ``status`` in the metrics (the request log's route label)."""
+    value = REGISTRY.get_sample_value(
+        "chatrelay_http_requests_total", {"route": PATH, "status": status}
+    )
+    return value or 0.0
+
+
+JSON = "application/json"
+BAD_REQUESTS = [  # body, content type, with a key
+    pytest.param(b"not json", JSON, True, id="not-json"),
+    pytest.param(b"", JSON, True, id="no-body"),
+    pytest.param(b"[]", JSON, True, id="not-an-object"),
+    pytest.param(b'{"messages": "hi"}', JSON, True, id="messages-not-a-list"),
+    pytest.param(b'{"messages": [{"role": "robot", "content": "x"}]}', JSON, True, id="role"),
+    pytest.param(b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', JSON, True, id="n-2"),
+    pytest.param(b'{"messages": [{"role": "user", "content": 5}]}', JSON, True, id="content-5"),
+    pytest.param(b'{"messages": [{"role": "user", "content": "\\ud800"}]}', JSON, True, id="lone"),
+    pytest.param(b'{"messages": [{"role": "user", "content": "\xff"}]}', JSON, True, id="not-utf8"),
+    pytest.param(b'{"messages": "hi"}', JSON, False, id="bad-field-and-no-key"),
+    pytest.param(b"", JSON, False, id="no-body-and-no-key"),
+    pytest.param(b"not json", JSON, False, id="not-json-and-no-key"),
+    pytest.param(GOOD, JSON, False, id="no-key"),
+    pytest.param(GOOD, None, True, id="no-content-type"),
+    pytest.param(GOOD, "text/plain", True, id="text-plain"),
+    pytest.param(GOOD, "application/x-www-form-urlencoded", True, id="form"),
 ]
 
 
-@pytest.mark.parametrize("body", BAD_REQUESTS)
+@pytest.mark.parametrize(("body", "content_type", "with_key"), BAD_REQUESTS)
 async def test_the_served_endpoint_refuses_what_the_documented_route_refuses(
-    relay_for, body: bytes
+    relay_for, body: bytes, content_type: str | None, with_key: bool
 ) -> None:
-    """POST /v1/chat/completions is served without FastAPI's request handling (app.py); the
-    FastAPI route it shadows documents it. Both answer a bad request the same way."""
+    """POST /v1/chat/completions is served without FastAPI's request handling (served.py);
+    the FastAPI route it shadows documents it and answers what it declines. A bad request
+    gets the same answer either way, and counts under the same route."""
     async with relay_for() as relay:
         key, _ = await api_key(relay)
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        headers = {"Content-Type": content_type} if content_type else {}
+        if with_key:
+            headers["Authorization"] = f"Bearer {key}"
 
-        async def refusal() -> tuple[int, object, object]:
-            response = await relay.client.post(
-                "/v1/chat/completions", content=body, headers=headers
-            )
-            error = response.json()["error"]
-            return response.status_code, error["code"], error.get("param")
+        async def refusal() -> tuple[int, dict[str, object], float]:
+            before = counted("400")
+            response = await relay.client.post(PATH, content=body, headers=headers)
+            return response.status_code, response.json()["error"], counted("400") - before
 
         served = await refusal()
         routes = relay.app.router.routes
         served_route = routes[0]
-        assert isinstance(served_route, Route) and not isinstance(served_route, APIRoute)
-        assert served_route.path == "/v1/chat/completions"
+        assert isinstance(served_route, ServedRoute) and served_route.path == PATH
         del routes[0]
         documented = await refusal()
     assert served == documented
-    assert served[0] == 400
+    assert served[0] in (400, 401)
+    assert served[2] == (1 if served[0] == 400 else 0)
+
+
+async def test_a_well_formed_request_is_counted_under_its_route(
+    relay_for, fake: FakeUpstream
+) -> None:
+    fake.script = livepeer_events(["ok"])
+    async with relay_for() as relay:
+        key, _ = await api_key(relay)
+        before = counted("200")
+        response = await relay.client.post(
+            PATH, content=GOOD, headers={"Authorization": f"Bearer {key}", "Content-Type": JSON}
+        )
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"] == "ok"
+        assert counted("200") == before + 1

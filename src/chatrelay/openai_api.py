@@ -14,10 +14,9 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from chatrelay.api_docs import error_responses
@@ -29,6 +28,7 @@ from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.routes import start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest
 from chatrelay.errors import ChatRelayError
+from chatrelay.served import ServedRoute, decline, read_body
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
 
@@ -152,29 +152,24 @@ async def chat_completions(
 
 
 class _ChatCompletions:
-    """``POST /v1/chat/completions`` as served: the route above without FastAPI's request
-    handling, which it keeps only for the API's documentation.
+    """``POST /v1/chat/completions`` as served (chatrelay/served.py): a well-formed request
+    without FastAPI's request handling, every other one by the FastAPI route above.
 
-    Hand-written because FastAPI's routing through the included routers, its dependency
-    solving and its per-request exit stacks cost ~0.3 ms of CPU an answer (2.3 -> 2.0 ms)
-    and ~5 KB of every open stream (the experiment ``lean-route`` in bench/systems.py;
-    docs/benchmarks.md). The body is validated by the same model straight from its bytes,
-    the key's user found by the same dependency, and the same endpoint function answers;
-    what they raise reaches the app's error handlers as the route's errors do.
+    Well-formed: a JSON body (``Content-Type: application/json``) that the request model
+    validates straight from its bytes. Then the key's user is found by the same dependency and
+    the same endpoint function answers, and what they raise reaches the app's error handlers
+    as the route's errors do. Anything else (no body, another content type, bad JSON, a field
+    wrong) the route answers, with FastAPI's order of errors (a missing key before a bad
+    field) and wording.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        raw = await request.body()
-        if not raw:  # no body at all: FastAPI's "missing", not a JSON error
-            missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-            raise RequestValidationError([missing])
-        try:
-            body = CompletionRequest.model_validate_json(raw)
-        except ValidationError as error:
-            # In FastAPI's shape: where in the body, as its own validation would say.
-            errors = [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
-            raise RequestValidationError(errors) from None
+        raw = await read_body(request)
+        body = _well_formed(raw, request.headers.get("content-type"))
+        if body is None:
+            await decline(scope, receive, send, raw)
+            return
         user = await api_user(request)
         conversation_id = request.headers.get("x-conversation-id")
         response = await chat_completions(body, request, user, conversation_id)
@@ -182,9 +177,21 @@ class _ChatCompletions:
         await response(scope, receive, send)
 
 
+def _well_formed(raw: bytes, content_type: str | None) -> CompletionRequest | None:
+    if content_type is None or not raw:
+        return None
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type != "application/json":  # "+json" types and the rest: the route decides
+        return None
+    try:
+        return CompletionRequest.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
 def served_routes() -> list[BaseRoute]:
     """Routes that serve requests ahead of the router's (see ``_ChatCompletions``)."""
-    return [Route("/v1/chat/completions", _ChatCompletions(), methods=["POST"])]
+    return [ServedRoute("/v1/chat/completions", _ChatCompletions(), methods=["POST"])]
 
 
 def _openai_stream(
