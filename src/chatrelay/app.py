@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.include_router(openai_router)
     app.include_router(usage_router)
     # Ahead of the routes: the hot endpoints served without FastAPI's request handling (the
-    # routes above still document them).
+    # routes above document them and answer what they decline: chatrelay/served.py).
     app.router.routes[0:0] = served_routes()
     install_api_docs(app)
 
