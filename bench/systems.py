@@ -388,7 +388,9 @@ EXPERIMENTS = {
     # POST /v1/chat/completions served without FastAPI's request handling (routing through
     # the included routers, dependency solving, its exit stacks): a plain ASGI endpoint ahead
     # of the routes reads the body, validates it with pydantic, finds the API key's user and
-    # calls the same endpoint function. What a leaner request path would save.
+    # calls the same endpoint function. What a leaner request path would save. (Landed as
+    # chatrelay/served.py, which hands bad requests back to FastAPI's route; this copy answers
+    # them itself and is kept only to reproduce the measurement in docs/benchmarks.md.)
     "lean-route": (
         "import chatrelay.app as _app\n"
         "from fastapi.exceptions import RequestValidationError as _Invalid\n"
