@@ -92,6 +92,11 @@ def main() -> None:
     parser.add_argument(
         "--rss", action="store_true", help="no tracemalloc: the resident size per open stream"
     )
+    parser.add_argument(
+        "--finished",
+        action="store_true",
+        help="what each answer still holds once its stream has ended (kept for re-attaching)",
+    )
     args = parser.parse_args()
     mock = start_mock(pace_ms=PACE_MS, chunks=CHUNKS)
     system = start_chatrelay(mock, prelude="" if args.rss else "memory-top")
@@ -105,16 +110,19 @@ def main() -> None:
                 "stream still held once they have ended (finished answers, freed memory kept)"
             )
         else:
-            start, peak, _ = idle_and_open(
+            start, peak, after = idle_and_open(
                 system, mock, args.streams, lambda name: snapshot(system, name)
             )
-            report(peak, start, args.streams, args.top)
+            what = "finished answer" if args.finished else "open stream"
+            report(after if args.finished else peak, start, args.streams, args.top, what)
     finally:
         system.stop()
         mock.stop()
 
 
-def report(held: tracemalloc.Snapshot, idle: tracemalloc.Snapshot, streams: int, top: int) -> None:
+def report(
+    held: tracemalloc.Snapshot, idle: tracemalloc.Snapshot, streams: int, top: int, what: str
+) -> None:
     by_owner: collections.Counter[str] = collections.Counter()
     for stat in held.compare_to(idle, "filename"):
         name = owner(stat.traceback[0].filename)
@@ -122,7 +130,7 @@ def report(held: tracemalloc.Snapshot, idle: tracemalloc.Snapshot, streams: int,
             by_owner[name] += stat.size_diff
     total = sum(by_owner.values())
     ours = sum(v for k, v in by_owner.items() if k.startswith("chatrelay/"))
-    print(f"{total / streams / 1024:.1f} KiB traced per open stream ({streams} open)")
+    print(f"{total / streams / 1024:.1f} KiB traced per {what} ({streams} of them)")
     print(f"{ours / streams / 1024:.1f} KiB of it chatrelay's own code\n")
     for name, size in by_owner.most_common(top):
         print(f"{size / streams:8.0f} B  {name}")

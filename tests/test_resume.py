@@ -114,6 +114,31 @@ async def test_expired_answer_is_replayed_from_the_database(
     assert events[-1] == DONE and events[-2]["choices"][0]["finish_reason"] == "stop"
 
 
+async def test_each_finished_answer_is_kept_for_the_ttl_from_its_own_end(
+    fake: FakeUpstream, relay_for
+) -> None:
+    fake.script = livepeer_events(["kept"])
+    async with relay_for(finished_job_ttl=1.0) as relay:
+        finished_at: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        for pause in (0.5, 0):
+            async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+                await read_rest(response)
+                finished_at[response.headers["x-message-id"]] = loop.time()
+            await asyncio.sleep(pause)
+        first, second = finished_at
+        assert set(relay.service.jobs) == {first, second}  # within the ttl: in memory
+        await wait_until(lambda: first not in relay.service.jobs, within=2)
+        assert loop.time() - finished_at[first] > 0.9  # (its job ended just before)
+        assert second in relay.service.jobs  # its own ttl is not over yet
+        await wait_until(lambda: not relay.service.jobs, within=2)
+        assert loop.time() - finished_at[second] > 0.9
+        # Then a re-attach replays the stored answer (see the test above).
+        async with relay.client.stream("GET", f"/api/messages/{first}/stream") as replay:
+            text, events, _ = await read_rest(replay)
+        assert events[0]["choices"][0]["delta"]["role"] == "assistant" and text == "kept"
+
+
 async def test_reattach_is_only_for_the_owner(fake: FakeUpstream, relay_for) -> None:
     fake.script = livepeer_events(["mine"])
     async with relay_for(finished_job_ttl=30) as relay:

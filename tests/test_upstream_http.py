@@ -4,6 +4,7 @@ connections, the three ways a body can end, a connection the server closed while
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import ssl
 import struct
@@ -16,7 +17,14 @@ import pytest
 
 from chatrelay.upstreams import http1
 from chatrelay.upstreams.chunk import UpstreamChunk
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamFailure
+from chatrelay.upstreams.client import (
+    Timeouts,
+    Upstream,
+    UpstreamConfig,
+    UpstreamFailure,
+    UpstreamStream,
+    Watchdog,
+)
 from chatrelay.upstreams.dialects import GenerationParams
 from tests.fake_upstream import FakeUpstream, livepeer_events, openai_events, paced
 from tests.sse_client import read_answer, user
@@ -78,6 +86,29 @@ async def test_a_stopped_answer_does_not_reuse_its_connection(fake: FakeUpstream
     assert fake.requests[0].peer != fake.requests[1].peer
     await asyncio.sleep(0.3)
     assert fake.disconnected_at is not None  # the first answer's upstream was hung up on
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+async def test_a_stream_once_over_leaves_no_garbage_for_the_collector(
+    fake: FakeUpstream, stopped: bool
+) -> None:
+    """What an answer's stream used is freed when the stream is let go of, without waiting
+    for the garbage collector: an open stream outlives young collections, so a reference
+    cycle (its timer's callback pointing back at it) would be kept until a rare full one.
+    (A failure's traceback still makes a cycle: failures are rare.)"""
+    fake.script = paced(openai_events(["a", "b", "c"]), 0.01)
+    gc.collect()
+    gc.disable()
+    try:
+        async with upstream_at(fake.base_url) as upstream:
+            async with upstream.stream("m", QUESTION, GenerationParams(8)) as stream:
+                await stream.relay(lambda chunk: stopped and bool(chunk.content))
+            del stream
+            await asyncio.sleep(0.1)  # the body's end after [DONE]; a dropped connection's close
+            left = [o for o in gc.get_objects() if isinstance(o, (UpstreamStream, Watchdog))]
+            assert left == []
+    finally:
+        gc.enable()
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -21,6 +21,9 @@ __all__ = ["DONE", "ChunkEncoder"]
 class ChunkEncoder:
     """Encodes the frames of one answer: role, content tokens, the final chunk, errors."""
 
+    # Slots: every finished answer kept for re-attaching keeps its encoder.
+    __slots__ = ("completion_id", "content_frame", "created", "model")
+
     def __init__(self, completion_id: str, model: str, created: int | None = None) -> None:
         self.completion_id = completion_id
         self.model = model

@@ -208,8 +208,7 @@ class UpstreamStream:
         """The reader is done with the stream: its timer is disarmed and nothing more is
         handed over, whatever still arrives."""
         self._on_chunk = None
-        if self._watchdog is not None:
-            self._watchdog.disarm()
+        self._disarm()
         if self._done is not None and not self._done.done():
             self._done.cancel()
 
@@ -283,10 +282,17 @@ class UpstreamStream:
             )
             self._end(self._failure(what, kind="first_token_timeout"))
 
+    def _disarm(self) -> None:
+        """The timer off and let go of: it refers back to this stream (its expiry callback),
+        and that cycle would keep the stream, its decoder and futures until a full collection
+        (the streams outlive young collections, so their cycles reach the oldest generation)."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.disarm()
+
     def _end(self, exc: BaseException | None = None) -> None:
         self._on_chunk = None
-        if self._watchdog is not None:
-            self._watchdog.disarm()
+        self._disarm()
         done = self._done
         if done is None or done.done():
             return
