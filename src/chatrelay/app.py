@@ -39,7 +39,8 @@ from chatrelay.limits.routes import router as usage_router
 from chatrelay.limits.tokens import LlamaVocabCounter
 from chatrelay.observability import RequestLog, metrics_endpoint
 from chatrelay.openai_api import router as openai_router
-from chatrelay.openai_api import served_routes
+from chatrelay.openai_api import served_endpoints
+from chatrelay.served import ServedEndpoints
 from chatrelay.store.database import Database, database_url
 from chatrelay.upstreams.monitor import UpstreamMonitor
 from chatrelay.upstreams.registry import UpstreamRegistry
@@ -119,9 +120,6 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.include_router(conversation_router)
     app.include_router(openai_router)
     app.include_router(usage_router)
-    # Ahead of the routes: the hot endpoints served without FastAPI's request handling (the
-    # routes above document them and answer what they decline: chatrelay/served.py).
-    app.router.routes[0:0] = served_routes()
     install_api_docs(app)
 
     app.add_api_route(
@@ -158,6 +156,9 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    # Innermost: the hot endpoints served without FastAPI's request handling (the routes
+    # above document them and answer what they decline: chatrelay/served.py).
+    app.add_middleware(ServedEndpoints, endpoints=served_endpoints())
     app.add_middleware(SessionCookieWriter)
     app.add_middleware(CsrfProtection)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

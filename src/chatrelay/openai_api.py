@@ -16,8 +16,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from starlette.responses import Response
-from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
@@ -28,7 +27,7 @@ from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.routes import start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest
 from chatrelay.errors import ChatRelayError
-from chatrelay.served import ServedRoute, decline, read_body
+from chatrelay.served import Endpoint, decline, error_response_of, read_body
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
 
@@ -157,23 +156,31 @@ class _ChatCompletions:
 
     Well-formed: a JSON body (``Content-Type: application/json``) that the request model
     validates straight from its bytes. Then the key's user is found by the same dependency and
-    the same endpoint function answers, and what they raise reaches the app's error handlers
-    as the route's errors do. Anything else (no body, another content type, bad JSON, a field
-    wrong) the route answers, with FastAPI's order of errors (a missing key before a bad
-    field) and wording.
+    the same endpoint function answers; what they raise is answered by the app's error
+    handlers, as the route's errors are. Anything else (no body, another content type, bad
+    JSON, a field wrong) the route answers, with FastAPI's order of errors (a missing key
+    before a bad field) and wording.
     """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, rest_of_app: ASGIApp
+    ) -> None:
         request = Request(scope, receive)
-        raw = await read_body(request)
-        body = _well_formed(raw, request.headers.get("content-type"))
-        if body is None:
-            await decline(scope, receive, send, raw)
+        raw, response = b"", None
+        try:
+            raw = await read_body(request)
+            body = _well_formed(raw, request.headers.get("content-type"))
+            if body is not None:
+                user = await api_user(request)
+                conversation_id = request.headers.get("x-conversation-id")
+                response = await chat_completions(body, request, user, conversation_id)
+                del body  # not held for as long as the answer streams
+        except Exception as error:
+            response = await error_response_of(scope, error)
+        if response is None:
+            await decline(rest_of_app, scope, receive, send, raw)
             return
-        user = await api_user(request)
-        conversation_id = request.headers.get("x-conversation-id")
-        response = await chat_completions(body, request, user, conversation_id)
-        del raw, body, request  # not held for as long as the answer streams
+        del raw, request
         await response(scope, receive, send)
 
 
@@ -189,9 +196,9 @@ def _well_formed(raw: bytes, content_type: str | None) -> CompletionRequest | No
         return None
 
 
-def served_routes() -> list[BaseRoute]:
-    """Routes that serve requests ahead of the router's (see ``_ChatCompletions``)."""
-    return [ServedRoute("/v1/chat/completions", _ChatCompletions(), methods=["POST"])]
+def served_endpoints() -> dict[tuple[str, str], Endpoint]:
+    """Endpoints served ahead of FastAPI's request handling (see ``_ChatCompletions``)."""
+    return {("POST", "/v1/chat/completions"): _ChatCompletions()}
 
 
 def _openai_stream(

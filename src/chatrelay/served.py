@@ -1,46 +1,71 @@
-"""Hot endpoints served ahead of FastAPI's router, with the router's own route as fallback.
+"""Hot endpoints served inside the app's middlewares but ahead of FastAPI's request handling,
+with the FastAPI route of the same path as the fallback.
 
 A served endpoint handles the requests it can answer exactly as its FastAPI route would (a
-well-formed request, say) and hands every other one back to the router, which then skips it:
-the FastAPI route answers those, with all of its behaviour (content types, error order and
-wording), and stays the endpoint's documentation.
+well-formed request, say) and hands every other one on, with its body, to the rest of the app
+(FastAPI's exception handling, its router, the route): the FastAPI route answers those, with
+all of its behaviour (content types, error order and wording), and stays the endpoint's
+documentation.
 
 Usage::
 
-    async def endpoint(scope, receive, send):
+    async def endpoint(scope, receive, send, rest_of_app):
         raw = await read_body(Request(scope, receive))
         if not can_answer(raw):
-            await decline(scope, receive, send, raw)   # the FastAPI route answers
+            await decline(rest_of_app, scope, receive, send, raw)  # the FastAPI route answers
             return
-        ...
+        try:
+            response = ...
+        except Exception as error:
+            response = await error_response_of(scope, error)       # as the route's errors
+        await response(scope, receive, send)
 
-    app.router.routes[0:0] = [ServedRoute("/v1/chat/completions", endpoint, methods=["POST"])]
+    app.add_middleware(ServedEndpoints, endpoints={("POST", "/v1/chat/completions"): endpoint})
+    # added first: the innermost of the app's middlewares, so they all still run
 
-Why: FastAPI's request handling (routing through the included routers, dependency solving,
-per-request exit stacks) cost ~0.3 ms of CPU an answer and ~5 KB of every open stream
-(the experiment ``lean-route`` in bench/systems.py, docs/benchmarks.md).
+Why: FastAPI's request handling (its exception middleware and exit stack, routing through the
+included routers, dependency solving) cost ~0.3 ms of CPU an answer and ~4 KB of every open
+stream, and one more layer that every token's write goes through (the experiment
+``lean-route`` in bench/systems.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Match, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_DECLINED = "chatrelay.declined"
+Endpoint = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
 
 
-class ServedRoute(Route):
-    """A route that matches until its endpoint declines the request."""
+@dataclass(frozen=True, slots=True)
+class ServedRoute:
+    """``scope["route"]`` of a served request, as a router's match would set it: its path
+    is the route label of the request log and the metrics."""
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get(_DECLINED):
-            return Match.NONE, {}
-        match, child_scope = super().matches(scope)
-        if match is Match.FULL:
-            child_scope["route"] = self  # the request log's and the metrics' route label
-        return match, child_scope
+    method: str
+    path: str
+
+
+class ServedEndpoints:
+    """Serves the requests of ``endpoints`` (by method and path); everything else goes on."""
+
+    def __init__(self, app: ASGIApp, endpoints: Mapping[tuple[str, str], Endpoint]) -> None:
+        self.app = app
+        self.endpoints = {ServedRoute(*key): endpoint for key, endpoint in endpoints.items()}
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "http":
+            route = ServedRoute(scope["method"], scope["path"])
+            endpoint = self.endpoints.get(route)
+            if endpoint is not None:
+                scope["route"] = route
+                return endpoint(scope, receive, send, self.app)
+        return self.app(scope, receive, send)
 
 
 async def read_body(request: Request) -> bytes:
@@ -54,10 +79,11 @@ async def read_body(request: Request) -> bytes:
         raise HTTPException(400, "There was an error parsing the body") from error
 
 
-async def decline(scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-    """Hand the request back to the router, with the body already read: the next route that
-    matches (the FastAPI route) answers it."""
-    scope[_DECLINED] = True
+async def decline(
+    rest_of_app: ASGIApp, scope: Scope, receive: Receive, send: Send, body: bytes
+) -> None:
+    """Hand the request on to the rest of the app, with the body already read: the FastAPI
+    route of the path answers it."""
     replayed = False
 
     async def replay() -> Message:
@@ -67,4 +93,23 @@ async def decline(scope: Scope, receive: Receive, send: Send, body: bytes) -> No
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()  # then, as before: the client's disconnect
 
-    await scope["app"].router(scope, replay, send)
+    await rest_of_app(scope, replay, send)
+
+
+async def error_response_of(scope: Scope, error: Exception) -> Response:
+    """The response the app's exception handlers give for ``error``, as Starlette's exception
+    middleware finds them (by status for an HTTPException, else by the class or its bases);
+    ``error`` itself, raised again, if none is for it. Handlers of ``Exception`` and 500 are
+    left to the outermost middleware, as FastAPI does (they answer whatever else goes wrong).
+    Written here because Starlette's lookup is private (``_lookup_exception_handler``)."""
+    handlers = scope["app"].exception_handlers
+    handler = None
+    if isinstance(error, HTTPException) and error.status_code != 500:
+        handler = handlers.get(error.status_code)
+    if handler is None:
+        kinds = (kind for kind in type(error).__mro__ if kind is not Exception)
+        handler = next((handlers[kind] for kind in kinds if kind in handlers), None)
+    if handler is None:
+        raise error
+    response: Response = await handler(Request(scope), error)
+    return response

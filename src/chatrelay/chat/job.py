@@ -42,6 +42,7 @@ from chatrelay.sse import encode_comment
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams, Message
+from chatrelay.upstreams.health import ModelHealth
 from chatrelay.upstreams.registry import UpstreamRegistry
 
 log = logging.getLogger(__name__)
@@ -359,49 +360,15 @@ class GenerationJob:
             params = replace(params, max_tokens=max(1, params.max_tokens - used))
         health = self.pool.health_of(self.model)
         health.request_started()
-        waiting, began = True, time.monotonic()
-        last = began
-        gap: Callable[[float], None] = _no_gap
-        before = self.usage
-        append, dumps = self.buffer.append_content, orjson.dumps
-
-        def take(chunk: UpstreamChunk) -> bool:
-            """Each chunk as it arrives, in the socket's read callback."""
-            nonlocal waiting, last, gap
-            if self._stop_requested:  # stopped: what was already on its way is not the answer's
-                return True
-            if chunk.content:
-                now = time.monotonic()
-                if waiting:
-                    waiting = False
-                    health.first_token(now - began)
-                    health.request_ended()
-                    self.served_by.append(name)
-                    FIRST_TOKEN.labels(self.model, name).observe(now - began)
-                    # Label children resolved once per attempt, not per token.
-                    gap = TOKEN_GAP.labels(self.model, name).observe
-                    if self.first_token_at is None:
-                        self.first_token_at = now
-                else:
-                    gap(now - last)
-                last = now
-                append(dumps(chunk.content)[1:-1])
-            if chunk.usage is not None:
-                # Usage of every attempt counts: this attempt's running total on top of
-                # what the earlier attempts used.
-                self.usage = _plus(before, chunk.usage)
-            if chunk.finish_reason:
-                self.finish_reason = chunk.finish_reason
-            return False
-
+        attempt = _Attempt(self, name, health)
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
                 if not self.opened.done():
                     self._open()
-                await stream.relay(take)
+                await stream.relay(attempt.take)
         finally:
-            if waiting:
+            if attempt.waiting:
                 health.request_ended()
 
     def _open(self) -> None:
@@ -440,6 +407,52 @@ def _plus(earlier: Usage | None, current: Usage) -> Usage:
         earlier.prompt_tokens + current.prompt_tokens,
         earlier.completion_tokens + current.completion_tokens,
     )
+
+
+class _Attempt:
+    """What one attempt does with each chunk: ``take`` runs in the socket's read callback.
+
+    An object rather than a closure over the attempt's locals: ~150 bytes of every open
+    stream instead of ~780 (a cell per variable)."""
+
+    __slots__ = ("append", "before", "began", "gap", "health", "job", "last", "name", "waiting")
+
+    def __init__(self, job: GenerationJob, name: str, health: ModelHealth) -> None:
+        self.job, self.name, self.health = job, name, health
+        self.append = job.buffer.append_content
+        self.waiting = True  # for the first token
+        self.began = self.last = time.monotonic()
+        self.gap: Callable[[float], None] = _no_gap
+        self.before = job.usage  # what the earlier attempts used
+
+    def take(self, chunk: UpstreamChunk) -> bool:
+        job = self.job
+        if job._stop_requested:  # stopped: what was already on its way is not the answer's
+            return True
+        if chunk.content:
+            now = time.monotonic()
+            if self.waiting:
+                self.waiting = False
+                began, name = self.began, self.name
+                self.health.first_token(now - began)
+                self.health.request_ended()
+                job.served_by.append(name)
+                FIRST_TOKEN.labels(job.model, name).observe(now - began)
+                # Label children resolved once per attempt, not per token.
+                self.gap = TOKEN_GAP.labels(job.model, name).observe
+                if job.first_token_at is None:
+                    job.first_token_at = now
+            else:
+                self.gap(now - self.last)
+            self.last = now
+            self.append(orjson.dumps(chunk.content)[1:-1])
+        if chunk.usage is not None:
+            # Usage of every attempt counts: this attempt's running total on top of what
+            # the earlier attempts used.
+            job.usage = _plus(self.before, chunk.usage)
+        if chunk.finish_reason:
+            job.finish_reason = chunk.finish_reason
+        return False
 
 
 def _no_gap(seconds: float) -> None:
