@@ -7,6 +7,7 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
+from chatrelay import openai_api, served
 from chatrelay.auth.api_keys import issue_api_key
 from chatrelay.served import ServedEndpoints, ServedRoute
 from chatrelay.store import users
@@ -178,29 +179,43 @@ def counted(status: str) -> float:
 
 
 JSON = "application/json"
-BAD_REQUESTS = [  # body, content type, with a key
-    pytest.param(b"not json", JSON, True, id="not-json"),
-    pytest.param(b"", JSON, True, id="no-body"),
-    pytest.param(b"[]", JSON, True, id="not-an-object"),
-    pytest.param(b'{"messages": "hi"}', JSON, True, id="messages-not-a-list"),
-    pytest.param(b'{"messages": [{"role": "robot", "content": "x"}]}', JSON, True, id="role"),
-    pytest.param(b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', JSON, True, id="n-2"),
-    pytest.param(b'{"messages": [{"role": "user", "content": 5}]}', JSON, True, id="content-5"),
-    pytest.param(b'{"messages": [{"role": "user", "content": "\\ud800"}]}', JSON, True, id="lone"),
-    pytest.param(b'{"messages": [{"role": "user", "content": "\xff"}]}', JSON, True, id="not-utf8"),
-    pytest.param(b'{"messages": "hi"}', JSON, False, id="bad-field-and-no-key"),
-    pytest.param(b"", JSON, False, id="no-body-and-no-key"),
-    pytest.param(b"not json", JSON, False, id="not-json-and-no-key"),
-    pytest.param(GOOD, JSON, False, id="no-key"),
-    pytest.param(GOOD, None, True, id="no-content-type"),
-    pytest.param(GOOD, "text/plain", True, id="text-plain"),
-    pytest.param(GOOD, "application/x-www-form-urlencoded", True, id="form"),
-    # Well-formed, refused by the endpoint (the app's error handlers answer).
+BAD_REQUESTS = [  # body, content type, with a key, answered by the served endpoint itself
+    pytest.param(b"not json", JSON, True, False, id="not-json"),
+    pytest.param(b"", JSON, True, False, id="no-body"),
+    pytest.param(b"[]", JSON, True, False, id="not-an-object"),
+    pytest.param(b'{"messages": "hi"}', JSON, True, False, id="messages-not-a-list"),
     pytest.param(
-        GOOD.replace(b'"messages"', b'"model": "nope", "messages"'), JSON, True, id="model"
+        b'{"messages": [{"role": "robot", "content": "x"}]}', JSON, True, False, id="role"
     ),
     pytest.param(
-        GOOD.replace(b'"messages"', b'"max_tokens": 9999999, "messages"'), JSON, True, id="max"
+        b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', JSON, True, False, id="n-2"
+    ),
+    pytest.param(
+        b'{"messages": [{"role": "user", "content": 5}]}', JSON, True, False, id="content-5"
+    ),
+    pytest.param(
+        b'{"messages": [{"role": "user", "content": "\\ud800"}]}', JSON, True, False, id="lone"
+    ),
+    pytest.param(
+        b'{"messages": [{"role": "user", "content": "\xff"}]}', JSON, True, False, id="not-utf8"
+    ),
+    pytest.param(b'{"messages": "hi"}', JSON, False, False, id="bad-field-and-no-key"),
+    pytest.param(b"", JSON, False, False, id="no-body-and-no-key"),
+    pytest.param(b"not json", JSON, False, False, id="not-json-and-no-key"),
+    pytest.param(GOOD, JSON, False, True, id="no-key"),
+    pytest.param(GOOD, None, True, False, id="no-content-type"),
+    pytest.param(GOOD, "text/plain", True, False, id="text-plain"),
+    pytest.param(GOOD, "application/x-www-form-urlencoded", True, False, id="form"),
+    # Well-formed, refused by the endpoint (the app's error handlers answer).
+    pytest.param(
+        GOOD.replace(b'"messages"', b'"model": "nope", "messages"'), JSON, True, True, id="model"
+    ),
+    pytest.param(
+        GOOD.replace(b'"messages"', b'"max_tokens": 9999999, "messages"'),
+        JSON,
+        True,
+        True,
+        id="max",
     ),
 ]
 
@@ -212,9 +227,14 @@ def served_endpoints(app: object) -> ServedEndpoints:
     return layer
 
 
-@pytest.mark.parametrize(("body", "content_type", "with_key"), BAD_REQUESTS)
+@pytest.mark.parametrize(("body", "content_type", "with_key", "served_itself"), BAD_REQUESTS)
 async def test_the_served_endpoint_refuses_what_the_documented_route_refuses(
-    relay_for, body: bytes, content_type: str | None, with_key: bool
+    relay_for,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    content_type: str | None,
+    with_key: bool,
+    served_itself: bool,
 ) -> None:
     """POST /v1/chat/completions is served without FastAPI's request handling (served.py);
     the FastAPI route it shadows documents it and answers what it declines. A bad request
@@ -230,12 +250,22 @@ async def test_the_served_endpoint_refuses_what_the_documented_route_refuses(
             response = await relay.client.post(PATH, content=body, headers=headers)
             return response.status_code, response.json()["error"], counted("400") - before
 
-        served = await refusal()
+        declined: list[object] = []
+        real_decline = served.decline
+
+        async def spied_decline(*args: object) -> None:
+            declined.append(args)
+            await real_decline(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(openai_api, "decline", spied_decline)
+        answer = await refusal()
+        # Well-formed requests are the served endpoint's own to refuse; the rest the route's.
+        assert bool(declined) != served_itself
         del served_endpoints(relay.app).endpoints[ServedRoute("POST", PATH)]
         documented = await refusal()
-    assert served == documented
-    assert served[0] in (400, 401, 404)
-    assert served[2] == (1 if served[0] == 400 else 0)
+    assert answer == documented
+    assert answer[0] in (400, 401, 404)
+    assert answer[2] == (1 if answer[0] == 400 else 0)
 
 
 async def test_a_well_formed_request_is_counted_under_its_route(
@@ -251,3 +281,47 @@ async def test_a_well_formed_request_is_counted_under_its_route(
         assert response.status_code == 200
         assert response.json()["choices"][0]["message"]["content"] == "ok"
         assert counted("200") == before + 1
+
+
+async def test_a_refused_request_keeps_nothing_of_itself_in_the_error(
+    relay_for, fake: FakeUpstream
+) -> None:
+    """The answer keeps its error for re-attaching clients: its traceback, with the frames of
+    the request that failed (the request, the user, the body), is dropped once answered."""
+    fake.fail(400, {"error": {"message": "bad request upstream"}})
+    async with relay_for(finished_job_ttl=30) as relay:
+        key, _ = await api_key(relay)
+        response = await relay.client.post(
+            PATH, content=GOOD, headers={"Authorization": f"Bearer {key}", "Content-Type": JSON}
+        )
+        assert response.status_code == 502
+        assert "bad request upstream" in response.json()["error"]["message"]
+        (job,) = relay.service.jobs.values()
+        assert job.error is not None and job.error.__traceback__ is None
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "method", "served_itself"),
+    [
+        (PATH, "", "POST", True),
+        ("/proxy" + PATH, "/proxy", "POST", True),  # uvicorn --root-path puts it in front
+        ("/proxy" + PATH, "", "POST", False),
+        (PATH, "", "GET", False),  # the router answers 405
+    ],
+)
+async def test_served_endpoints_match_as_the_router_does(
+    path: str, root_path: str, method: str, served_itself: bool
+) -> None:
+    reached: list[str] = []
+
+    async def endpoint(scope: object, receive: object, send: object, rest: object) -> None:
+        reached.append("endpoint")
+
+    async def rest_of_app(scope: object, receive: object, send: object) -> None:
+        reached.append("rest")
+
+    app = ServedEndpoints(rest_of_app, {("POST", PATH): endpoint})  # type: ignore[dict-item]
+    scope = {"type": "http", "method": method, "path": path, "root_path": root_path}
+    await app(scope, None, None)  # type: ignore[arg-type]
+    assert reached == ["endpoint" if served_itself else "rest"]
+    assert (scope.get("route") == ServedRoute("POST", PATH)) == served_itself

@@ -27,6 +27,7 @@ from chatrelay.upstreams.client import (
 )
 from chatrelay.upstreams.dialects import GenerationParams
 from tests.fake_upstream import FakeUpstream, livepeer_events, openai_events, paced
+from tests.polling import wait_until
 from tests.sse_client import read_answer, user
 
 QUESTION = [{"role": "user", "content": "x"}]
@@ -104,9 +105,12 @@ async def test_a_stream_once_over_leaves_no_garbage_for_the_collector(
             async with upstream.stream("m", QUESTION, GenerationParams(8)) as stream:
                 await stream.relay(lambda chunk: stopped and bool(chunk.content))
             del stream
-            await asyncio.sleep(0.1)  # the body's end after [DONE]; a dropped connection's close
-            left = [o for o in gc.get_objects() if isinstance(o, (UpstreamStream, Watchdog))]
-            assert left == []
+
+            def left() -> list[object]:
+                return [o for o in gc.get_objects() if isinstance(o, (UpstreamStream, Watchdog))]
+
+            # Until the body's end after [DONE] (or a dropped connection's close) is handled.
+            await wait_until(lambda: not left(), within=2)
     finally:
         gc.enable()
 

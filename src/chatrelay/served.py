@@ -17,7 +17,7 @@ Usage::
         try:
             response = ...
         except Exception as error:
-            response = await error_response_of(scope, error)       # as the route's errors
+            response = await error_response_of(scope, receive, error)  # as the route's errors
         await response(scope, receive, send)
 
     app.add_middleware(ServedEndpoints, endpoints={("POST", "/v1/chat/completions"): endpoint})
@@ -31,9 +31,11 @@ stream, and one more layer that every token's write goes through (the experiment
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -60,12 +62,22 @@ class ServedEndpoints:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
-            route = ServedRoute(scope["method"], scope["path"])
+            route = ServedRoute(scope["method"], _route_path(scope))
             endpoint = self.endpoints.get(route)
             if endpoint is not None:
                 scope["route"] = route
                 return endpoint(scope, receive, send, self.app)
         return self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the app's ``root_path`` (which uvicorn's ``--root-path`` puts in
+    front of it), as Starlette's router matches it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
 
 
 async def read_body(request: Request) -> bytes:
@@ -96,7 +108,7 @@ async def decline(
     await rest_of_app(scope, replay, send)
 
 
-async def error_response_of(scope: Scope, error: Exception) -> Response:
+async def error_response_of(scope: Scope, receive: Receive, error: Exception) -> Response:
     """The response the app's exception handlers give for ``error``, as Starlette's exception
     middleware finds them (by status for an HTTPException, else by the class or its bases);
     ``error`` itself, raised again, if none is for it. Handlers of ``Exception`` and 500 are
@@ -111,5 +123,12 @@ async def error_response_of(scope: Scope, error: Exception) -> Response:
         handler = next((handlers[kind] for kind in kinds if kind in handlers), None)
     if handler is None:
         raise error
-    response: Response = await handler(Request(scope), error)
+    request = Request(scope, receive)
+    if inspect.iscoroutinefunction(handler):
+        response: Response = await handler(request, error)
+    else:
+        response = await run_in_threadpool(handler, request, error)
+    # Answered: the traceback would keep the request's frames (the scope, the user, the
+    # body) alive wherever the error is kept (a job keeps its error), as Starlette drops it.
+    error.__traceback__ = None
     return response
