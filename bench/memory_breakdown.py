@@ -4,6 +4,10 @@ objects it holds, by package and by line.
 
     .venv/bin/python bench/memory_breakdown.py [--streams 128] [--top 25]
     .venv/bin/python bench/memory_breakdown.py --rss [--streams 512]
+    .venv/bin/python bench/memory_breakdown.py --finished [--streams 128]
+
+``--finished``: what each answer still holds once all the streams have ended (the answers
+are kept a while for re-attaching clients; the idle upstream connections are counted too).
 
 One measurement with no stream open after a warm-up run (every lazy import, cache and pool
 done), one in the middle of a run that holds ``--streams`` streams open at once (slowly
