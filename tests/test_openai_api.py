@@ -3,6 +3,7 @@ requests): streaming, whole answers, models, usage, stored conversations, errors
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 from prometheus_client import REGISTRY
@@ -220,6 +221,11 @@ BAD_REQUESTS = [  # body, content type, with a key, answered by the served endpo
 ]
 
 
+async def post_well_formed(relay: RunningRelay, key: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": JSON}
+    return await relay.client.post(PATH, content=GOOD, headers=headers)
+
+
 def served_endpoints(app: object) -> ServedEndpoints:
     layer = app.middleware_stack  # type: ignore[attr-defined]
     while not isinstance(layer, ServedEndpoints):
@@ -275,9 +281,7 @@ async def test_a_well_formed_request_is_counted_under_its_route(
     async with relay_for() as relay:
         key, _ = await api_key(relay)
         before = counted("200")
-        response = await relay.client.post(
-            PATH, content=GOOD, headers={"Authorization": f"Bearer {key}", "Content-Type": JSON}
-        )
+        response = await post_well_formed(relay, key)
         assert response.status_code == 200
         assert response.json()["choices"][0]["message"]["content"] == "ok"
         assert counted("200") == before + 1
@@ -291,9 +295,7 @@ async def test_a_refused_request_keeps_nothing_of_itself_in_the_error(
     fake.fail(400, {"error": {"message": "bad request upstream"}})
     async with relay_for(finished_job_ttl=30) as relay:
         key, _ = await api_key(relay)
-        response = await relay.client.post(
-            PATH, content=GOOD, headers={"Authorization": f"Bearer {key}", "Content-Type": JSON}
-        )
+        response = await post_well_formed(relay, key)
         assert response.status_code == 502
         assert "bad request upstream" in response.json()["error"]["message"]
         (job,) = relay.service.jobs.values()

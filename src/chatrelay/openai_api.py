@@ -166,20 +166,18 @@ class _ChatCompletions:
         self, scope: Scope, receive: Receive, send: Send, rest_of_app: ASGIApp
     ) -> None:
         request = Request(scope, receive)
-        raw, body = b"", None
+        raw, declined = b"", False
         try:
             raw = await read_body(request)
             body = _well_formed(raw, request.headers.get("content-type"))
             if body is None:
                 declined = True
             else:
-                declined = False
                 user = await api_user(request)
                 conversation_id = request.headers.get("x-conversation-id")
                 response = await chat_completions(body, request, user, conversation_id)
                 del body  # not held for as long as the answer streams
         except Exception as error:
-            declined = False
             response = await error_response_of(scope, receive, error)
         if declined:
             await decline(rest_of_app, scope, receive, send, raw)
