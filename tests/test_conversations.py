@@ -4,6 +4,7 @@ never shown to anyone else: on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from functools import partial
 from typing import Any
 
@@ -288,6 +289,77 @@ async def test_streaming_answer_text_is_flushed_while_it_grows(
                 if content:
                     break
                 await asyncio.sleep(0.02)
+            gate.set()
+            await response.aread()
+    assert content == "partial"
+
+
+@pytest.mark.parametrize("flush", ["many answers", "a long answer"])
+async def test_a_big_flush_is_written_whole(relay_for, fake, database_url, flush: str) -> None:
+    """More answers, or more text, than the loop writes itself: the writer thread writes it."""
+    from chatrelay.chat.recorder import SMALL_FLUSH_CHARS, SMALL_FLUSH_ROWS
+
+    gate = asyncio.Event()
+    count, partial_text = SMALL_FLUSH_ROWS + 4, "partial"
+    if flush == "a long answer":
+        count, partial_text = 1, "x" * (SMALL_FLUSH_CHARS + 100)
+    fake.script = [livepeer_chunk(partial_text), gate, *livepeer_events([" rest"])]
+    async with relay_for(database_url=database_url, flush_interval=0.05) as relay:
+        async with contextlib.AsyncExitStack() as streams:
+            responses = [
+                await streams.enter_async_context(
+                    relay.client.stream("POST", "/api/chat", json=user(f"q{i}"))
+                )
+                for i in range(count)
+            ]
+            ids = [response.headers["x-message-id"] for response in responses]
+            stored: dict[str, str] = {}
+            for _ in range(200):  # within a few flush intervals every text is in its row
+                async with relay.service.db.read() as session:
+                    rows = await session.execute(
+                        text("SELECT id, content FROM messages WHERE role = 'assistant'")
+                    )
+                    stored = {row[0]: row[1] for row in rows}
+                if all(stored.get(i) == partial_text for i in ids):
+                    break
+                await asyncio.sleep(0.02)
+            gate.set()
+            for response in responses:
+                await response.aread()
+    assert [stored.get(i) == partial_text for i in ids] == [True] * count
+
+
+async def test_an_idle_server_does_not_wake_to_flush(relay_for, fake) -> None:
+    """The flusher sleeps while no answer streams, and wakes for the next one."""
+    fake.script = livepeer_events(["Hello"])
+    async with relay_for(flush_interval=0.02) as relay:
+        answers = relay.service.answers
+        flushes = 0
+        flush = answers.flush
+
+        async def counted() -> None:
+            nonlocal flushes
+            flushes += 1
+            await flush()
+
+        answers.flush = counted  # type: ignore[method-assign]
+        await chat(relay.client, user("hi"))
+        await wait_until(lambda: not answers.active)
+        await asyncio.sleep(0.05)
+        idle_from = flushes
+        await asyncio.sleep(0.3)  # fifteen intervals
+        assert flushes == idle_from
+        assert not answers.streaming.is_set()
+
+        gate = asyncio.Event()
+        fake.script = [livepeer_chunk("partial"), gate, *livepeer_events([" rest"])]
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            await wait_until(lambda: flushes > idle_from)
+            async with relay.service.db.read() as session:
+                content = await session.scalar(
+                    text("SELECT content FROM messages WHERE id = :id"), {"id": message_id}
+                )
             gate.set()
             await response.aread()
     assert content == "partial"

@@ -249,25 +249,15 @@ def append_exchange(
     return conversation_id, answer_id
 
 
-def save_answer_texts(connection: Connection, rows: list[dict[str, str]]) -> None:
+def save_answer_texts(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """The periodic flush of streaming answers, all in one statement executed for many rows.
 
     Each row is ``{"b_id", "b_owner", "b_content"}`` (bind names may not be column names);
     the owner is part of the WHERE clause.
     """
-    messages = MESSAGES
-    statement = (
-        update(messages)
-        .where(
-            messages.c.id == bindparam("b_id"),
-            messages.c.user_id == bindparam("b_owner"),
-            # A flush that waited for the lock must never overwrite the final text.
-            messages.c.status == "streaming",
-        )
-        .values(content=bindparam("b_content"), updated_at=utcnow())
-    )
+    now = utcnow()
     # Core executemany: the ORM's bulk UPDATE would insist on primary keys alone.
-    connection.execute(statement, rows)
+    connection.execute(_SAVE_ANSWER_TEXT, [{**row, "b_now": now} for row in rows])
 
 
 def finish_answer(
@@ -308,6 +298,16 @@ def finish_answer(
 # more than running its cached compiled form; an insert's values come as parameters.
 _INSERT_CONVERSATION = insert(CONVERSATIONS)
 _INSERT_MESSAGES = insert(MESSAGES)
+_SAVE_ANSWER_TEXT = (
+    update(MESSAGES)
+    .where(
+        MESSAGES.c.id == bindparam("b_id"),
+        MESSAGES.c.user_id == bindparam("b_owner"),
+        # A flush that waited for the lock must never overwrite the final text.
+        MESSAGES.c.status == "streaming",
+    )
+    .values(content=bindparam("b_content"), updated_at=bindparam("b_now"))
+)
 _FINISH_ANSWER = (
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.user_id == bindparam("b_owner"))
