@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -28,9 +29,21 @@ import socket
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Interval,
+    Select,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from chatrelay.store.database import Database
 from chatrelay.store.models import Instance, Message, utcnow
@@ -72,18 +85,59 @@ def _now(connection: Connection) -> Any:
     return func.now() if connection.dialect.name == "postgresql" else utcnow()
 
 
+class _Beat(NamedTuple):
+    """A beat's statements, built once per dialect: building one (its cache key, its operators)
+    cost more than running it, ~0.6 ms of CPU a beat, most of an idle server's."""
+
+    touch: Update
+    instances: Select[str, str, int, bool]
+    interrupt: Update
+
+
+@functools.cache
+def _beat_statements(postgres: bool) -> _Beat:
+    # Times are the database's on PostgreSQL, else parameters from this host's clock.
+    now = func.now() if postgres else bindparam("b_now")
+    stale = now - bindparam("b_dead_after", type_=Interval()) if postgres else bindparam("b_stale")
+    alive = select(Instance.id).scalar_subquery()  # read in the same statement: no race
+    return _Beat(
+        touch=update(Instance).where(Instance.id == bindparam("b_id")).values(heartbeat_at=now),
+        instances=select(Instance.id, Instance.host, Instance.pid, Instance.heartbeat_at < stale),
+        interrupt=update(Message)
+        .where(
+            Message.status == "streaming",
+            or_(
+                Message.instance_id.not_in(alive),
+                # Rows of a version before instances: interrupted once they stop growing.
+                Message.instance_id.is_(None) & (Message.updated_at < bindparam("b_stale_here")),
+            ),
+        )
+        .values(status="interrupted", updated_at=bindparam("b_now_here")),
+    )
+
+
+def _beat_parameters(instance_id: str, dead_after: float) -> dict[str, Any]:
+    here, dead_after_ = utcnow(), timedelta(seconds=dead_after)
+    return {
+        "b_id": instance_id,
+        "b_now": here,
+        "b_now_here": here,
+        "b_dead_after": dead_after_,
+        "b_stale": here - dead_after_,
+        "b_stale_here": here - dead_after_,
+    }
+
+
 def settle_dead_instances(connection: Connection, *, own_id: str, dead_after: float) -> int:
     """Forget dead instances and mark their streaming answers interrupted; how many answers.
     Core statements, for :meth:`Database.write`.
 
     Not an owner query on purpose: it is the recovery of every owner's rows, run by the server.
     """
-    stale = _now(connection) - timedelta(seconds=dead_after)
-    found = connection.execute(
-        select(Instance.id, Instance.host, Instance.pid, Instance.heartbeat_at < stale)
-    )
+    statements = _beat_statements(connection.dialect.name == "postgresql")
+    parameters = _beat_parameters(own_id, dead_after)
     dead = []
-    for instance_id, host, pid, silent in found.all():
+    for instance_id, host, pid, silent in connection.execute(statements.instances, parameters):
         if instance_id == own_id:
             continue
         # On this host and in this PID namespace: gone if its pid is gone, or is ours.
@@ -92,20 +146,7 @@ def settle_dead_instances(connection: Connection, *, own_id: str, dead_after: fl
             dead.append(instance_id)
     if dead:
         connection.execute(delete(Instance).where(Instance.id.in_(dead)))
-    alive = select(Instance.id).scalar_subquery()  # read in the same statement: no race
-    result = connection.execute(
-        update(Message)
-        .where(
-            Message.status == "streaming",
-            or_(
-                Message.instance_id.not_in(alive),
-                # Rows of a version before instances: interrupted once they stop growing.
-                Message.instance_id.is_(None)
-                & (Message.updated_at < utcnow() - timedelta(seconds=dead_after)),
-            ),
-        )
-        .values(status="interrupted", updated_at=utcnow())
-    )
+    result = connection.execute(statements.interrupt, parameters)
     return int(result.rowcount or 0)
 
 
@@ -139,9 +180,8 @@ class InstanceHeartbeat:
         return settled
 
     def _beat(self, connection: Connection, *, running: list[str]) -> int:
-        beat = connection.execute(
-            update(Instance).where(Instance.id == self.id).values(heartbeat_at=_now(connection))
-        )
+        touch = _beat_statements(connection.dialect.name == "postgresql").touch
+        beat = connection.execute(touch, {"b_id": self.id, "b_now": utcnow()})
         if not beat.rowcount:  # first beat, or taken for dead: (re)join
             connection.execute(
                 insert(Instance).values(
