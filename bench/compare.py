@@ -1,4 +1,5 @@
-"""Side by side, in one interleaved run: the mock directly, nginx, chatrelay and LiteLLM.
+"""Side by side, in one interleaved run: the mock directly, nginx, the floor of a Python relay
+(bench/python_floor.py), chatrelay and LiteLLM.
 
 What ``make bench`` runs. Every process is on 127.0.0.1 (the driver refuses anything else):
 
@@ -11,7 +12,7 @@ non-streaming requests at C=1 and C=32; then unpaced answers (as fast as the cha
 the highest chunk rate. Per run it records, besides the driver's figures, the CPU seconds
 and the peak resident memory of the system's process tree (from /proc). A Python relay
 whose streams mostly stall at some C (fewer than a quarter without a stall) is not run at
-higher C; the mock and nginx always run.
+higher C; the mock, nginx and the Python floor always run.
 
     .venv/bin/python bench/compare.py [--concurrency 1,8,32,64,128,512] [--no-litellm] [--smoke]
 
@@ -42,6 +43,7 @@ from systems import (
     start_litellm,
     start_mock,
     start_nginx,
+    start_python_floor,
 )
 
 RESULTS = BENCH / "results"
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--chunk-bytes", type=int, default=20)
     parser.add_argument(
         "--systems",
-        default="direct,nginx,chatrelay,litellm",
+        default="direct,nginx,python-floor,chatrelay,litellm",
         help="comma list; chatrelay:EXP+EXP adds chatrelay with experiments (systems.py)",
     )
     parser.add_argument("--no-litellm", action="store_true")
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> Path:
                     if not nginx_available():
                         raise RuntimeError("nginx is not installed (apt-get install nginx)")
                     systems.append(start_nginx(mock))
+                elif name == "python-floor":
+                    systems.append(start_python_floor(mock))
                 elif name == "chatrelay":
                     systems.append(start_chatrelay(mock, prelude=args.chatrelay_prelude))
                 elif name.startswith("chatrelay:"):  # with experiments: chatrelay:gc,key-cache
@@ -279,10 +283,10 @@ def main(argv: list[str] | None = None) -> Path:
                 figures["kind"] = "paced"
                 result["runs"].append(figures)
                 print(summary_line(figures), flush=True)
-                # nginx and the mock cost little, so they always run; a Python relay whose
+                # The mock, nginx and the floor cost little, so they always run; a relay whose
                 # streams mostly stall would only slow the rest of the run down.
                 mostly_stalled = figures["no_stall"] < figures["requests"] / 4
-                if s.name not in ("direct", "nginx") and mostly_stalled:
+                if s.name not in ("direct", "nginx", "python-floor") and mostly_stalled:
                     collapsed[s.name] = concurrency
         result["collapsed_at"] = collapsed
 

@@ -19,11 +19,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-ORDER = ["direct", "nginx", "chatrelay", "litellm"]
+ORDER = ["direct", "nginx", "python-floor", "chatrelay", "litellm"]
 # One colour per system in every panel, whichever systems a panel has figures for.
 COLOURS = {
     "direct": "tab:blue",
     "nginx": "tab:orange",
+    "python-floor": "tab:gray",
     "chatrelay": "tab:green",
     "litellm": "tab:red",
 }

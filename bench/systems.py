@@ -4,6 +4,8 @@ tree read from /proc.
 
 - ``direct``: the mock upstream itself (the floor: nothing in between).
 - ``nginx``: Debian's nginx as a plain SSE reverse proxy (``proxy_buffering off``), one worker.
+- ``python-floor``: a TCP pass-through in Python on uvloop (bench/python_floor.py): what any
+  Python relay pays per chunk before it reads a byte of it.
 - ``chatrelay``: ``chatrelay serve`` (one uvicorn worker) as in production: every answer stored
   (SQLite in a fresh data dir), token budgets, rate limit and stream slots on, metrics on, an
   API key per request.
@@ -249,6 +251,35 @@ def start_nginx(mock: System, *, workers: int = 1) -> System:
         workdir=workdir,
     )
     time.sleep(0.2)  # the worker is forked after the master listens
+    system.refresh_pids()
+    return system
+
+
+def start_python_floor(mock: System) -> System:
+    """bench/python_floor.py: bytes passed on by a Python process, nothing else."""
+    import uvloop
+
+    port = free_port()
+    upstream_port = int(mock.url.split(":")[2].split("/")[0])
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(BENCH / "python_floor.py"),
+            "--port",
+            str(port),
+            "--upstream-port",
+            str(upstream_port),
+        ]
+    )
+    wait_for_http(f"http://{HOST}:{port}/health", 30, process)
+    system = System(
+        name="python-floor",
+        url=f"http://{HOST}:{port}/v1/chat/completions",
+        process=process,
+        version=f"bench/python_floor.py on Python {platform.python_version()}, "
+        f"uvloop {uvloop.__version__}",
+        settings={"what": "TCP pass-through, written from the read callback; one process"},
+    )
     system.refresh_pids()
     return system
 

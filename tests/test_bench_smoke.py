@@ -30,7 +30,8 @@ def test_smoke_run_produces_figures_for_every_system(tmp_path: Path) -> None:
     result = json.loads(path.read_text())
 
     systems = set(result["systems"])
-    expected = {"direct", "chatrelay"} | ({"nginx"} if Path("/usr/sbin/nginx").exists() else set())
+    expected = {"direct", "python-floor", "chatrelay"}
+    expected |= {"nginx"} if Path("/usr/sbin/nginx").exists() else set()
     assert expected <= systems, result.get("skipped")
     for name in systems:
         assert result["systems"][name]["version"], name
