@@ -11,8 +11,8 @@ round, and what is reported is each one's median and how many rounds each was th
 ``--a``/``--b`` are what bench/compare.py takes after ``chatrelay:``: ``src=PATH`` (another
 source tree, e.g. a ``git worktree`` of an earlier commit), experiment names, or both
 joined with ``+``; empty is this tree as it is. Streaming rounds report CPU ms per 1,000
-paced chunks (64 chunks every 20 ms); ``--non-streaming`` rounds report CPU ms per whole
-answer.
+chunks (64 chunks every 20 ms unless ``--chunks``/``--pace-ms`` say otherwise; pace 0 is
+as fast as the chain goes); ``--non-streaming`` rounds report CPU ms per whole answer.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def one_round(system: System, mock: System, args: argparse.Namespace) -> float:
         mock,
         concurrency=args.concurrency,
         requests_per_client=args.requests,
-        chunks=64,
-        pace_ms=20,
+        chunks=args.chunks,
+        pace_ms=args.pace_ms,
         chunk_bytes=20,
         non_streaming=args.non_streaming,
     )
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=4, help="answers per client a round")
+    parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--pace-ms", type=float, default=20.0, help="0: unpaced")
     parser.add_argument("--non-streaming", action="store_true")
     args = parser.parse_args()
     if args.non_streaming and args.requests == 4:
