@@ -36,6 +36,8 @@ def one_round(system: System, mock: System, args: argparse.Namespace) -> float:
         non_streaming=args.non_streaming,
     )
     key = "cpu_ms_per_request" if args.non_streaming else "cpu_ms_per_1k_chunks"
+    if figures.get(key) is None:  # nothing came through: say what the driver saw
+        raise SystemExit(f"{system.name}: no figure this round ({figures.get('errors')})")
     return float(figures[key])
 
 
@@ -52,13 +54,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.non_streaming and args.requests == 4:
         args.requests = 50
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     mock = start_mock()
-    systems = {
-        name: start_chatrelay(mock, prelude=given.replace("+", ","), name=name)
-        for name, given in (("a", args.a), ("b", args.b))
-    }
+    systems: dict[str, System] = {}
     figures: dict[str, list[float]] = {"a": [], "b": []}
     try:
+        for name, given in (("a", args.a), ("b", args.b)):
+            systems[name] = start_chatrelay(mock, prelude=given.replace("+", ","), name=name)
         for system in systems.values():
             warm_up(system, mock)
         for number in range(args.rounds):

@@ -66,8 +66,11 @@ async def serve(port: int, upstream_port: int) -> None:
                 if client.transport is not None:
                     client.transport.close()
                 return
-            upstream.peer, client.peer = client, upstream
             assert upstream.transport is not None
+            if client.transport is None or client.transport.is_closing():
+                upstream.transport.close()  # the client left while this connected
+                return
+            upstream.peer, client.peer = client, upstream
             for data in client.early:
                 upstream.transport.write(data)
             client.early.clear()

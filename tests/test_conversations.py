@@ -294,9 +294,28 @@ async def test_streaming_answer_text_is_flushed_while_it_grows(
     assert content == "partial"
 
 
+def record_flushes(relay: Any) -> list[tuple[int, bool]]:
+    """Each flush's number of answers, and whether it was written on the event loop."""
+    from chatrelay.store.conversations import save_answer_texts
+
+    db = relay.service.answers.db
+    write, flushes = db.write, []
+
+    async def recorded(work: Any, *, small: bool = False) -> Any:
+        if getattr(work, "func", None) is save_answer_texts:
+            flushes.append((len(work.keywords["rows"]), small))
+        return await write(work, small=small)
+
+    db.write = recorded
+    return flushes
+
+
 @pytest.mark.parametrize("flush", ["many answers", "a long answer"])
-async def test_a_big_flush_is_written_whole(relay_for, fake, database_url, flush: str) -> None:
-    """More answers, or more text, than the loop writes itself: the writer thread writes it."""
+async def test_a_big_flush_is_written_whole_on_the_writer_thread(
+    relay_for, fake, flush: str
+) -> None:
+    """More answers, or more text, than the event loop writes itself (SQLite): the writer
+    thread writes it, all of it."""
     from chatrelay.chat.recorder import SMALL_FLUSH_CHARS, SMALL_FLUSH_ROWS
 
     gate = asyncio.Event()
@@ -304,7 +323,9 @@ async def test_a_big_flush_is_written_whole(relay_for, fake, database_url, flush
     if flush == "a long answer":
         count, partial_text = 1, "x" * (SMALL_FLUSH_CHARS + 100)
     fake.script = [livepeer_chunk(partial_text), gate, *livepeer_events([" rest"])]
-    async with relay_for(database_url=database_url, flush_interval=0.05) as relay:
+    # The timer's flushes never come: the one flush is the test's, once every text is there.
+    async with relay_for(flush_interval=60) as relay:
+        flushes = record_flushes(relay)
         async with contextlib.AsyncExitStack() as streams:
             responses = [
                 await streams.enter_async_context(
@@ -313,56 +334,52 @@ async def test_a_big_flush_is_written_whole(relay_for, fake, database_url, flush
                 for i in range(count)
             ]
             ids = [response.headers["x-message-id"] for response in responses]
-            stored: dict[str, str] = {}
-            for _ in range(200):  # within a few flush intervals every text is in its row
-                async with relay.service.db.read() as session:
-                    rows = await session.execute(
-                        text("SELECT id, content FROM messages WHERE role = 'assistant'")
-                    )
-                    stored = {row[0]: row[1] for row in rows}
-                if all(stored.get(i) == partial_text for i in ids):
-                    break
-                await asyncio.sleep(0.02)
+            jobs = [relay.service.jobs[i] for i in ids]
+            await wait_until(lambda: all(job.text == partial_text for job in jobs))
+            await relay.service.answers.flush()
+            async with relay.service.db.read() as session:
+                rows = await session.execute(
+                    text("SELECT id, content FROM messages WHERE role = 'assistant'")
+                )
+                stored = {row[0]: row[1] for row in rows}
             gate.set()
             for response in responses:
                 await response.aread()
     assert [stored.get(i) == partial_text for i in ids] == [True] * count
+    assert flushes == [(count, False)]  # all at once, off the event loop
 
 
 async def test_an_idle_server_does_not_wake_to_flush(relay_for, fake) -> None:
-    """The flusher sleeps while no answer streams, and wakes for the next one."""
+    """The flusher sleeps while no answer streams, and wakes for the next one, whose flush
+    (one answer, a few bytes) is written on the event loop itself."""
     fake.script = livepeer_events(["Hello"])
     async with relay_for(flush_interval=0.02) as relay:
         answers = relay.service.answers
-        flushes = 0
-        flush = answers.flush
-
-        async def counted() -> None:
-            nonlocal flushes
-            flushes += 1
-            await flush()
-
-        answers.flush = counted  # type: ignore[method-assign]
+        flushes = record_flushes(relay)
         await chat(relay.client, user("hi"))
-        await wait_until(lambda: not answers.active)
-        await asyncio.sleep(0.05)
-        idle_from = flushes
+        await wait_until(lambda: not answers.streaming.is_set())  # the flusher went to sleep
+        idle_from = len(flushes)
         await asyncio.sleep(0.3)  # fifteen intervals
-        assert flushes == idle_from
-        assert not answers.streaming.is_set()
+        assert len(flushes) == idle_from
 
         gate = asyncio.Event()
         fake.script = [livepeer_chunk("partial"), gate, *livepeer_events([" rest"])]
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
-            await wait_until(lambda: flushes > idle_from)
-            async with relay.service.db.read() as session:
-                content = await session.scalar(
-                    text("SELECT content FROM messages WHERE id = :id"), {"id": message_id}
-                )
+            await wait_until(lambda: relay.service.jobs[message_id].text == "partial")
+            content = None
+            for _ in range(200):  # flushed within a few intervals
+                async with relay.service.db.read() as session:
+                    content = await session.scalar(
+                        text("SELECT content FROM messages WHERE id = :id"), {"id": message_id}
+                    )
+                if content:
+                    break
+                await asyncio.sleep(0.02)
             gate.set()
             await response.aread()
     assert content == "partial"
+    assert (1, True) in flushes[idle_from:], flushes
 
 
 async def test_a_late_flush_never_overwrites_the_final_text(database_url: str) -> None:
