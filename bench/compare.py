@@ -5,9 +5,10 @@ What ``make bench`` runs. Every process is on 127.0.0.1 (the driver refuses anyt
 
     bench/mock_upstream.py  <-  system under test  <-  bench/load_driver.py (C clients)
 
-For each concurrency C (1, 8, 32, 64, 128, 512 by default) each system in turn (the order
-rotates from one C to the next, so no system always runs on a machine warmed up by another)
-gets C clients, each streaming answers of 64 chunks paced 20 ms apart, back to back; then
+For each concurrency C (1, 8, 32, 64, 128, 512 by default, then 1,024 and 2,048 for as long
+as chatrelay streams every answer without a stall) each system in turn (the order rotates
+from one C to the next, so no system always runs on a machine warmed up by another) gets C
+clients, each streaming answers of 64 chunks paced 20 ms apart, back to back; then
 non-streaming requests at C=1 and C=32; then unpaced answers (as fast as the chain goes) for
 the highest chunk rate. Per run it records, besides the driver's figures, the CPU seconds
 and the peak resident memory of the system's process tree (from /proc). A Python relay
@@ -154,6 +155,15 @@ def warm_up(system: System, mock: System, *, chunk_bytes: int = 20) -> None:
     )  # fmt: skip
 
 
+def holds(runs: list[dict[str, Any]], concurrency: int) -> bool:
+    """Whether chatrelay's paced run at ``concurrency`` completed every stream, none stalled."""
+    wanted = ("chatrelay", concurrency, "paced")
+    for run in runs:
+        if (run["system"], run["concurrency"], run.get("kind")) == wanted:
+            return bool(run["completed"] == run["no_stall"] == run["requests"])
+    return False
+
+
 def summary_line(f: dict[str, Any]) -> str:
     if f["mode"] == "non-stream":
         return (
@@ -174,6 +184,12 @@ def summary_line(f: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", default="1,8,32,64,128,512")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=2048,
+        help="past the last level, C doubles while chatrelay streams without a stall, up to this",
+    )
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--pace-ms", type=float, default=20.0)
     parser.add_argument("--chunk-bytes", type=int, default=20)
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> Path:
         args.non_streaming, args.unpaced, args.unpaced_chunks = "2", "2", 16
         args.no_litellm = True
     levels = [int(c) for c in args.concurrency.split(",") if c]
+    if args.smoke:
+        args.max_concurrency = 2 * max(levels)  # one level further, if chatrelay holds
     wanted = [s for s in args.systems.split(",") if s and not (args.no_litellm and s == "litellm")]
 
     started_at = datetime.now(UTC)
@@ -265,7 +283,9 @@ def main(argv: list[str] | None = None) -> Path:
             s.rss_idle = s.rss()  # warmed up, idle: memory per stream counts from here
 
         collapsed: dict[str, int] = {}
-        for index, concurrency in enumerate(levels):
+        index = 0
+        while index < len(levels):
+            concurrency = levels[index]
             shift = index % len(systems)
             for s in systems[shift:] + systems[:shift]:
                 if s.name in collapsed:
@@ -288,7 +308,13 @@ def main(argv: list[str] | None = None) -> Path:
                 mostly_stalled = figures["no_stall"] < figures["requests"] / 4
                 if s.name not in ("direct", "nginx", "python-floor") and mostly_stalled:
                     collapsed[s.name] = concurrency
+            # Past the last level asked for, on while chatrelay holds (no stream stalled).
+            further = index == len(levels) - 1 and concurrency * 2 <= args.max_concurrency
+            if further and holds(result["runs"], concurrency):
+                levels.append(concurrency * 2)
+            index += 1
         result["collapsed_at"] = collapsed
+        result["parameters"]["concurrency"] = levels
 
         for concurrency in [int(c) for c in args.non_streaming.split(",") if c]:
             for s in systems:
