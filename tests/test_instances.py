@@ -123,11 +123,18 @@ async def test_dead_instances_are_settled(database_url: str, tmp_path: Path) -> 
         dead = await add_streaming_answer(db, "far:1:a")
         alive = await add_streaming_answer(db, "near:1:b")
         unknown = await add_streaming_answer(db, "never-registered")
+        # Rows of a version before instances: interrupted once they stop growing.
+        stopped_growing = await add_streaming_answer(db, None)
+        growing = await add_streaming_answer(db, None)
+        async with db.transaction() as session:
+            (await session.get(Message, stopped_growing)).updated_at = old  # type: ignore[union-attr]
         settled = await db.write(partial(settle_dead_instances, own_id="me", dead_after=15))
-        assert settled == 2
+        assert settled == 3
         assert await status_of(db, dead) == ("interrupted", "half an answer")
         assert await status_of(db, unknown) == ("interrupted", "half an answer")
+        assert await status_of(db, stopped_growing) == ("interrupted", "half an answer")
         assert (await status_of(db, alive))[0] == "streaming"
+        assert (await status_of(db, growing))[0] == "streaming"
         async with db.read() as session:
             assert await session.get(Instance, "far:1:a") is None
     finally:

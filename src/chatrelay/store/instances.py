@@ -27,11 +27,12 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Interval,
     Select,
@@ -96,9 +97,13 @@ class _Beat(NamedTuple):
 
 @functools.cache
 def _beat_statements(postgres: bool) -> _Beat:
-    # Times are the database's on PostgreSQL, else parameters from this host's clock.
-    now = func.now() if postgres else bindparam("b_now")
-    stale = now - bindparam("b_dead_after", type_=Interval()) if postgres else bindparam("b_stale")
+    # Heartbeats are stamped and compared with the database's clock on PostgreSQL, else with
+    # this host's (the parameters ``b_now`` and ``b_stale``). The answers' own times are this
+    # host's on both, as they are written elsewhere.
+    here: BindParameter[datetime] = bindparam("b_now")
+    stale_here: BindParameter[datetime] = bindparam("b_stale")
+    now = func.now() if postgres else here
+    stale = now - bindparam("b_dead_after", type_=Interval()) if postgres else stale_here
     alive = select(Instance.id).scalar_subquery()  # read in the same statement: no race
     return _Beat(
         touch=update(Instance).where(Instance.id == bindparam("b_id")).values(heartbeat_at=now),
@@ -109,22 +114,20 @@ def _beat_statements(postgres: bool) -> _Beat:
             or_(
                 Message.instance_id.not_in(alive),
                 # Rows of a version before instances: interrupted once they stop growing.
-                Message.instance_id.is_(None) & (Message.updated_at < bindparam("b_stale_here")),
+                Message.instance_id.is_(None) & (Message.updated_at < stale_here),
             ),
         )
-        .values(status="interrupted", updated_at=bindparam("b_now_here")),
+        .values(status="interrupted", updated_at=here),
     )
 
 
 def _beat_parameters(instance_id: str, dead_after: float) -> dict[str, Any]:
-    here, dead_after_ = utcnow(), timedelta(seconds=dead_after)
+    now, dead_after_ = utcnow(), timedelta(seconds=dead_after)
     return {
         "b_id": instance_id,
-        "b_now": here,
-        "b_now_here": here,
+        "b_now": now,
+        "b_stale": now - dead_after_,
         "b_dead_after": dead_after_,
-        "b_stale": here - dead_after_,
-        "b_stale_here": here - dead_after_,
     }
 
 
