@@ -308,13 +308,13 @@ def main(argv: list[str] | None = None) -> Path:
                 mostly_stalled = figures["no_stall"] < figures["requests"] / 4
                 if s.name not in ("direct", "nginx", "python-floor") and mostly_stalled:
                     collapsed[s.name] = concurrency
-            # Past the last level asked for, on while chatrelay holds (no stream stalled).
+            # Past the last level asked for, on while chatrelay holds (no stream stalled); the
+            # run's parameters hold this same list, so they name the levels that ran.
             further = index == len(levels) - 1 and concurrency * 2 <= args.max_concurrency
             if further and holds(result["runs"], concurrency):
                 levels.append(concurrency * 2)
             index += 1
         result["collapsed_at"] = collapsed
-        result["parameters"]["concurrency"] = levels
 
         for concurrency in [int(c) for c in args.non_streaming.split(",") if c]:
             for s in systems:

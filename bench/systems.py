@@ -30,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
@@ -154,34 +155,42 @@ class System:
         }
 
 
-def start_mock(*, pace_ms: float = 20, chunks: int = 64, chunk_bytes: int = 20) -> System:
-    from mock_upstream import loop_name
-
+def _start_script(
+    name: str, script: str, arguments: list[str], *, version: str, settings: dict[str, Any]
+) -> System:
+    """One of bench/'s servers on a free port of 127.0.0.1, started and answering."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            str(BENCH / "mock_upstream.py"),
-            "--port",
-            str(port),
-            "--pace-ms",
-            str(pace_ms),
-            "--chunks",
-            str(chunks),
-            "--chunk-bytes",
-            str(chunk_bytes),
-        ]
+        [sys.executable, str(BENCH / script), "--port", str(port), *arguments]
     )
     wait_for_http(f"http://{HOST}:{port}/health", 30, process)
     system = System(
-        name="direct",
+        name=name,
         url=f"http://{HOST}:{port}/v1/chat/completions",
         process=process,
-        version=f"bench/mock_upstream.py on Python {platform.python_version()}, {loop_name()}",
-        settings={"process": "one, bare asyncio protocol, one timer per paced chunk"},
+        version=version,
+        settings=settings,
     )
     system.refresh_pids()
     return system
+
+
+def port_of(system: System) -> int:
+    port = urlsplit(system.url).port
+    assert port is not None
+    return port
+
+
+def start_mock(*, pace_ms: float = 20, chunks: int = 64, chunk_bytes: int = 20) -> System:
+    from mock_upstream import loop_name
+
+    return _start_script(
+        "direct",
+        "mock_upstream.py",
+        ["--pace-ms", str(pace_ms), "--chunks", str(chunks), "--chunk-bytes", str(chunk_bytes)],
+        version=f"bench/mock_upstream.py on Python {platform.python_version()}, {loop_name()}",
+        settings={"process": "one, bare asyncio protocol, one timer per paced chunk"},
+    )
 
 
 NGINX_CONF = """
@@ -223,7 +232,7 @@ def nginx_available() -> bool:
 def start_nginx(mock: System, *, workers: int = 1) -> System:
     workdir = tempfile.mkdtemp(prefix="bench-nginx-")
     port = free_port()
-    upstream_port = int(mock.url.split(":")[2].split("/")[0])
+    upstream_port = port_of(mock)
     conf = Path(workdir, "nginx.conf")
     conf.write_text(
         NGINX_CONF.format(workers=workers, dir=workdir, port=port, upstream_port=upstream_port)
@@ -259,29 +268,14 @@ def start_python_floor(mock: System) -> System:
     """bench/python_floor.py: bytes passed on by a Python process, nothing else."""
     import uvloop
 
-    port = free_port()
-    upstream_port = int(mock.url.split(":")[2].split("/")[0])
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(BENCH / "python_floor.py"),
-            "--port",
-            str(port),
-            "--upstream-port",
-            str(upstream_port),
-        ]
-    )
-    wait_for_http(f"http://{HOST}:{port}/health", 30, process)
-    system = System(
-        name="python-floor",
-        url=f"http://{HOST}:{port}/v1/chat/completions",
-        process=process,
+    return _start_script(
+        "python-floor",
+        "python_floor.py",
+        ["--upstream-port", str(port_of(mock))],
         version=f"bench/python_floor.py on Python {platform.python_version()}, "
         f"uvloop {uvloop.__version__}",
         settings={"what": "TCP pass-through, written from the read callback; one process"},
     )
-    system.refresh_pids()
-    return system
 
 
 # chatrelay as in production: stored answers, quotas on (limits far above the load, so they

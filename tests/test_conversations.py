@@ -272,6 +272,21 @@ async def test_reads_do_not_wait_for_a_writer(tmp_path) -> None:  # type: ignore
         await db.close()
 
 
+async def content_once_flushed(relay: Any, message_id: str, *, tries: int) -> str | None:
+    """The stored text of an answer once a flush has written any (within a few flush
+    intervals), polled every 20 ms up to ``tries`` times; what is stored then, if none came."""
+    content = None
+    for _ in range(tries):
+        async with relay.service.db.read() as session:  # a fresh snapshot each time
+            content = await session.scalar(
+                text("SELECT content FROM messages WHERE id = :id"), {"id": message_id}
+            )
+        if content:
+            break
+        await asyncio.sleep(0.02)
+    return content
+
+
 async def test_streaming_answer_text_is_flushed_while_it_grows(
     relay_for, fake, database_url
 ) -> None:
@@ -281,14 +296,7 @@ async def test_streaming_answer_text_is_flushed_while_it_grows(
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
             await wait_until(lambda: relay.service.jobs[message_id].text == "partial")
-            for _ in range(100):  # within a few flush intervals the text is in the row
-                async with relay.service.db.read() as session:  # a fresh snapshot each time
-                    content = await session.scalar(
-                        text("SELECT content FROM messages WHERE id = :id"), {"id": message_id}
-                    )
-                if content:
-                    break
-                await asyncio.sleep(0.02)
+            content = await content_once_flushed(relay, message_id, tries=100)
             gate.set()
             await response.aread()
     assert content == "partial"
@@ -367,15 +375,7 @@ async def test_an_idle_server_does_not_wake_to_flush(relay_for, fake) -> None:
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
             await wait_until(lambda: relay.service.jobs[message_id].text == "partial")
-            content = None
-            for _ in range(200):  # flushed within a few intervals
-                async with relay.service.db.read() as session:
-                    content = await session.scalar(
-                        text("SELECT content FROM messages WHERE id = :id"), {"id": message_id}
-                    )
-                if content:
-                    break
-                await asyncio.sleep(0.02)
+            content = await content_once_flushed(relay, message_id, tries=200)
             gate.set()
             await response.aread()
     assert content == "partial"
