@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # How long a chat response waits for the upstream to accept before it starts streaming:
     # refusals within it are HTTP errors; later ones are error events, and Stop works meanwhile.
     stream_start_wait: float = Field(default=5.0, ge=0)
+    # Every stream served gets an SSE comment after this many seconds of silence (a cold model,
+    # a slow token), so that proxies in front (nginx cuts at 60 s idle) keep the connection.
+    keepalive_interval: float = Field(default=15.0, gt=0)
 
     # Any number of upstreams, from the TOML config; they add to the env-configured ones.
     upstreams: list[UpstreamSpec] = Field(default_factory=list)
@@ -174,6 +177,13 @@ class Settings(BaseSettings):
     redis_prefix: str = "chatrelay:"
     redis_timeout: float = Field(default=1.0, gt=0)
 
+    # Browser apps on these origins may call /v1/* and /llm (CORS), with a Bearer key only;
+    # empty: no cross-origin API access.
+    cors_origins: CommaList = Field(default_factory=list)
+    # POST /llm (chatrelay as a drop-in Livepeer gateway) without a Bearer key: served as a
+    # guest when on, refused with 401 when off.
+    llm_guests: bool = False
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
@@ -195,7 +205,9 @@ class Settings(BaseSettings):
         parse_rate_limit(value)  # raises ValueError saying what a valid one looks like
         return value
 
-    @field_validator("livepeer_gateway_urls", "models", "warm_models", mode="before")
+    @field_validator(
+        "livepeer_gateway_urls", "models", "warm_models", "cors_origins", mode="before"
+    )
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         return _split_commas(value)

@@ -25,7 +25,7 @@ from chatrelay.chat.event_stream import EventStreamResponse
 from chatrelay.chat.events import Position
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.routes import start_answer
-from chatrelay.chat.schemas import ChatMessage, ChatRequest
+from chatrelay.chat.schemas import ChatMessage, ChatRequest, TopK
 from chatrelay.errors import ChatRelayError
 from chatrelay.served import Endpoint, decline, error_response_of, read_body
 from chatrelay.store.models import User
@@ -74,6 +74,7 @@ class CompletionRequest(BaseModel):
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: TopK | None = None
     n: StrictInt | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
 
 
@@ -132,6 +133,7 @@ async def chat_completions(
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
+        top_k=body.top_k,
         conversation_id=conversation_id,
     )
     job, ids = await start_answer(request, chat, user)

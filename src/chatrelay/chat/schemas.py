@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -15,6 +16,16 @@ from pydantic import (
 )
 
 from chatrelay.text import StoredText
+
+
+def _check_top_k(value: int) -> int:
+    if value == 0 or value < -1:
+        raise ValueError("top_k must be -1 (no limit) or at least 1")
+    return value
+
+
+# Sampling from the k most likely tokens, as vLLM and the Livepeer runner take it.
+TopK = Annotated[StrictInt, AfterValidator(_check_top_k)]
 
 
 class ChatMessage(BaseModel):
@@ -40,6 +51,7 @@ class ChatRequest(BaseModel):
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: TopK | None = None
 
     @field_validator("messages")
     @classmethod

@@ -22,6 +22,8 @@ class GenerationParams:
     max_tokens: int
     temperature: float | None = None
     top_p: float | None = None
+    # Sent only when the client gave it: OpenAI itself refuses the field.
+    top_k: int | None = None
 
 
 class Dialect(Protocol):
@@ -102,6 +104,8 @@ class OpenAIDialect:
             body["temperature"] = params.temperature
         if params.top_p is not None:
             body["top_p"] = params.top_p
+        if params.top_k is not None:
+            body["top_k"] = params.top_k
         return _request_body(body)
 
     def parse_event(self, data: str) -> UpstreamChunk:
@@ -132,6 +136,8 @@ class LivepeerDialect:
             body["temperature"] = params.temperature
         if params.top_p is not None:
             body["top_p"] = params.top_p
+        if params.top_k is not None:
+            body["top_k"] = params.top_k
         return _request_body(body)
 
     def parse_event(self, data: str) -> UpstreamChunk:
