@@ -3,13 +3,16 @@
 It is the one mock in the suite (the Livepeer network cannot run here), so it reproduces the
 wire byte for byte, quirks included: ``finish_reason: ""``, usage in every chunk, no ``[DONE]``
 through a gateway, ``data: {"error": ...}`` after a 200, the old ``{"chunk": ...}`` format,
-events split across TCP writes, stalls, dropped connections and error statuses.
+events split across TCP writes, stalls, dropped connections and error statuses, a cold model's
+wait before it answers, a gateway's clean cut (the body just ends), the runner's "stop" when
+max_tokens ran out.
 
 Usage::
 
     fake = FakeUpstream()
     base_url = await fake.start()
     fake.script = [*livepeer_events(["Hel", "lo"])]       # bytes, pauses, gates, DROP
+    fake.responses = [FakeResponse(cold=2.0, tokens=["a", "b"])]  # a cold model; max_tokens
     ...
     fake.requests[-1].json                                 # what the relay sent
 """
@@ -52,6 +55,11 @@ class FakeResponse:
     # Awaited before the status line is sent: a cold model holding its answer.
     hold_headers: asyncio.Event | None = None
     content_type: str = "text/event-stream"
+    # A cold model: seconds before the status line (the gateway holds the request meanwhile).
+    cold: float = 0.0
+    # Generated like the ai-runner does: at most the request's max_tokens of these tokens,
+    # then a chunk with finish_reason "stop", even when max_tokens ran out (never "length").
+    tokens: list[str] | None = None
 
 
 def livepeer_chunk(content: str, finish_reason: str = "", completion_tokens: int = 1) -> bytes:
@@ -74,6 +82,12 @@ def livepeer_chunk(content: str, finish_reason: str = "", completion_tokens: int
         },
     }
     return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def livepeer_cut(tokens: list[str]) -> list[Step]:
+    """A go-livepeer gateway whose read from the orchestrator failed mid-answer: it logs the
+    error and ends the body cleanly, with no finish chunk, no [DONE], no error event."""
+    return livepeer_events(tokens, stop_chunk=False)
 
 
 def livepeer_events(tokens: list[str], *, stop_chunk: bool = True) -> list[Step]:
@@ -195,6 +209,8 @@ class FakeUpstream:
                 raise
             finally:
                 self.active -= 1
+        if answer.cold:
+            await asyncio.sleep(answer.cold)
         if answer.status != 200:
             return web.Response(
                 status=answer.status,
@@ -208,7 +224,11 @@ class FakeUpstream:
         self.active += 1
         try:
             await response.prepare(request)
-            for step in answer.script:
+            script = answer.script
+            if answer.tokens is not None:
+                limit = int(body.get("max_tokens") or len(answer.tokens))
+                script = livepeer_events(answer.tokens[:limit])
+            for step in script:
                 if isinstance(step, bytes):
                     await response.write(step)
                     self.first_write_done.set()

@@ -121,7 +121,7 @@ async def test_429_retry_after_is_honoured(relay_for, fake: FakeUpstream) -> Non
     assert time.monotonic() - started >= 1.0
 
 
-@pytest.mark.parametrize("fault", ["stall", "abrupt_close", "error_event", "eof"])
+@pytest.mark.parametrize("fault", ["stall", "abrupt_close", "error_event", "cut", "eof"])
 async def test_mid_answer_failure_continues_on_another_upstream(
     relay_for, fake: FakeUpstream, second: FakeUpstream, fault: str
 ) -> None:
@@ -131,6 +131,7 @@ async def test_mid_answer_failure_continues_on_another_upstream(
         "stall": [asyncio.Event()],
         "abrupt_close": [DROP],
         "error_event": [b'data: {"error":"orchestrator unloaded the model"}\n\n'],
+        "cut": [],  # a go-livepeer gateway ends the body cleanly when its orchestrator breaks
         "eof": [],
     }[fault]
     fake.script = first_part + tail

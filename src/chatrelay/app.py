@@ -145,7 +145,9 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         except Exception as exc:  # any failure means not ready; say which
             checks["database"] = f"failing: {type(exc).__name__}"
         registry = request.app.state.chat.registry
-        checks["upstreams"] = "ok" if registry.ready else "none usable (all circuit breakers open)"
+        # Not ready until an upstream of the default model has answered (probed here until
+        # then, briefly): a gateway URL where nothing listens is not a ready server.
+        checks["upstreams"] = await registry.readiness(wait=min(settings.connect_timeout, 2.0))
         ready = all(value == "ok" for value in checks.values())
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)

@@ -143,6 +143,7 @@ async def chat_completions(
         return EventStreamResponse(
             _openai_stream(job, include_usage=include_usage, position=position),
             headers=ids,
+            keepalive=request.app.state.settings.keepalive_interval,
             on_abandon=partial(_rest_after_shutdown, job, position, include_usage=include_usage),
         )
     await job.wait()

@@ -17,6 +17,12 @@ does, it cancels the sending, which is taken back so the request ends normally (
 silently drops what is sent to a gone client, so without it a closed tab would be followed
 to the answer's end). Leaving never stops the answer itself: only a stop does.
 
+Silence is never longer than ``keepalive`` seconds: a cold model may take minutes for its
+first token, and proxies in front cut idle connections (nginx after 60 s, some after 30 s).
+One timer per stream looks, when it goes off, at when the stream last sent anything and
+sends an SSE comment (which every SSE parser ignores) only if it has been silent that long:
+sending a token costs one clock read, never a timer re-armed per chunk.
+
 When the server gives up on the request instead (a shutdown whose grace period is over: uvicorn
 cancels the requests still running), ``on_abandon`` ends the answer the way a shutdown does
 (stored as interrupted, an error event ``shutdown`` and ``[DONE]``) and hands back the events
@@ -33,6 +39,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from chatrelay.sse import encode_comment
+
 # What a streamed answer needs so that no proxy or browser holds tokens back.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -46,9 +54,11 @@ class EventStreamResponse(Response):
         *,
         headers: Mapping[str, str],
         status_code: int = 200,  # FastAPI reads the default for the OpenAPI document
+        keepalive: float,
         on_abandon: Callable[[], Awaitable[AsyncGenerator[bytes, None]]] | None = None,
     ) -> None:
         self.events = events
+        self.keepalive = keepalive
         self.on_abandon = on_abandon
         self.status_code = status_code
         self.background = None
@@ -74,10 +84,15 @@ class EventStreamResponse(Response):
 
         watcher = asyncio.create_task(_disconnect(receive))
         watcher.add_done_callback(client_left)
+        loop = asyncio.get_running_loop()
+        keepalive = _KeepAlive(loop, self.keepalive, send)
+        now = loop.time
         try:
             async for data in self.events:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+                keepalive.last = now()
             streaming = False
+            keepalive.close()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone or task.uncancel() > cancelling:
@@ -88,6 +103,7 @@ class EventStreamResponse(Response):
                 raise  # a shutdown: it goes on
         finally:
             streaming = False
+            keepalive.close()
             watcher.cancel()
             aclose = getattr(self.events, "aclose", None)
             if aclose is not None:  # left mid-send: the follower ends now, not when collected
@@ -116,3 +132,52 @@ async def _disconnect(receive: Receive) -> None:
     """Until the client has gone (a request body it still sends is read and dropped)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+_COMMENT: dict[str, object] = {
+    "type": "http.response.body",
+    "body": encode_comment("keep-alive"),
+    "more_body": True,
+}
+
+
+class _KeepAlive:
+    """Sends an SSE comment whenever the stream has been silent for ``interval`` seconds.
+
+    ``last`` is set by the stream at each send; the one timer re-arms itself for
+    ``last + interval`` when it finds the stream was not silent that long. The comment goes
+    out from a task of its own (the stream's task is waiting for events); it is a whole SSE
+    unit, so it can never land inside a frame, and one still waiting for the client to take
+    data is cancelled before the body ends."""
+
+    __slots__ = ("_handle", "_interval", "_loop", "_send", "_sending", "last")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, send: Send) -> None:
+        self._loop, self._interval, self._send = loop, interval, send
+        self._sending: asyncio.Task[None] | None = None
+        self.last = loop.time()
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self.last + interval, self._due)
+
+    def _due(self) -> None:
+        loop, due = self._loop, self.last + self._interval
+        now = loop.time()
+        if now < due:  # something was sent meanwhile
+            self._handle = loop.call_at(due, self._due)
+            return
+        if self._sending is None or self._sending.done():
+            self._sending = loop.create_task(self._comment())
+        self.last = now
+        self._handle = loop.call_at(now + self._interval, self._due)
+
+    async def _comment(self) -> None:
+        # The client may be gone: then the stream's own send finds out and ends it.
+        with contextlib.suppress(Exception):
+            await self._send(_COMMENT)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._sending is not None and not self._sending.done():
+            self._sending.cancel()
+        self._sending = None

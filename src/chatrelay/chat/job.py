@@ -43,7 +43,7 @@ from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams, Message
 from chatrelay.upstreams.health import ModelHealth
-from chatrelay.upstreams.registry import UpstreamRegistry
+from chatrelay.upstreams.registry import UpstreamRegistry, unreachable_failure
 
 log = logging.getLogger(__name__)
 
@@ -296,11 +296,15 @@ class GenerationJob:
         policy, pool = self.policy, self.pool
         deadline = self.started_at + policy.deadline
         failed: set[str] = set()
+        refused: list[UpstreamFailure] = []  # this round's "nobody there" failures
         last: UpstreamFailure | None = None
         backoff = policy.first_backoff
         while True:
             upstream = pool.pick(self.model, avoid=frozenset(failed))
             if upstream is None:  # every upstream of the model is paused by its breaker
+                dead = pool.unreachable(self.model)
+                if dead is not None and not self.answered:
+                    raise dead
                 pause = pool.retry_in(self.model)
                 if time.monotonic() + pause > deadline:
                     raise last or self._unavailable(pause)
@@ -316,6 +320,8 @@ class GenerationJob:
                     raise
                 failed.add(upstream.config.name)
                 last = failure
+                if failure.nothing_there:
+                    refused.append(failure)
                 if self.answered:  # part of the answer is out: continue it elsewhere, at once
                     self.failovers += 1
                     FAILOVERS.labels(self.model).inc()
@@ -324,6 +330,10 @@ class GenerationJob:
                     # The continuation gets its own retry window, counted from this failure.
                     deadline = time.monotonic() + policy.deadline
                 elif failed >= {u.config.name for u in pool.serving(self.model) if pool.usable(u)}:
+                    if len(refused) == len(failed):
+                        # Nobody listens at any of them (or no host of that name): a wrong
+                        # URL or a server that is down, which waiting does not mend.
+                        raise unreachable_failure(refused) from None
                     # A whole round failed: back off (the model may be loading), then again.
                     pause = max(backoff, failure.retry_after or 0.0)
                     if time.monotonic() + pause > deadline:
@@ -331,6 +341,7 @@ class GenerationJob:
                     await asyncio.sleep(pause)
                     backoff = min(backoff * 2, policy.max_backoff)
                     failed.clear()
+                    refused.clear()
                 continue
             except BaseException:  # stopped, shutting down: the upstream did nothing wrong
                 pool.abandoned(upstream)
@@ -370,6 +381,10 @@ class GenerationJob:
         finally:
             if attempt.waiting:
                 health.request_ended()
+        if self.finish_reason == "stop" and attempt.completion_tokens() >= params.max_tokens:
+            # Livepeer's runner says "stop" even when max_tokens ran out: the budget was
+            # used up, so the answer was cut by its length, and a client must be told.
+            self.finish_reason = "length"
 
     def _open(self) -> None:
         if not self.opened.done():
@@ -424,6 +439,13 @@ class _Attempt:
         self.began = self.last = time.monotonic()
         self.gap: Callable[[float], None] = _no_gap
         self.before = job.usage  # what the earlier attempts used
+
+    def completion_tokens(self) -> int:
+        """What this attempt generated, by its upstream's usage (0 when it reported none)."""
+        usage, before = self.job.usage, self.before
+        if usage is None:
+            return 0
+        return usage.completion_tokens - (before.completion_tokens if before else 0)
 
     def take(self, chunk: UpstreamChunk) -> bool:
         job = self.job

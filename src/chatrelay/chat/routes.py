@@ -70,6 +70,7 @@ async def chat(
     return EventStreamResponse(
         job.buffer.follow(ids=True, position=position),
         headers=ids,
+        keepalive=_service(request).settings.keepalive_interval,
         on_abandon=partial(job.rest_after_shutdown, position, ids=True),
     )
 
@@ -129,6 +130,7 @@ async def reattach(
     return EventStreamResponse(
         frames,
         headers={"X-Message-Id": message_id},
+        keepalive=service.settings.keepalive_interval,
         # Followed here: at shutdown it ends as the request that started it does.
         on_abandon=partial(job.rest_after_shutdown, position, ids=True) if job else None,
     )

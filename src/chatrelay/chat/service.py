@@ -199,9 +199,7 @@ class ChatService:
             policy=self._policy,
             model=model,
             messages=upstream_messages,
-            params=GenerationParams(
-                max_tokens, request.temperature, request.top_p, request.top_k
-            ),
+            params=GenerationParams(max_tokens, request.temperature, request.top_p, request.top_k),
             recorder=self.answers.recorder(owner_id=owner_id, admission=admission),
             on_finished=self._forget_later,
         )

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -78,6 +80,9 @@ class UpstreamFailure(ChatRelayError):
         ChatRelayError.__init__(self, 502, message, code=code, type=UPSTREAM)
         self.kind = kind
         self.started = started
+        # The connection was refused or the host name does not resolve: a wrong URL or a
+        # server that is down, not a busy one. Waiting would not help (see chat/job.py).
+        self.nothing_there = False
         self.upstream_status = status
         self.retry_after = retry_after
 
@@ -261,11 +266,9 @@ class UpstreamStream:
                 if self._take(on_chunk, event.data):
                     return
             if not self._finished:
-                if not (self._upstream.dialect.eof_is_finish and self.received_content):
-                    raise self._failure(
-                        "ended the stream before the answer was finished", kind="eof"
-                    )
-                on_chunk(UpstreamChunk(finish_reason="stop"))
+                raise self._failure(
+                    "ended the stream without a finish chunk: the answer was cut", kind="cut"
+                )
             self._end()
         except BaseException as exc:
             self._end(exc)
@@ -339,6 +342,8 @@ class Upstream:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
         self._pool: ConnectionPool | None = None
         self.active = 0  # streams open right now, for least-busy selection
+        # It has answered HTTP (any status) since start: what /readyz waits for.
+        self.answered = False
 
     def _connections(self) -> ConnectionPool:
         if self._pool is None:
@@ -397,9 +402,13 @@ class Upstream:
             try:
                 exchange = await pool.request(method, body, self._headers, target)
             except OSError as exc:
-                raise self._refused(f"is unreachable ({exc})", "upstream_unreachable") from exc
+                failure = self._refused(f"is unreachable ({exc})", "upstream_unreachable")
+                failure.nothing_there = _nothing_there(exc)
+                raise failure from exc
             try:
-                return exchange, await exchange.head()
+                head = await exchange.head()
+                self.answered = True
+                return exchange, head
             except OSError as exc:
                 exchange.close()
                 if attempt == 1 and exchange.reused and not exchange.received_any:
@@ -455,6 +464,14 @@ class Upstream:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _nothing_there(exc: OSError) -> bool:
+    """Whether the connection failed because nobody listens there or the name is unknown
+    (a timeout is not: a far or overloaded server may still answer)."""
+    return isinstance(exc, socket.gaierror | ConnectionRefusedError) or (
+        exc.errno == errno.ECONNREFUSED
+    )
 
 
 def without_credentials(url: str) -> str:

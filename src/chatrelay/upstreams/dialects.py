@@ -27,9 +27,12 @@ class GenerationParams:
 
 
 class Dialect(Protocol):
+    """A body that ends without a finish reason or end marker is a cut answer, whatever the
+    dialect: an OpenAI server sends ``[DONE]``, and Livepeer's ai-runner always ends with a
+    chunk whose ``finish_reason`` is non-empty (a go-livepeer gateway whose orchestrator
+    connection breaks just ends the body cleanly: that is the cut, never the end)."""
+
     name: str
-    # Whether a clean end of the body without a finish chunk is a normal end of the answer.
-    eof_is_finish: bool
 
     def url(self, base_url: str) -> str: ...
 
@@ -86,7 +89,6 @@ class OpenAIDialect:
     """Any OpenAI-compatible server: OpenAI, vLLM, llama.cpp's server, LiteLLM, ..."""
 
     name = "openai"
-    eof_is_finish = False
 
     def url(self, base_url: str) -> str:
         base = base_url.rstrip("/")
@@ -118,8 +120,6 @@ class LivepeerDialect:
     """A go-livepeer gateway's LLM pipeline (or an ai-runner directly)."""
 
     name = "livepeer"
-    # Through a gateway the stream may simply end after the last token, without a stop chunk.
-    eof_is_finish = True
 
     def url(self, base_url: str) -> str:
         return f"{base_url.rstrip('/')}/llm"

@@ -99,9 +99,9 @@ class UpstreamMonitor:
         return True
 
     async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.health_interval)
+        while True:  # the first check at start: /readyz waits for an upstream to answer
             await asyncio.gather(*(self.check(u) for u in self.registry.upstreams))
+            await asyncio.sleep(self.health_interval)
 
     async def check(self, upstream: Upstream) -> None:
         breaker = self.registry.breakers[upstream.config.name]

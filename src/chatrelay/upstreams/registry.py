@@ -11,6 +11,8 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 
@@ -18,6 +20,20 @@ from chatrelay.config import LIVEPEER_MODELS, Settings
 from chatrelay.errors import NOT_FOUND, ChatRelayError
 from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamFailure
 from chatrelay.upstreams.health import CircuitBreaker, ModelHealth, ModelStatus
+
+
+def unreachable_failure(failures: list[UpstreamFailure]) -> UpstreamFailure:
+    """One 502 ``upstream_unreachable`` for all the refusals of a round (each names its URL
+    and the setting that sets it)."""
+    if len(failures) == 1:
+        return failures[0]
+    failure = UpstreamFailure(
+        "No upstream of the model can be reached: " + " ".join(f.message for f in failures),
+        kind="upstream_unreachable",
+        code="upstream_unreachable",
+    )
+    failure.nothing_there = True
+    return failure
 
 
 def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
@@ -78,6 +94,8 @@ class UpstreamRegistry:
         )
         self.upstreams: list[Upstream] = []
         self.breakers: dict[str, CircuitBreaker] = {}
+        # Each upstream's last failure, until it succeeds again.
+        self.last_failure: dict[str, UpstreamFailure] = {}
         self.model_health: dict[str, ModelHealth] = {}
 
     @classmethod
@@ -164,8 +182,10 @@ class UpstreamRegistry:
 
     def succeeded(self, upstream: Upstream) -> None:
         self.breakers[upstream.config.name].success()
+        self.last_failure.pop(upstream.config.name, None)
 
     def failed(self, upstream: Upstream, failure: UpstreamFailure) -> None:
+        self.last_failure[upstream.config.name] = failure
         breaker = self.breakers[upstream.config.name]
         if failure.counts_against_upstream:
             breaker.failure()
@@ -186,6 +206,37 @@ class UpstreamRegistry:
     @property
     def ready(self) -> bool:
         return any(self.usable(u) for u in self.upstreams)
+
+    async def readiness(self, *, wait: float) -> str:
+        """``ok``, or why traffic should not come yet: every breaker is open, or no upstream
+        of the default model has answered since start. Until one has, the upstreams of the
+        default model are probed here (a cheap GET each, at most ``wait`` seconds): a URL
+        where nothing listens is found out at once, not at the first user's request."""
+        if not self.ready:
+            return "none usable (all circuit breakers open)"
+        model = self.default_model
+        if model is None or self.answered(model):
+            return "ok"
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await asyncio.gather(*(u.probe() for u in self.serving(model)))
+        if self.answered(model):
+            return "ok"
+        silent = ", ".join(f"{u.config.name} at {u.shown_url}" for u in self.serving(model))
+        return f"no upstream of the default model '{model}' has answered since start: {silent}"
+
+    def answered(self, model: str) -> bool:
+        """Whether some upstream of the model has answered HTTP since start."""
+        return any(u.answered for u in self.serving(model))
+
+    def unreachable(self, model: str) -> UpstreamFailure | None:
+        """When every upstream of the model was last refused (nobody listens, or its host
+        does not resolve): the failure to answer with at once, as a wrong URL, instead of
+        waiting for breakers and back-off (a dead configuration answers fast)."""
+        failures = [self.last_failure.get(u.config.name) for u in self.serving(model)]
+        if not failures or not all(f is not None and f.nothing_there for f in failures):
+            return None
+        return unreachable_failure([f for f in failures if f is not None])
 
     async def close(self) -> None:
         for upstream in self.upstreams:
