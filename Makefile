@@ -36,7 +36,15 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/chatrelay serve
 
+# The JavaScript the browser tests import (tests/js: the openai package), reinstalled when its
+# lock changes. Without npm (or the registry) those tests skip outside CI: `make test` runs on.
+JS_STAMP := tests/js/node_modules/.package-lock.json
+$(JS_STAMP): tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+
 test: $(STAMP)
+	@command -v npm >/dev/null 2>&1 && $(MAKE) --no-print-directory $(JS_STAMP) || \
+		echo "tests/js not installed (npm ci): the tests that need it will skip"
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -31,6 +31,7 @@ from chatrelay.chat.conversation_routes import router as conversation_router
 from chatrelay.chat.routes import router as chat_router
 from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
+from chatrelay.cors import ApiCors, CorsPolicy
 from chatrelay.errors import install_error_handlers
 from chatrelay.http import BodySizeLimit, SecurityHeaders
 from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
@@ -162,8 +163,11 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     # above document them and answer what they decline: chatrelay/served.py).
     app.add_middleware(ServedEndpoints, endpoints=served_endpoints())
     app.add_middleware(SessionCookieWriter)
-    app.add_middleware(CsrfProtection)
+    cors = CorsPolicy.parse(settings.cors_origins)
+    app.add_middleware(CsrfProtection, cors=cors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if cors.origins:  # outside CsrfProtection and BodySizeLimit: their refusals readable too
+        app.add_middleware(ApiCors, policy=cors)
     app.add_middleware(SecurityHeaders)
     # Outermost: every layer below sees the client and scheme that trusted proxies report.
     # Just inside ProxyHeaders: every request gets an id and a log line, whatever answers it.

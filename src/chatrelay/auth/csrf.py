@@ -6,7 +6,10 @@ request whose ``Origin`` is not this server's own scheme://host is refused (403
 cannot send ``application/json``), another site cannot act with a visitor's cookie.
 
 Requests carrying ``Authorization: Bearer`` are exempt: a browser never attaches that header
-by itself, so it proves the caller holds a key rather than a cookie jar.
+by itself, so it proves the caller holds a key rather than a cookie jar. So are keyless requests
+from the origins of ``CHATRELAY_CORS_ORIGINS`` to the API paths (chatrelay/cors.py): a cookie
+is never what those are authenticated by (chatrelay/auth/identity.py), so they are answered as
+a stranger's (a 401 asking for a key), which their page can then read.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatrelay.auth.api_keys import bearer_token
+from chatrelay.cors import CorsPolicy, is_api_path
 from chatrelay.errors import ChatRelayError, error_response
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -46,8 +50,9 @@ def same_origin(origin: str, *, scheme: str, host: str) -> bool:
 class CsrfProtection:
     """Pure ASGI: refuses unsafe cookie requests from a foreign ``Origin``."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, cors: CorsPolicy | None = None) -> None:
         self.app = app
+        self.cors = cors or CorsPolicy()
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not async: see chatrelay/http.py.
@@ -58,6 +63,7 @@ class CsrfProtection:
                 origin is not None
                 and bearer_token(headers.get("authorization")) is None
                 and not same_origin(origin, scheme=scope["scheme"], host=headers.get("host", ""))
+                and not (self.cors.allows(origin) and is_api_path(scope))
             ):
                 error = ChatRelayError(
                     403,

@@ -25,7 +25,9 @@ from starlette.requests import HTTPConnection
 
 from chatrelay.auth.api_keys import LAST_USED_RESOLUTION, api_key_hash, bearer_token
 from chatrelay.auth.credential_cache import CachedCredential, CredentialCache
+from chatrelay.auth.csrf import same_origin
 from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_token, token_hash
+from chatrelay.cors import is_api_path
 from chatrelay.errors import ChatRelayError
 from chatrelay.store import users
 from chatrelay.store.database import Database
@@ -66,7 +68,8 @@ def session_cookies(connection: HTTPConnection) -> SessionCookies:
 
 
 async def identify(request: Request) -> Identity:
-    """The request's identity (cached): a Bearer API key, else the session cookie, else none.
+    """The request's identity (cached): a Bearer API key, else the session cookie (never for
+    another origin's call to the API paths), else none.
 
     An ``Authorization: Bearer`` that is not a live key is a 401 (never a silent fall back to
     the cookie); a cookie that is forged, unknown or expired just counts as no session.
@@ -87,6 +90,10 @@ async def _resolve(request: Request) -> Identity:
     key = bearer_token(request.headers.get("authorization"))
     if key is not None:
         return await _from_api_key(request, key)
+    if _api_call_from_another_origin(request):
+        # A page elsewhere calling the API (CORS, chatrelay/cors.py) brings its own key:
+        # the visitor's cookie, which the browser may attach, never makes it act as them.
+        return Identity(user=None)
     cookies = session_cookies(request)
     token = cookies.token_from(request.cookies.get(COOKIE_NAME))
     if token is None:
@@ -114,6 +121,14 @@ async def _resolve(request: Request) -> Identity:
         known.expires_at = expires_at
         _schedule_cookie(request, token, guest=guest)
     return Identity(user=user, session_token_hash=hashed)
+
+
+def _api_call_from_another_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None or not is_api_path(request.scope):
+        return False
+    host = request.headers.get("host", "")
+    return not same_origin(origin, scheme=request.scope["scheme"], host=host)
 
 
 async def _from_api_key(request: Request, key: str) -> Identity:
