@@ -3,6 +3,8 @@ requests): streaming, whole answers, models, usage, stored conversations, errors
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
@@ -14,6 +16,7 @@ from chatrelay.served import ServedEndpoints, ServedRoute
 from chatrelay.store import users
 from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
+from tests.polling import wait_until
 
 MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct"
 
@@ -88,6 +91,12 @@ async def test_whole_answer_and_models(relay_for, fake: FakeUpstream) -> None:
                 ],
             )
             models = await client.models.list()
+            one = await client.models.retrieve(MODEL)  # the id holds a slash
+            with pytest.raises(openai.NotFoundError) as absent:
+                await client.models.retrieve("gpt-nonexistent")
+    assert one.id == MODEL and one.object == "model" and one.owned_by == "livepeer"
+    assert absent.value.code == "model_not_found"
+    assert "GET /v1/models" in absent.value.message
     assert answer.object == "chat.completion"
     assert answer.choices[0].message.content == "All at once"
     assert answer.choices[0].finish_reason == "stop"
@@ -165,6 +174,22 @@ async def test_errors_have_openai_shapes(relay_for, fake: FakeUpstream) -> None:
                     received.append(chunk)
             assert "CUDA out of memory" in mid_stream.value.message
             assert received[-1].choices[0].delta.content == "Half"
+
+        # On the wire: the error alone, as OpenAI sends it (a chunk that carries an "error"
+        # key is read as an ordinary chunk by the AI SDK, which drops the error), then [DONE].
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}
+        headers = {"Authorization": f"Bearer {key}"}
+        async with relay.client.stream("POST", "/v1/chat/completions", json=body,
+                                       headers=headers) as response:  # fmt: skip
+            frames = (await response.aread()).split(b"\n\n")
+        assert frames[-3:] == [
+            b'data: {"error":{"message":"Upstream \'livepeer\' ('
+            + fake.base_url.encode()
+            + b'/llm) reported an error mid-answer: CUDA out of memory.","type":"upstream_error",'
+            b'"param":null,"code":"upstream_stream_error"}}',
+            b"data: [DONE]",
+            b"",
+        ]
 
 
 PATH = "/v1/chat/completions"
@@ -327,3 +352,46 @@ async def test_served_endpoints_match_as_the_router_does(
     await app(scope, None, None)  # type: ignore[arg-type]
     assert reached == ["endpoint" if served_itself else "rest"]
     assert (scope.get("route") == ServedRoute("POST", PATH)) == served_itself
+
+
+@pytest.mark.parametrize("keep_generating", [False, True])
+async def test_a_client_that_leaves_stops_its_answer_unless_it_asked_not_to(
+    relay_for, fake: FakeUpstream, keep_generating: bool
+) -> None:
+    gate = asyncio.Event()
+    fake.script = [livepeer_chunk("First"), gate, *livepeer_events(["First", " rest"])[1:]]
+    headers = {"X-Chatrelay-Keep-Generating": "1"} if keep_generating else {}
+    async with relay_for(finished_job_ttl=30) as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            stream = await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "x"}],
+                stream=True,
+                extra_headers=headers,
+            )
+            message_id = stream.response.headers["x-message-id"]
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break
+            await stream.close()  # what stream.controller.abort() and abortSignal do
+            job = relay.service.jobs[message_id]
+            if keep_generating:
+                await wait_until(lambda: job.buffer.listeners == 0)  # the client is gone
+                gate.set()
+            await job.wait()
+        conversations = await relay.client.get(
+            "/api/conversations", headers={"Authorization": f"Bearer {key}"}
+        )
+        conversation = conversations.json()["data"][0]["id"]
+        stored = (
+            await relay.client.get(
+                f"/api/conversations/{conversation}", headers={"Authorization": f"Bearer {key}"}
+            )
+        ).json()["messages"][-1]
+    if keep_generating:
+        assert stored["status"] == "complete" and stored["content"] == "First rest"
+        assert fake.finished_at is not None
+    else:  # the upstream request was closed at once: nothing more is generated or paid for
+        assert stored["status"] == "stopped" and stored["content"] == "First"
+        assert fake.disconnected_at is not None and fake.finished_at is None

@@ -30,8 +30,12 @@ from chatrelay.errors import ChatRelayError
 from chatrelay.served import Endpoint, decline, error_response_of, read_body
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
+from chatrelay.upstreams.client import Upstream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+# A streaming client that sends this header (1/true/yes) keeps its answer generating when it
+# leaves, to re-attach through GET /api/messages/{id}/stream; without it, leaving stops it.
+KEEP_GENERATING = "X-Chatrelay-Keep-Generating"
 
 
 class ContentPart(BaseModel):
@@ -140,11 +144,15 @@ async def chat_completions(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         position = Position()
+        # No OpenAI client can re-attach: one that leaves is done with the answer, and every
+        # token more would only be paid for. Unless it says it will come back for it.
+        keep = request.headers.get(KEEP_GENERATING, "").strip().lower() in ("1", "true", "yes")
         return EventStreamResponse(
             _openai_stream(job, include_usage=include_usage, position=position),
             headers=ids,
             keepalive=request.app.state.settings.keepalive_interval,
             on_abandon=partial(_rest_after_shutdown, job, position, include_usage=include_usage),
+            on_leave=None if keep else job.stop,
         )
     await job.wait()
     if job.status == "error" and job.error is not None:
@@ -218,7 +226,12 @@ def _openai_stream(
 
 def _openai_ending(job: GenerationJob, include_usage: bool, data: bytes) -> bytes:
     final = job.final_frame
-    if final is None or not data.endswith(final + DONE):
+    if final is None:
+        failed = job.error_frame
+        if failed is None or job.error is None or not data.endswith(failed + DONE):
+            return data
+        return data[: -len(failed + DONE)] + stream_error(job.error) + DONE
+    if not data.endswith(final + DONE):
         return data
     data = data[: -len(final + DONE)] + job.encoder.final(
         job.finish_reason or "stop", None, status=job.status
@@ -226,6 +239,14 @@ def _openai_ending(job: GenerationJob, include_usage: bool, data: bytes) -> byte
     if include_usage and job.usage is not None:
         data += job.encoder.usage(job.usage)
     return data + DONE
+
+
+def stream_error(error: ChatRelayError) -> bytes:
+    """A failure after the stream began, as OpenAI sends it: ``{"error": {...}}`` alone.
+    Not a chunk with an ``error`` key: the AI SDK's OpenAI chat model parses that as an
+    ordinary chunk and drops the error (openai-wire.md 2.7); the bare frame every SDK raises."""
+    body = {"message": error.message, "type": error.type, "param": None, "code": error.code}
+    return b"data: " + orjson.dumps({"error": body}) + b"\n\n"
 
 
 async def _rest_after_shutdown(
@@ -258,14 +279,33 @@ def completion(job: GenerationJob) -> dict[str, Any]:
     }
 
 
+def _model(model: str, upstream: Upstream) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": upstream.config.name}
+
+
 @router.get("/models", responses=error_responses(401))
 async def list_models(request: Request, user: Annotated[User, Depends(api_user)]) -> dict[str, Any]:
     """The models, in OpenAI's list shape."""
     registry = request.app.state.chat.registry
-    return {
-        "object": "list",
-        "data": [
-            {"id": model, "object": "model", "created": 0, "owned_by": upstream.config.name}
-            for model, upstream in registry.models()
-        ],
-    }
+    return {"object": "list", "data": [_model(m, u) for m, u in registry.models()]}
+
+
+@router.get(
+    "/models/{model_id:path}",
+    responses=error_responses(401, 404, notes={404: "No such model (`model_not_found`)."}),
+)
+async def retrieve_model(
+    model_id: str, request: Request, user: Annotated[User, Depends(api_user)]
+) -> dict[str, Any]:
+    """One model, in OpenAI's shape (ids may hold slashes: ``meta-llama/Meta-Llama-...``)."""
+    registry = request.app.state.chat.registry
+    for model, upstream in registry.models():
+        if model == model_id:
+            return _model(model, upstream)
+    raise ChatRelayError(
+        404,
+        f"The model '{model_id}' does not exist here. GET /v1/models lists the models served.",
+        code="model_not_found",
+        type="invalid_request_error",
+        param="model",
+    )

@@ -15,7 +15,8 @@ goes on each loop iteration until the task is gone), on every open stream. Here 
 sent from the request's own task, and one plain task waits for the client to go; when it
 does, it cancels the sending, which is taken back so the request ends normally (uvicorn
 silently drops what is sent to a gone client, so without it a closed tab would be followed
-to the answer's end). Leaving never stops the answer itself: only a stop does.
+to the answer's end). Leaving stops the answer itself only where ``on_leave`` says so (the
+OpenAI API: its clients cannot re-attach); the page's re-attachable streams go on.
 
 Silence is never longer than ``keepalive`` seconds: a cold model may take minutes for its
 first token, and proxies in front cut idle connections (nginx after 60 s, some after 30 s).
@@ -56,10 +57,12 @@ class EventStreamResponse(Response):
         status_code: int = 200,  # FastAPI reads the default for the OpenAPI document
         keepalive: float,
         on_abandon: Callable[[], Awaitable[AsyncGenerator[bytes, None]]] | None = None,
+        on_leave: Callable[[], object] | None = None,
     ) -> None:
         self.events = events
         self.keepalive = keepalive
         self.on_abandon = on_abandon
+        self.on_leave = on_leave
         self.status_code = status_code
         self.background = None
         self.init_headers({**STREAM_HEADERS, **headers})
@@ -81,6 +84,8 @@ class EventStreamResponse(Response):
             if streaming:
                 gone = True
                 task.cancel()
+                if self.on_leave is not None:
+                    self.on_leave()
 
         watcher = asyncio.create_task(_disconnect(receive))
         watcher.add_done_callback(client_left)

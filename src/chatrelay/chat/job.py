@@ -65,6 +65,7 @@ class GenerationJob:
         "conversation_id",
         "encoder",
         "error",
+        "error_frame",
         "failovers",
         "final_frame",
         "finish_reason",
@@ -110,6 +111,7 @@ class GenerationJob:
         self.served_by: list[str] = []
         self.failovers = 0
         self.final_frame: bytes | None = None
+        self.error_frame: bytes | None = None  # the same for an ending that is an error
         self.messages = messages
         self.params = params
         self.encoder = ChunkEncoder(f"chatcmpl-{message_id}", model)
@@ -411,7 +413,8 @@ class GenerationJob:
             self.opened.exception()  # the route re-raises it; no "never retrieved" noise if gone
             return
         kind = error.type if error.type else UPSTREAM
-        self.buffer.append(self.encoder.error(error.message, type=kind, code=error.code))
+        frame = self.error_frame = self.encoder.error(error.message, type=kind, code=error.code)
+        self.buffer.append(frame)
         self.buffer.append(DONE)
 
 
