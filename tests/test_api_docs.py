@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     # OpenAI answers every invalid request with 400: there is no 422 under /v1.
     ("POST", "/v1/chat/completions"): {200, 400, 401, 403, 404, 413, 429, 502, 503},
     ("GET", "/v1/models"): {200, 401},
+    ("GET", "/v1/models/{model_id}"): {200, 401, 404},
     ("GET", "/api/usage"): {200, 401},
     ("GET", "/metrics"): {200},
     ("GET", "/healthz"): {200},
