@@ -38,6 +38,7 @@ from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
 from chatrelay.limits.quotas import Quotas
 from chatrelay.limits.routes import router as usage_router
 from chatrelay.limits.tokens import LlamaVocabCounter
+from chatrelay.livepeer_api import install_livepeer_gateway
 from chatrelay.observability import RequestLog, metrics_endpoint
 from chatrelay.openai_api import router as openai_router
 from chatrelay.openai_api import served_endpoints
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.include_router(conversation_router)
     app.include_router(openai_router)
     app.include_router(usage_router)
+    install_livepeer_gateway(app)  # POST /llm; its served layer is the innermost
     install_api_docs(app)
 
     app.add_api_route(

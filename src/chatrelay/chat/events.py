@@ -24,6 +24,11 @@ was most of the memory of an open stream, and finished answers stay for a while 
 clients can re-attach. The few whole frames (role, ending, error, comments) are kept aside by
 position; they take no room in the token bytes, so the tokens of any run of events are one
 slice, and the text of the answer is one JSON string decode.
+
+Another API's shape of the same answer (Livepeer's ``/llm``: its own chunk, running usage in
+every one, no ``[DONE]``) is a ``FrameShape`` given to one follower: its tokens go through the
+shape's own template as they go out, the way the answer's template is used, never the OpenAI
+frame rewritten.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from collections.abc import AsyncGenerator, Callable
+from typing import Protocol
 
 import orjson
 
@@ -44,6 +50,21 @@ class Position:
 
     def __init__(self, index: int = 0) -> None:
         self.index = index
+
+
+class FrameShape(Protocol):
+    """Another API's shape of an answer's events, for one follower (``follow(shape=...)``).
+
+    Called in event order, once per event, as the events go out to that follower."""
+
+    def content(self, escaped: bytes | bytearray, count: int) -> bytes:
+        """The frame of a token, from its escaped JSON text; ``count`` is how many tokens the
+        answer has up to this one (a running total for APIs that report usage per chunk)."""
+        ...
+
+    def whole(self, frame: bytes) -> bytes:
+        """A whole frame (role, ending, error, comment) in this shape; ``b""`` leaves it out."""
+        ...
 
 
 class EventBuffer:
@@ -113,11 +134,27 @@ class EventBuffer:
     def frames(self, start: int, end: int | None = None, *, ids: bool = False) -> bytes:
         """The SSE frames of events ``start + 1`` to ``end`` (all the rest by default), as one
         write."""
-        stop = len(self._ends) if end is None else end
-        frame = self.frame
-        if ids:
-            return b"".join([with_id(i + 1, frame(i)) for i in range(start, stop)])
-        return b"".join([frame(i) for i in range(start, stop)])
+        return _joined(self.frame, start, len(self._ends) if end is None else end, ids)
+
+    def _shaped(self, shape: FrameShape, after: int) -> Callable[[int], bytes]:
+        """``frame`` in another API's shape, for one follower going forward from ``after``.
+
+        A closure over the buffer's storage (appended to in place, never replaced) that counts
+        the tokens as it goes: one call of the shape per token, as ``frame`` is one call of
+        the answer's template, and no counting back over the events for the running total."""
+        whole_get, tokens, ends = self._whole.get, self._tokens, self._ends
+        content, reshape = shape.content, shape.whole
+        count = self.content_count(after)
+
+        def frame(index: int) -> bytes:
+            nonlocal count
+            whole = whole_get(index)
+            if whole is not None:
+                return reshape(whole)
+            count += 1
+            return content(tokens[ends[index - 1] if index else 0 : ends[index]], count)
+
+        return frame
 
     def content_text(self, start: int = 0, end: int | None = None) -> str:
         """The text of the tokens among events ``start`` to ``end`` (indexes), in one decode."""
@@ -129,8 +166,11 @@ class EventBuffer:
         text: str = orjson.loads(b'"%s"' % self._tokens[first : ends[stop - 1]])
         return text
 
-    def content_count(self) -> int:
-        return len(self._ends) - len(self._whole)
+    def content_count(self, end: int | None = None) -> int:
+        """How many of the events (before index ``end``, all by default) are tokens."""
+        if end is None or end >= len(self._ends):
+            return len(self._ends) - len(self._whole)
+        return end - sum(1 for index in self._whole if index < end)
 
     async def follow(
         self,
@@ -139,15 +179,21 @@ class EventBuffer:
         ids: bool = False,
         position: Position | None = None,
         rewrite: Callable[[bytes], bytes] | None = None,
+        shape: FrameShape | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """Frames after event ``after``, as they come; ends when the buffer is closed.
         ``position`` is kept at the first event not yet taken by the listener; ``rewrite``
         changes each piece before it is yielded (another API's shape of the ending: not a
-        generator around this one, which would be one more step of every token)."""
+        generator around this one, which would be one more step of every token); ``shape``
+        gives every event another API's shape (ids are chatrelay's own: not with a shape,
+        which may leave events out)."""
         index = max(after, 0)
         position = position or Position()
         position.index = index
-        frame, ends = self.frame, self._ends
+        if shape is not None and ids:
+            raise ValueError("ids are for chatrelay's own events, not another API's shape")
+        frame = self.frame if shape is None else self._shaped(shape, index)
+        ends = self._ends
         loop = asyncio.get_running_loop()  # once: each call costs a system call on 3.11
         self.listeners += 1
         try:
@@ -157,8 +203,9 @@ class EventBuffer:
                     if end - index == 1:
                         data = with_id(end, frame(index)) if ids else frame(index)
                     else:  # a burst that came while this listener was busy: one write
-                        data = self.frames(index, end, ids=ids)
-                    yield data if rewrite is None else rewrite(data)
+                        data = _joined(frame, index, end, ids)
+                    if data:  # empty when a shape left the events out
+                        yield data if rewrite is None else rewrite(data)
                     index = position.index = end
                     continue
                 if self._closed:
@@ -172,6 +219,12 @@ class EventBuffer:
                         self._waiting.remove(waiter)
         finally:
             self.listeners -= 1
+
+
+def _joined(frame: Callable[[int], bytes], start: int, stop: int, ids: bool) -> bytes:
+    if ids:
+        return b"".join([with_id(i + 1, frame(i)) for i in range(start, stop)])
+    return b"".join([frame(i) for i in range(start, stop)])
 
 
 def with_id(event_id: int, frame: bytes) -> bytes:
