@@ -32,8 +32,13 @@ pytest_plugins = ["tests.browser"]
 # Nor from a .env file in the working directory.
 Settings.model_config["env_file"] = None
 
+# Nor proxy variables: httpx, the tests' client, would send its loopback requests to one.
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 for _name in list(os.environ):
-    if _name.startswith(("CHATRELAY_", "LIVEPEER_", "OPENAI_")):
+    if (
+        _name.startswith(("CHATRELAY_", "LIVEPEER_", "OPENAI_"))
+        or _name.lower() in _PROXY_VARIABLES
+    ):
         del os.environ[_name]
 
 

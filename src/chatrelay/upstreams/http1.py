@@ -17,13 +17,18 @@ their per-response objects were ~9 KiB of every open stream
 (bench/http_client_choice.py and docs/benchmarks.md have the measurements). Here the body
 goes from the socket to the callback within the same callback, and a response is a few
 hundred bytes. It speaks exactly what an LLM endpoint needs: one request at a time per
-connection, keep-alive reuse, Content-Length, chunked and connection-close bodies, TLS.
+connection, keep-alive reuse, Content-Length, chunked and connection-close bodies, TLS,
+and an HTTP proxy from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``: see
+proxy.py): an http:// request in absolute form through it, an https:// one in a CONNECT
+tunnel. Either way the proxy is only in the connecting; once connected, a response reaches
+the callback exactly as it does without one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import socket
 import ssl
 import time
@@ -35,6 +40,7 @@ import aiohappyeyeballs
 import httptools
 
 from chatrelay import __version__
+from chatrelay.upstreams.proxy import MAX_CONNECT_ANSWER, Proxy, proxy_for
 
 # A kept-alive connection idle longer than this is closed instead of reused: servers close
 # idle connections on their own schedule, and a request written to one they are closing
@@ -44,6 +50,7 @@ KEEPALIVE_SECONDS = 15.0
 DRAIN_SECONDS = 1.0
 USER_AGENT = f"chatrelay/{__version__}"
 _SSL_CONTEXT: ssl.SSLContext | None = None
+log = logging.getLogger(__name__)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -232,6 +239,10 @@ class Exchange(asyncio.Protocol):
             self._interim = True
             self._headers = {}
             return
+        if status == 407 and self._pool.forwarding_proxy is not None:
+            # The proxy's answer, not the upstream's: said as such (data_received drops the
+            # connection with it), like a refused CONNECT.
+            raise self._pool.forwarding_proxy.refused(status, "the request")
         # Asked now: once the message is complete the parser has forgotten it.
         self._keep_alive = self._parser.should_keep_alive()
         headers = self._headers
@@ -274,7 +285,8 @@ class Exchange(asyncio.Protocol):
 
 class ConnectionPool:
     """Kept-alive connections to one origin (scheme, host, port), one request at a time
-    on each."""
+    on each, through the proxy the environment names for it when it is created (if any:
+    ``proxy``). Raises ValueError for a URL, or a proxy URL, it cannot use."""
 
     def __init__(self, url: str, *, connect_timeout: float) -> None:
         parts = urlsplit(url)
@@ -285,7 +297,24 @@ class ConnectionPool:
         self.tls = parts.scheme == "https"
         self.target = request_target(url)
         authority = parts.netloc.rpartition("@")[2]
-        self._fixed = f"Host: {authority}\r\nUser-Agent: {USER_AGENT}\r\n"
+        self.proxy = proxy_for(url)
+        # An http:// request goes to the proxy itself, which forwards it: the request line
+        # names the whole URL and the proxy's credentials are a header of it. An https://
+        # one goes through a tunnel, inside which the proxy is not there at all.
+        self.forwarding_proxy = None if self.tls else self.proxy
+        self._origin = ""  # before the path in a request line
+        proxy_header = ""
+        if self.forwarding_proxy is not None:
+            self._origin = f"http://{authority}"
+            proxy_header = self.forwarding_proxy.authorization_header
+        if self.proxy is not None:
+            log.info(
+                "requests to %s://%s go through the proxy %s",
+                parts.scheme,
+                authority,
+                self.proxy,
+            )
+        self._fixed = f"Host: {authority}\r\nUser-Agent: {USER_AGENT}\r\n{proxy_header}"
         self._basic = ""  # credentials in the URL: HTTP basic auth (unless a key is given)
         if parts.username is not None:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
@@ -311,7 +340,8 @@ class ConnectionPool:
         """Send a request on a kept-alive connection (or a new one); its response comes on
         the returned exchange. Raises OSError or TimeoutError if no connection can be made."""
         headers = headers or {}
-        head = [f"{method.decode()} {target or self.target} HTTP/1.1\r\n{self._fixed}"]
+        line = f"{method.decode()} {self._origin}{target or self.target} HTTP/1.1\r\n"
+        head = [line, self._fixed]
         if "Authorization" not in headers:
             head.append(self._basic)
         for name, value in headers.items():
@@ -342,14 +372,29 @@ class ConnectionPool:
 
     async def _connect(self) -> Exchange:
         loop = self.loop
+        proxy = self.proxy
+        host, port = (proxy.host, proxy.port) if proxy is not None else (self.host, self.port)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                addresses = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-                # Happy Eyeballs (RFC 8305), as aiohttp does: a dead first address (an IPv6
-                # route that goes nowhere) costs 0.25 s, not the whole connect timeout.
-                sock = await aiohappyeyeballs.start_connection(
-                    addresses, happy_eyeballs_delay=0.25, interleave=1
-                )
+                try:
+                    addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                    # Happy Eyeballs (RFC 8305), as aiohttp does: a dead first address (an
+                    # IPv6 route that goes nowhere) costs 0.25 s, not the connect timeout.
+                    sock = await aiohappyeyeballs.start_connection(
+                        addresses, happy_eyeballs_delay=0.25, interleave=1
+                    )
+                except OSError as exc:
+                    if proxy is None:
+                        raise
+                    raise proxy.unreachable(exc) from exc
+                if proxy is not None and self.tls:
+                    try:
+                        await self._tunnel(sock, proxy)
+                    except BaseException:
+                        sock.close()
+                        raise
+                # Through a tunnel too: the TLS connection (and the transport that reads the
+                # body) is the same as a direct one's, on a socket that reaches the upstream.
                 _, exchange = await loop.create_connection(
                     lambda: Exchange(self),
                     sock=sock,
@@ -357,9 +402,39 @@ class ConnectionPool:
                     server_hostname=self.host if self.tls else None,
                 )
         except TimeoutError:
-            raise ConnectionError(f"no connection within {self.connect_timeout:g} s") from None
+            via = "" if proxy is None else f" through the proxy {proxy}"
+            raise ConnectionError(f"no connection within {self.connect_timeout:g} s{via}") from None
         self._open.add(exchange)
         return exchange
+
+    async def _tunnel(self, sock: socket.socket, proxy: Proxy) -> None:
+        """Ask the proxy for a tunnel to the upstream (CONNECT) on ``sock``. Its answer is
+        read with the loop's socket calls, so that TLS can then start on the socket as on a
+        direct one; nothing follows it until chatrelay's TLS hello, so nothing of the
+        upstream's is read here."""
+        loop = self.loop
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        authority = f"{host}:{self.port}"
+        await loop.sock_sendall(sock, proxy.connect_request(authority))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = await loop.sock_recv(sock, 4096)
+            if not data:
+                raise ConnectionResetError(
+                    f"the proxy {proxy} closed the connection instead of answering CONNECT"
+                )
+            answer += data
+            if len(answer) > MAX_CONNECT_ANSWER:
+                raise ConnectionError(f"the proxy {proxy} answered CONNECT with no end")
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        version, _, status_and_reason = head.split(b"\r\n", 1)[0].partition(b" ")
+        status = status_and_reason[:3]
+        if not version.startswith(b"HTTP/") or not status.isdigit():
+            raise ConnectionError(f"the proxy {proxy} answered CONNECT with something not HTTP")
+        if not 200 <= int(status) < 300:
+            raise proxy.refused(int(status), f"a tunnel to {authority}")
+        if rest:  # the upstream speaks after chatrelay's TLS hello, never before
+            raise ConnectionError(f"the proxy {proxy} sent more than its answer to CONNECT")
 
     def put_back(self, exchange: Exchange) -> None:
         exchange.idle_since = time.monotonic()
