@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=32_000, ge=1)
     max_total_chars: int = Field(default=200_000, ge=1)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Inline attachments (data URLs, base64 audio and files in content parts), in bytes as
+    # stored: at most this much in one message (0 is unlimited; the body limit above bounds a
+    # request anyway), and at most this much in all of one user's stored messages (0 is
+    # unlimited; deleting conversations frees it).
+    max_attachment_bytes: int = Field(default=2 * 1024 * 1024, ge=0)
+    user_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
 
     # Upstream timeouts, in seconds. First token is generous: cold Livepeer models take minutes.
     connect_timeout: float = Field(default=10.0, gt=0)

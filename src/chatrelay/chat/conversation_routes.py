@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -58,6 +59,9 @@ def message_view(message: Message, live_text: str | None = None) -> dict[str, An
         "id": message.id,
         "role": message.role,
         "content": live_text if live_text is not None else message.content,
+        # The rest of the message as sent upstream (tool calls, tool_call_id, parts, reasoning,
+        # refusal...); null for plain text. See docs/conversations.md.
+        "extra": message.extra,
         "status": message.status,
         "error": message.error,
         "model": message.model,
@@ -190,18 +194,102 @@ async def export_conversation(
     )
 
 
-ROLE_HEADINGS = {"user": "You", "assistant": "Assistant", "system": "System"}
+ROLE_HEADINGS = {
+    "user": "You",
+    "assistant": "Assistant",
+    "system": "System",
+    "developer": "Developer",
+    "tool": "Tool result",
+}
+# A data URL in Markdown is shown this long: the JSON export carries it whole.
+DATA_URL_SHOWN = 48
 
 
 def to_markdown(conversation: Conversation, messages: list[dict[str, Any]]) -> str:
     lines = [f"# {conversation.title}", "", f"_Exported from chatrelay, {conversation.id}_", ""]
     for message in messages:
+        extra = message["extra"] if isinstance(message["extra"], dict) else {}
         heading = ROLE_HEADINGS.get(message["role"], message["role"])
         if message["role"] == "assistant" and message["model"]:
             heading += f" ({message['model']})"
+        if message["role"] == "tool" and isinstance(extra.get("tool_call_id"), str):
+            heading += f" ({extra['tool_call_id']})"
         if message["status"] not in ("complete",):
             heading += f" [{message['status']}]"
-        lines += [f"## {heading}", "", message["content"], ""]
+        lines += [f"## {heading}", ""]
+        reasoning = _reasoning_of(extra)
+        if reasoning:
+            lines += [_quoted("Reasoning", reasoning), ""]
+        if message["content"]:
+            lines += [message["content"], ""]
+        lines += _attachment_lines(extra.get("content"))
+        if isinstance(extra.get("refusal"), str) and extra["refusal"]:
+            lines += [_quoted("Refusal", extra["refusal"]), ""]
+        for call in extra.get("tool_calls") or []:
+            lines += _tool_call_lines(call)
         if message["error"]:
             lines += [f"> Error: {message['error']}", ""]
     return "\n".join(lines)
+
+
+def _reasoning_of(extra: dict[str, Any]) -> str:
+    # DeepSeek and llama.cpp call it reasoning_content; vLLM and OpenRouter, reasoning.
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(extra.get(key), str) and extra[key]:
+            return str(extra[key])
+    return ""
+
+
+def _quoted(label: str, text: str) -> str:
+    return "\n".join([f"> **{label}**", ">", *(f"> {line}" for line in text.splitlines())])
+
+
+def _fenced(text: str, language: str = "") -> list[str]:
+    # Longer than any run of backticks inside, so that the text cannot close the fence.
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + language, text, fence, ""]
+
+
+def _pretty(arguments: Any) -> str:
+    """Tool call arguments shown indented when they are JSON, as they came otherwise."""
+    try:
+        value = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return arguments if isinstance(arguments, str) else repr(arguments)
+
+
+def _tool_call_lines(call: Any) -> list[str]:
+    if not isinstance(call, dict):
+        return []
+    # A function call, or a custom tool's call (its "input" instead of "arguments").
+    function = call.get("function") or call.get("custom")
+    if not isinstance(function, dict):
+        function = {}
+    name = str(function.get("name", ""))
+    arguments = function.get("arguments", function.get("input", ""))
+    ident = f" ({call['id']})" if isinstance(call.get("id"), str) else ""
+    return [f"**Tool call** `{name}`{ident}:", "", *_fenced(_pretty(arguments), "json")]
+
+
+def _attachment_lines(content: Any) -> list[str]:
+    """The parts of a message that are not text: images as links (a data URL shortened)."""
+    if not isinstance(content, list):
+        return []
+    lines = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") == "text":
+            continue
+        kind = str(part.get("type", "part"))
+        body = part.get(kind)
+        url = body.get("url") if isinstance(body, dict) else None
+        if isinstance(url, str) and url.startswith("data:"):
+            lines.append(f"- {kind}: `{url[:DATA_URL_SHOWN]}…` ({len(url):,} bytes)")
+        elif isinstance(url, str):
+            lines.append(f"- {kind}: <{url}>")
+        elif isinstance(body, dict) and isinstance(body.get("filename"), str):
+            lines.append(f"- {kind}: {body['filename']}")
+        else:
+            lines.append(f"- {kind}")
+    return [*lines, ""] if lines else []

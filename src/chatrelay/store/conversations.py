@@ -6,19 +6,24 @@ A row that exists but belongs to someone else is reported exactly like an absent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.errors import NOT_FOUND, ChatRelayError
-from chatrelay.store.models import Conversation, Message, new_id, utcnow
+from chatrelay.store.models import Conversation, Message, User, new_id, utcnow
+
+if TYPE_CHECKING:
+    from chatrelay.config import Settings
 
 # The tables themselves, for the Core statements of the per-request writes (the ORM's unit
 # of work cost more CPU than everything else a chat request does).
 CONVERSATIONS = cast(Table, Conversation.__table__)
 MESSAGES = cast(Table, Message.__table__)
+USERS = cast(Table, User.__table__)
 
 TITLE_WORDS = 8
 TITLE_CHARS = 80
@@ -45,6 +50,140 @@ def title_from(text: str) -> str:
     if len(words) > TITLE_WORDS or len(title) > TITLE_CHARS:
         title = title[:TITLE_CHARS].rstrip() + "…"
     return title or "New chat"
+
+
+# ---- messages as sent upstream -------------------------------------------------------------
+# A message is stored as its role, its text (searchable, shown, counted) and ``extra``: the
+# rest of the dict as it was sent, given back intact when the conversation goes upstream again.
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's ``content``: the string itself, or its ``text`` parts joined
+    (an image or audio part has none); "" for null."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def message_extra(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a message's row keeps besides its role and text: every other key as sent, and
+    ``content`` itself when it is not a string (a list of parts, or null). None for a plain
+    text message, the common case, which then costs nothing more than before."""
+    extra = {
+        key: value
+        for key, value in message.items()
+        if key != "role" and (key != "content" or not isinstance(value, str))
+    }
+    return extra or None
+
+
+def upstream_message(row: Message) -> dict[str, Any]:
+    """A stored message as it goes upstream again: as it was sent (``extra`` wins, so a
+    stored null content or list of parts comes back as it was)."""
+    return {"role": row.role, "content": row.content, **(row.extra or {})}
+
+
+def counts_as_history(row: Message) -> bool:
+    """Whether a stored message is part of the history sent upstream: every question; an
+    answer that was complete, stopped or interrupted and said something (text, or a tool call
+    or refusal with no text), not an error or an empty one."""
+    if row.role != "assistant":
+        return True
+    return row.status in HISTORY_STATUSES and bool(row.content or row.extra)
+
+
+# Keys whose string is an inline attachment even when it is bare base64, not a data URL:
+# input_audio's "data" and a file part's "file_data".
+_BASE64_KEYS = {"input_audio": "data", "file": "file_data"}
+
+
+def attachment_bytes(extra: Mapping[str, Any] | None) -> int:
+    """The bytes of a message's inline attachments, as stored: every data URL anywhere in
+    ``extra`` (image_url, file and audio parts, vLLM's audio_url/video_url...) and the base64
+    of input_audio and file parts. 0 for none (and at once for a plain message)."""
+    if not extra:
+        return 0
+    total = 0
+    stack: list[tuple[str, Any]] = [("", extra)]
+    while stack:
+        parent, value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        inline = _BASE64_KEYS.get(parent)
+        for key, item in items:
+            if isinstance(item, str):
+                if item.startswith("data:") or key == inline:
+                    total += len(item) if item.isascii() else len(item.encode())
+            elif isinstance(item, dict | list):
+                stack.append((key if isinstance(key, str) else parent, item))
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentLimits:
+    """Bounds on inline attachments, in bytes as stored (0 is unlimited): one message's
+    (``CHATRELAY_MAX_ATTACHMENT_BYTES``) and all of one user's stored messages'
+    (``CHATRELAY_USER_ATTACHMENT_BYTES``)."""
+
+    per_message: int = 0
+    per_user: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> AttachmentLimits:
+        return cls(settings.max_attachment_bytes, settings.user_attachment_bytes)
+
+
+class AttachmentsTooLarge(ChatRelayError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            413,
+            f"A message's attachments are {size:,} bytes; this server stores at most "
+            f"{limit:,} bytes of them per message (CHATRELAY_MAX_ATTACHMENT_BYTES).",
+            code="attachments_too_large",
+            details={"size": size, "limit": limit},
+        )
+
+
+class AttachmentQuotaExceeded(ChatRelayError):
+    def __init__(self, size: int, stored: int, limit: int) -> None:
+        super().__init__(
+            413,
+            f"These attachments ({size:,} bytes) would take your stored attachments past "
+            f"{limit:,} bytes (CHATRELAY_USER_ATTACHMENT_BYTES): {stored:,} are stored already. "
+            "Delete conversations with attachments to make room.",
+            code="attachment_quota_exceeded",
+            details={"size": size, "stored": stored, "limit": limit},
+        )
+
+
+def _check_attachments(
+    connection: Connection, *, owner_id: str, sizes: list[int], limits: AttachmentLimits
+) -> None:
+    """Refuse (before anything is written) a message over its bound, or attachments that
+    would take the owner past theirs."""
+    if limits.per_message:
+        largest = max(sizes)
+        if largest > limits.per_message:
+            raise AttachmentsTooLarge(largest, limits.per_message)
+    if limits.per_user:
+        # The owner's row, locked (PostgreSQL), makes two requests with attachments take turns:
+        # both cannot fit in the room one of them leaves. SQLite's writer is one at a time.
+        connection.execute(
+            select(USERS.c.id).where(USERS.c.id == owner_id).with_for_update()
+        ).first()
+        # A sum over the partial index of the messages with attachments, not a counter: what
+        # a deleted conversation held is free again without anything else to keep in step.
+        stored = connection.scalar(_STORED_ATTACHMENT_BYTES, {"b_owner": owner_id}) or 0
+        size = sum(sizes)
+        if stored + size > limits.per_user:
+            raise AttachmentQuotaExceeded(size, stored, limits.per_user)
 
 
 async def create_conversation(session: AsyncSession, *, owner_id: str, title: str) -> Conversation:
@@ -168,16 +307,24 @@ def append_exchange(
     owner_id: str,
     conversation_id: str | None,
     title: str,
-    questions: list[dict[str, str]],
+    questions: Sequence[Mapping[str, Any]],
     model: str,
     instance_id: str | None,
+    attachment_limits: AttachmentLimits | None = None,
 ) -> tuple[str, str]:
-    """Store ``questions`` and an empty ``streaming`` answer after them, in a new conversation
-    (``conversation_id`` None, titled ``title``) or at the end of the owner's one. Returns the
-    conversation's id and the answer's. Two or four Core statements, for ``Database.write``: it
-    runs for every chat.
+    """Store ``questions`` (messages as sent upstream: role, content and any other keys) and
+    an empty ``streaming`` answer after them, in a new conversation (``conversation_id`` None,
+    titled ``title``) or at the end of the owner's one. Returns the conversation's id and the
+    answer's. Two or four Core statements, for ``Database.write``: it runs for every chat
+    (two more when a question has attachments and the owner's total is bounded).
+
+    Attachments over ``attachment_limits`` are refused (413) before anything is written.
     """
     now = utcnow()
+    extras = [message_extra(question) for question in questions]
+    sizes = [attachment_bytes(extra) for extra in extras]
+    if attachment_limits is not None and any(sizes):
+        _check_attachments(connection, owner_id=owner_id, sizes=sizes, limits=attachment_limits)
     conversations_ = CONVERSATIONS.c
     if conversation_id is None:
         conversation_id = new_id("conv")
@@ -221,15 +368,17 @@ def append_exchange(
         {
             **common,
             "id": new_id("msg"),
-            "seq": seq,
+            "seq": last + number,
             "role": question["role"],
-            "content": question["content"],
+            "content": message_text(question.get("content")),
+            "extra": extras[number - 1],
+            "attachment_bytes": sizes[number - 1] or None,
             "status": "complete",
             "model": None,
             "instance_id": None,
             "updated_at": now,
         }
-        for seq, question in enumerate(questions, last + 1)
+        for number, question in enumerate(questions, 1)
     ]
     answer_id = new_id("msg")
     rows.append(
@@ -239,6 +388,8 @@ def append_exchange(
             "seq": last + len(questions) + 1,
             "role": "assistant",
             "content": "",
+            "extra": None,
+            "attachment_bytes": None,
             "status": "streaming",
             "model": model,
             "instance_id": instance_id,
@@ -272,14 +423,20 @@ def finish_answer(
     prompt_tokens: int | None,
     completion_tokens: int | None,
     upstream: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """The answer's final state, and its conversation's last activity (Core: once per chat)."""
+    """The answer's final state, and its conversation's last activity (Core: once per chat).
+
+    ``extra``: what the answer said besides its text (``content: None`` and its tool calls,
+    its reasoning, a refusal), as :func:`message_extra` keeps a message's; None for text.
+    """
     connection.execute(
         _FINISH_ANSWER,
         {
             "b_id": message_id,
             "b_owner": owner_id,
             "b_content": content,
+            "b_extra": extra,
             "b_status": status,
             "b_finish_reason": finish_reason,
             "b_error": error,
@@ -298,6 +455,9 @@ def finish_answer(
 # more than running its cached compiled form; an insert's values come as parameters.
 _INSERT_CONVERSATION = insert(CONVERSATIONS)
 _INSERT_MESSAGES = insert(MESSAGES)
+_STORED_ATTACHMENT_BYTES = select(func.sum(MESSAGES.c.attachment_bytes)).where(
+    MESSAGES.c.user_id == bindparam("b_owner"), MESSAGES.c.attachment_bytes.is_not(None)
+)
 _SAVE_ANSWER_TEXT = (
     update(MESSAGES)
     .where(
@@ -313,6 +473,7 @@ _FINISH_ANSWER = (
     .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.user_id == bindparam("b_owner"))
     .values(
         content=bindparam("b_content"),
+        extra=bindparam("b_extra", type_=MESSAGES.c.extra.type),
         status=bindparam("b_status"),
         finish_reason=bindparam("b_finish_reason"),
         error=bindparam("b_error"),
@@ -410,5 +571,26 @@ async def rewind_to_last_question(
         )
     if new_text is not None:
         question.content = new_text
+        question.extra = _edited_extra(question.extra, new_text)
+        question.attachment_bytes = attachment_bytes(question.extra) or None
         question.updated_at = utcnow()
     return question
+
+
+def _edited_extra(extra: dict[str, Any] | None, new_text: str) -> dict[str, Any] | None:
+    """An edit replaces a question's text: in a list of parts, its text parts become one with
+    the new text (where the first was); its images and other parts stay."""
+    if not extra or not isinstance(extra.get("content"), list):
+        return extra
+    parts: list[Any] = []
+    placed = False
+    for part in extra["content"]:
+        if not (isinstance(part, dict) and part.get("type") == "text"):
+            parts.append(part)
+        elif not placed:
+            parts.append({**part, "text": new_text})
+            placed = True
+    if not placed:
+        parts.insert(0, {"type": "text", "text": new_text})
+    # A new dict: the JSON column sees a change only when its value is replaced.
+    return {**extra, "content": parts}

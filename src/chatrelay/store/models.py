@@ -6,7 +6,18 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -107,6 +118,15 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_conversation_seq", "conversation_id", "seq"),
         Index("ix_messages_status", "status"),
+        # Only the messages that carry attachments: a user's attachment total is summed from
+        # these few entries, whatever the number of their plain messages.
+        Index(
+            "ix_messages_user_attachments",
+            "user_id",
+            "attachment_bytes",
+            sqlite_where=text("attachment_bytes IS NOT NULL"),
+            postgresql_where=text("attachment_bytes IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
@@ -115,7 +135,16 @@ class Message(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)  # order within the conversation
     role: Mapped[str] = mapped_column(String(16))
+    # The text: a string content as sent, or the text parts of a list of parts, joined.
     content: Mapped[str] = mapped_column(Text, default="")
+    # Every other key of the message as sent upstream (tool_calls, tool_call_id, name,
+    # reasoning_content, refusal...) and "content" itself when it was not a string (a list of
+    # parts, or null): see store/conversations.py message_extra. NULL for a plain text message.
+    # JSON, not JSONB: PostgreSQL keeps the keys in the order they were sent.
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Bytes of the inline attachments (data URLs, base64 audio and files) in ``extra``; NULL
+    # when it has none. Summed per user for CHATRELAY_USER_ATTACHMENT_BYTES.
+    attachment_bytes: Mapped[int | None] = mapped_column(Integer)
     # complete | streaming | stopped | error | interrupted
     status: Mapped[str] = mapped_column(String(16), default="complete")
     error: Mapped[str | None] = mapped_column(Text)
