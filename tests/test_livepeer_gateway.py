@@ -429,6 +429,20 @@ async def test_the_tutorial_as_printed_gets_the_gateways_400(relay_for, fake: Fa
     assert fake.requests == []
 
 
+async def test_the_tutorial_as_printed_streams_when_the_operator_allows_it(
+    relay_for, fake: FakeUpstream
+) -> None:
+    """Pointed at chatrelay by LIVEPEER_GATEWAY_URL alone (no key, no max_tokens), the
+    tutorial's app streams whole answers once the operator turns on keyless guests and a
+    default max_tokens for /llm."""
+    fake.script = livepeer_events(["As", " printed"])
+    async with relay_for(llm_guests=True, llm_default_max_tokens=100) as relay:
+        events = await run_tutorial(relay.url, ["Hello"], verbatim=True)
+    assert events[-1]["messages"][-1] == {"role": "assistant", "content": "As printed"}
+    assert events[-1]["stops"] == 1
+    assert fake.requests[-1].json["max_tokens"] == 100
+
+
 async def test_the_keyless_tutorial_is_served_as_a_guest_when_allowed(
     relay_for, fake: FakeUpstream
 ) -> None:

@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     # POST /llm (chatrelay as a drop-in Livepeer gateway) without a Bearer key: served as a
     # guest when on, refused with 401 when off.
     llm_guests: bool = False
+    # POST /llm without max_tokens: the gateway's 400 "missing required fields" when unset (as
+    # go-livepeer does); when set, that many tokens instead (the Livepeer tutorial's route
+    # handler, as printed, sends none).
+    llm_default_max_tokens: int | None = Field(default=None, ge=1)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -253,6 +253,8 @@ async def _answer(request: Request) -> Response:
     if user is None and not settings.llm_guests:
         raise _key_required()
     body = LivepeerRequest.model_validate_json(await read_body(request))
+    if body.max_tokens is None and settings.llm_default_max_tokens is not None:
+        body.max_tokens = settings.llm_default_max_tokens  # the operator's choice, not Livepeer's
     missing = body.missing()
     if missing:
         raise ChatRelayError(
