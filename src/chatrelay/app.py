@@ -140,7 +140,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
 
     @app.get("/readyz", responses={503: {"description": "Not ready: see `checks`"}})
     async def readyz(request: Request) -> Response:
-        """Ready for traffic: the database answers and at least one upstream is usable."""
+        """Ready for traffic: the database answers, at least one upstream is usable, and an
+        upstream of the default model has answered since start."""
         checks: dict[str, str] = {}
         try:
             await request.app.state.db.ping()
