@@ -6,6 +6,7 @@ A row that exists but belongs to someone else is reported exactly like an absent
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -100,6 +101,8 @@ def counts_as_history(row: Message) -> bool:
     return row.status in HISTORY_STATUSES and bool(row.content or row.extra)
 
 
+# "data:" then a media type and parameters (no spaces) up to the comma before the data.
+_DATA_URL = re.compile(r"data:[^\s,]*,")
 # Keys whose string is an inline attachment even when it is bare base64, not a data URL:
 # input_audio's "data" and a file part's "file_data".
 _BASE64_KEYS = {"input_audio": "data", "file": "file_data"}
@@ -119,7 +122,8 @@ def attachment_bytes(extra: Mapping[str, Any] | None) -> int:
         inline = _BASE64_KEYS.get(parent)
         for key, item in items:
             if isinstance(item, str):
-                if item.startswith("data:") or key == inline:
+                # A text part's text is text, whatever it starts with.
+                if key == inline or (key != "text" and _DATA_URL.match(item) is not None):
                     total += len(item) if item.isascii() else len(item.encode())
             elif isinstance(item, dict | list):
                 stack.append((key if isinstance(key, str) else parent, item))
