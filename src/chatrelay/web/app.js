@@ -9,6 +9,7 @@ import {
   ApiError, exportUrl, getConversation, getUsage, listModels, resumeStream, startChat,
   stopMessage,
 } from './api.js';
+import { storedNote } from './extras.js';
 import { AssistantMessage, Announcer, UserMessage, handleCodeCopy } from './messages.js';
 import { Sidebar } from './sidebar.js';
 import { Account } from './account.js';
@@ -462,7 +463,10 @@ async function openConversation(id) {
       if (m.status === 'streaming' && i === messages.length - 1) live = { answer, stored: m };
       else answer.restore(m);
     } else if (m.role === 'user') {
-      track(addUser(typeof m.content === 'string' ? m.content : ''));
+      track(addUser(typeof m.content === 'string' ? m.content : '')).showExtras(m.extra);
+    } else {
+      // System, developer and tool messages (sent through /v1): one collapsed block each.
+      storedNote(list, m);
     }
   });
   empty.hidden = messages.length > 0;

@@ -2,6 +2,7 @@
 // Model output is untrusted: it is rendered by markdown.js (markdown-it without raw HTML,
 // then DOMPurify) or inserted as text. User text is only ever inserted as text.
 
+import { showAnswerExtras, showQuestionExtras } from './extras.js';
 import { copyText, patchChildren, renderMarkdown } from './markdown.js';
 
 const COLD_HINT_AFTER_S = 10;
@@ -76,6 +77,9 @@ export class UserMessage {
     this.text = text;
     this.content.textContent = text;
   }
+
+  /** What the stored question carried besides its text: its images and other parts. */
+  showExtras(extra) { showQuestionExtras(this.content, extra); }
 
   get editing() { return this.item.classList.contains('editing'); }
 
@@ -330,6 +334,8 @@ export class AssistantMessage {
     if (stored.id) this.item.dataset.id = stored.id;
     this.item.dataset.stored = 'true';
     this.setText(typeof stored.content === 'string' ? stored.content : '');
+    // Reasoning, tool calls, a refusal: collapsed blocks around the text (extras.js).
+    showAnswerExtras(this.bubble, this.content, stored.extra);
     const error = typeof stored.error === 'string' && stored.error ? stored.error : '';
     switch (stored.status) {
       case 'complete': {
@@ -384,7 +390,7 @@ export class AssistantMessage {
     clearInterval(this.#retryTimer);
     delete this.item.dataset.error;
     this.setConnection(false);
-    this.bubble.querySelectorAll('.error, .retry, .note').forEach((n) => n.remove());
+    this.bubble.querySelectorAll('.error, .retry, .note, .stored-extra').forEach((n) => n.remove());
   }
 }
 
