@@ -248,3 +248,42 @@ class FakeUpstream:
         finally:
             self.active -= 1
         return response
+
+
+def vllm_chunk(delta: dict[str, Any], finish_reason: str | None = None, **choice: Any) -> bytes:
+    """One chunk as vLLM's OpenAI server sends it (``logprobs`` in every choice)."""
+    obj = {
+        "id": "chatcmpl-vllm-7f3a",
+        "object": "chat.completion.chunk",
+        "created": 1736800000,
+        "model": "gpt-test",
+        "choices": [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason, **choice}
+        ],
+    }
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def vllm_tool_call_events(
+    calls: list[tuple[str, str, list[str]]], *, usage: tuple[int, int] = (30, 12)
+) -> list[Step]:
+    """Parallel tool calls streamed the way vLLM does: a role chunk, then per call a first
+    delta with ``index``, ``id``, ``type`` and ``function.name`` only, then its arguments in
+    fragments (``index`` and ``function.arguments`` only); ``finish_reason: "tool_calls"``,
+    the usage chunk, ``[DONE]``. ``calls``: (id, name, argument fragments)."""
+    steps: list[Step] = [vllm_chunk({"role": "assistant", "content": ""})]
+    for index, (call_id, name, fragments) in enumerate(calls):
+        first = {"index": index, "id": call_id, "type": "function", "function": {"name": name}}
+        steps.append(vllm_chunk({"tool_calls": [first]}))
+        for fragment in fragments:
+            piece = {"index": index, "function": {"arguments": fragment}}
+            steps.append(vllm_chunk({"tool_calls": [piece]}))
+    steps.append(vllm_chunk({}, "tool_calls"))
+    prompt, completion = usage
+    steps.append(
+        b'data: {"id":"chatcmpl-vllm-7f3a","object":"chat.completion.chunk","created":1736800000,'
+        b'"model":"gpt-test","choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,'
+        b'"total_tokens":%d}}\n\n' % (prompt, completion, prompt + completion)
+    )
+    steps.append(b"data: [DONE]\n\n")
+    return steps

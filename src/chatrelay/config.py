@@ -49,6 +49,11 @@ class UpstreamSpec(BaseModel):
     api_key_env: str | None = None
     models: list[str] = Field(default_factory=list)
     weight: float = Field(default=1.0, gt=0)
+    # Its models take text only: a request with images, audio or files is refused by name.
+    text_only: bool = False
+    # Request fields left out for this upstream instead of refused (as LiteLLM's drop_params);
+    # responses list the ones dropped in X-Chatrelay-Dropped-Params.
+    drop_params: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

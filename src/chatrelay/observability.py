@@ -30,6 +30,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatrelay.upstreams.dialects import message_text
+
 log = logging.getLogger("chatrelay.requests")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -156,7 +158,7 @@ class RequestLog:
         if job is not None:
             fields.update(job.log_fields())
             if self.log_content:
-                fields["question"] = job.messages[-1]["content"] if job.messages else ""
+                fields["question"] = message_text(job.messages[-1]) if job.messages else ""
                 fields["answer"] = job.text
         return fields
 

@@ -14,23 +14,26 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatrelay.api_docs import error_responses
 from chatrelay.auth.identity import current_user
+from chatrelay.chat.api_messages import checked_messages
 from chatrelay.chat.encoding import DONE
 from chatrelay.chat.event_stream import EventStreamResponse
 from chatrelay.chat.events import Position
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.routes import start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest, TopK
+from chatrelay.chat.service import ApiRequest
 from chatrelay.errors import ChatRelayError
 from chatrelay.served import Endpoint, decline, error_response_of, read_body
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
 from chatrelay.upstreams.client import Upstream
+from chatrelay.upstreams.dialects import Message, message_text
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 # A streaming client that sends this header (1/true/yes) keeps its answer generating when it
@@ -38,40 +41,22 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 KEEP_GENERATING = "X-Chatrelay-Keep-Generating"
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    type: StrictStr
-    text: StoredText | None = None
-
-
-class OpenAIMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: StoredText | list[ContentPart]
-
-    def as_chat_message(self) -> ChatMessage:
-        if isinstance(self.content, str):
-            text = self.content
-        else:  # only text parts can be relayed; images and audio have no upstream here
-            text = "".join(part.text or "" for part in self.content if part.type == "text")
-        return ChatMessage(role="system" if self.role == "developer" else self.role, content=text)
-
-
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # include_obfuscation and the like go on
 
     include_usage: StrictBool = False
 
 
 class CompletionRequest(BaseModel):
-    """OpenAI's request body; fields it has that chatrelay cannot honour are ignored."""
+    """OpenAI's request body. The fields chatrelay reads itself are typed; every other field
+    (tools, tool_choice, response_format, stop, seed, logprobs, ...) is kept as it came and
+    forwarded to upstreams that take it, or refused by name (chat/carriage.py). Messages are
+    checked by hand (chat/api_messages.py), so that an error names what the client wrote."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     model: StoredText | None = None
-    messages: list[OpenAIMessage] = Field(min_length=1)
+    messages: list[Any] = Field(min_length=1)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1)
@@ -131,8 +116,20 @@ async def chat_completions(
     conversation_id: Annotated[str | None, Header(alias="X-Conversation-Id")] = None,
 ) -> Response:
     """OpenAI chat completions, streamed (``stream: true``) or whole."""
+    messages = checked_messages(body.messages)
+    forwarded: dict[str, Any] = dict(body.model_extra or {})
+    if body.stream_options is not None:
+        forwarded["stream_options"] = body.stream_options.model_dump(exclude_unset=True)
+    if body.n is not None:
+        forwarded["n"] = body.n
+    api = ApiRequest(
+        messages,
+        forwarded,
+        "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
+    )
     chat = ChatRequest(
-        messages=[m.as_chat_message() for m in body.messages],
+        # The page's text form of the messages (the request's own go upstream: ``api``).
+        messages=[_as_chat_message(m) for m in messages],
         model=body.model,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
@@ -140,7 +137,7 @@ async def chat_completions(
         top_k=body.top_k,
         conversation_id=conversation_id,
     )
-    job, ids = await start_answer(request, chat, user)
+    job, ids = await start_answer(request, chat, user, api=api)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         position = Position()
@@ -209,6 +206,16 @@ def _well_formed(raw: bytes, content_type: str | None) -> CompletionRequest | No
         return None
 
 
+def _as_chat_message(message: Message) -> ChatMessage:
+    """Its text form, as the page's messages are (the message itself goes upstream)."""
+    role: Literal["system", "user", "assistant"] = "user"
+    if message["role"] in ("system", "developer"):
+        role = "system"
+    elif message["role"] == "assistant":
+        role = "assistant"
+    return ChatMessage(role=role, content=message_text(message))
+
+
 def served_endpoints() -> dict[tuple[str, str], Endpoint]:
     """Endpoints served ahead of FastAPI's request handling (see ``_ChatCompletions``)."""
     return {("POST", "/v1/chat/completions"): _ChatCompletions()}
@@ -258,6 +265,10 @@ async def _rest_after_shutdown(
 
 def completion(job: GenerationJob) -> dict[str, Any]:
     usage = job.usage
+    rich = job.rich
+    message: dict[str, Any] = {"role": "assistant", "content": job.text}
+    if rich is not None:  # tool calls, reasoning, refusal: as the upstream's deltas said
+        message.update(rich.message_fields(has_text=bool(message["content"])) or {})
     return {
         "id": job.encoder.completion_id,
         "object": "chat.completion",
@@ -266,9 +277,9 @@ def completion(job: GenerationJob) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": job.text},
+                "message": message,
                 "finish_reason": job.finish_reason or "stop",
-                "logprobs": None,
+                "logprobs": rich.logprobs_of_answer() if rich is not None else None,
             }
         ],
         "usage": {

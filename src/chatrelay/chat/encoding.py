@@ -49,6 +49,17 @@ class ChunkEncoder:
         prefix, suffix = self.content_frame
         return prefix + orjson.dumps(text)[1:-1] + suffix
 
+    def rich(self, delta: dict[str, Any], logprobs: Any) -> bytes:
+        """A delta that is more than text, as the upstream sent it (its fields in their
+        order), in this answer's envelope: the text chunk's template around the delta, no
+        dict built for the envelope."""
+        prefix, _ = self.content_frame
+        return b'%s%s,"logprobs":%s,"finish_reason":null}]}\n\n' % (
+            prefix[: -len(_CONTENT_OPENING)],
+            orjson.dumps(delta),
+            orjson.dumps(logprobs),
+        )
+
     def role(self) -> bytes:
         obj = self._envelope()
         delta = {"role": "assistant", "content": ""}
@@ -76,6 +87,10 @@ class ChunkEncoder:
         obj["choices"] = []
         obj["error"] = {"message": message, "type": type, "code": code}
         return self._frame(obj)
+
+
+# How the content template's delta begins: the rich frame puts the whole delta there instead.
+_CONTENT_OPENING = b'{"content":"'
 
 
 def _usage_fields(usage: Usage) -> dict[str, int]:

@@ -112,6 +112,18 @@ class EventBuffer:
         self._ends.append(len(self._tokens))
         self._wake()
 
+    def append_rich(self, frame: bytes, escaped: bytes) -> None:
+        """A whole frame that also carries text of the answer (a delta with more than text:
+        tool calls, logprobs, ...): relayed as the frame, its text (escaped JSON, maybe
+        empty) counted in the answer's text."""
+        self._whole[len(self._ends)] = frame
+        self._tokens += escaped
+        self._ends.append(len(self._tokens))
+        self._wake()
+
+    def has_text(self) -> bool:
+        return bool(self._tokens)
+
     def close(self) -> None:
         self._closed = True
         self._wake()

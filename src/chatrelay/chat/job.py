@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -29,6 +29,7 @@ from chatrelay.chat.encoding import DONE, ChunkEncoder
 from chatrelay.chat.events import EventBuffer, Position
 from chatrelay.chat.failover import RetryPolicy, continuation_messages
 from chatrelay.chat.recorder import AnswerRecorder
+from chatrelay.chat.rich import RichParts
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.observability import (
     ACTIVE_STREAMS,
@@ -63,6 +64,7 @@ class GenerationJob:
         "attempts",
         "buffer",
         "conversation_id",
+        "dropped_params",
         "encoder",
         "error",
         "error_frame",
@@ -79,9 +81,12 @@ class GenerationJob:
         "policy",
         "pool",
         "recorder",
+        "rich",
         "served_by",
+        "spliceable",
         "started_at",
         "status",
+        "upstreams",
         "usage",
     )
 
@@ -98,6 +103,8 @@ class GenerationJob:
         recorder: AnswerRecorder | None = None,
         on_finished: Callable[[GenerationJob], None] | None = None,
         policy: RetryPolicy | None = None,
+        upstreams: frozenset[str] | None = None,
+        dropped_params: tuple[str, ...] = (),
     ) -> None:
         self.id = message_id
         self.owner_id = owner_id
@@ -114,6 +121,15 @@ class GenerationJob:
         self.error_frame: bytes | None = None  # the same for an ending that is an error
         self.messages = messages
         self.params = params
+        # Only these upstreams can carry the request (chat/carriage.py); None: any.
+        self.upstreams = upstreams
+        self.dropped_params = dropped_params
+        # What the answer has besides text (tool calls, reasoning, refusal, logprobs), made
+        # when the first such delta comes: nothing for a plain text answer.
+        self.rich: RichParts | None = None
+        # Whether a failure mid-answer may be continued elsewhere: not once part of a tool
+        # call, or of a JSON answer, is out (a continuation cannot be spliced into JSON).
+        self.spliceable = not _asks_for_json(params)
         self.encoder = ChunkEncoder(f"chatcmpl-{message_id}", model)
         # The answer's text lives in the buffer only (its tokens as escaped JSON text).
         self.buffer = EventBuffer(self.encoder.content_frame)
@@ -152,6 +168,13 @@ class GenerationJob:
     def answered(self) -> bool:
         """Whether any of the answer's text has come."""
         return self.first_token_at is not None
+
+    @property
+    def answer_extra(self) -> dict[str, Any] | None:
+        """The answer's message fields besides its text, as stored and sent back upstream
+        with the history (tool_calls, reasoning_content, refusal); None for plain text."""
+        rich = self.rich
+        return None if rich is None else rich.message_fields(has_text=self.buffer.has_text())
 
     @property
     def finished(self) -> bool:
@@ -302,7 +325,7 @@ class GenerationJob:
         last: UpstreamFailure | None = None
         backoff = policy.first_backoff
         while True:
-            upstream = pool.pick(self.model, avoid=frozenset(failed))
+            upstream = pool.pick(self.model, avoid=frozenset(failed), only=self.upstreams)
             if upstream is None:  # every upstream of the model is paused by its breaker
                 dead = pool.unreachable(self.model)
                 if dead is not None and not self.answered:
@@ -325,13 +348,15 @@ class GenerationJob:
                 if failure.nothing_there:
                     refused.append(failure)
                 if self.answered:  # part of the answer is out: continue it elsewhere, at once
+                    if not self.spliceable:
+                        raise  # part of a tool call or of JSON is out: it cannot be continued
                     self.failovers += 1
                     FAILOVERS.labels(self.model).inc()
                     if self.failovers > policy.max_failovers:
                         raise
                     # The continuation gets its own retry window, counted from this failure.
                     deadline = time.monotonic() + policy.deadline
-                elif failed >= {u.config.name for u in pool.serving(self.model) if pool.usable(u)}:
+                elif failed >= self._usable_names():
                     if len(refused) == len(failed):
                         # Nobody listens at any of them (or no host of that name): a wrong
                         # URL or a server that is down, which waiting does not mend.
@@ -350,6 +375,15 @@ class GenerationJob:
                 raise
             pool.succeeded(upstream)
             return
+
+    def _usable_names(self) -> set[str]:
+        """The upstreams that could answer now: a round has failed once each one has."""
+        pool, only = self.pool, self.upstreams
+        return {
+            u.config.name
+            for u in pool.serving(self.model)
+            if pool.usable(u) and (only is None or u.config.name in only)
+        }
 
     def _unavailable(self, retry_in: float) -> ChatRelayError:
         seconds = max(1, round(retry_in))
@@ -388,6 +422,17 @@ class GenerationJob:
             # used up, so the answer was cut by its length, and a client must be told.
             self.finish_reason = "length"
 
+    def relay_rich(self, chunk: UpstreamChunk, delta: dict[str, Any]) -> None:
+        """A delta that is more than text, relayed whole as it came (its fields, order and
+        split), its text kept as the answer's, the rest gathered for the stored message."""
+        rich = self.rich
+        if rich is None:
+            rich = self.rich = RichParts()
+        if rich.take(delta, chunk.logprobs):
+            self.spliceable = False  # a tool call has begun
+        escaped = orjson.dumps(chunk.content)[1:-1] if chunk.content else b""
+        self.buffer.append_rich(self.encoder.rich(delta, chunk.logprobs), escaped)
+
     def _open(self) -> None:
         if not self.opened.done():
             self.opened.set_result(None)
@@ -416,6 +461,14 @@ class GenerationJob:
         frame = self.error_frame = self.encoder.error(error.message, type=kind, code=error.code)
         self.buffer.append(frame)
         self.buffer.append(DONE)
+
+
+def _asks_for_json(params: GenerationParams) -> bool:
+    extra = params.extra
+    if not extra:
+        return False
+    response_format = extra.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") != "text"
 
 
 def _plus(earlier: Usage | None, current: Usage) -> Usage:
@@ -454,7 +507,8 @@ class _Attempt:
         job = self.job
         if job._stop_requested:  # stopped: what was already on its way is not the answer's
             return True
-        if chunk.content:
+        rich = chunk.delta
+        if chunk.content or rich is not None:
             now = time.monotonic()
             if self.waiting:
                 self.waiting = False
@@ -470,7 +524,10 @@ class _Attempt:
             else:
                 self.gap(now - self.last)
             self.last = now
-            self.append(orjson.dumps(chunk.content)[1:-1])
+            if rich is None:
+                self.append(orjson.dumps(chunk.content)[1:-1])
+            else:
+                job.relay_rich(chunk, rich)
         if chunk.usage is not None:
             # Usage of every attempt counts: this attempt's running total on top of what
             # the earlier attempts used.

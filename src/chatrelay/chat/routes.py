@@ -14,12 +14,14 @@ from chatrelay.chat.event_stream import EventStreamResponse
 from chatrelay.chat.events import Position
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.schemas import ChatRequest
-from chatrelay.chat.service import ChatService
+from chatrelay.chat.service import ApiRequest, ChatService
 from chatrelay.errors import ChatRelayError
 from chatrelay.store.conversations import NotFound
 from chatrelay.store.models import User
 
 router = APIRouter()
+# Lists the request fields an upstream's drop_params left out (config: [[upstreams]]).
+DROPPED_PARAMS = "X-Chatrelay-Dropped-Params"
 
 
 def _service(request: Request) -> ChatService:
@@ -76,7 +78,7 @@ async def chat(
 
 
 async def start_answer(
-    request: Request, body: ChatRequest, user: User
+    request: Request, body: ChatRequest, user: User, *, api: ApiRequest | None = None
 ) -> tuple[GenerationJob, dict[str, str]]:
     """Store the question and start its answer, for any route that asks: the job, and the
     headers that say where it is stored. An upstream refusal within the start wait is raised
@@ -86,9 +88,11 @@ async def start_answer(
     # The address ProxyHeaders settled on: the peer, or the client a trusted proxy names.
     client_ip = request.client.host if request.client else None
     caller = service.quotas.caller(user, client_ip)
-    job = await service.start(body, owner_id=user.id, caller=caller)
+    job = await service.start(body, owner_id=user.id, caller=caller, api=api)
     request.state.job = job  # for the request's log line
     ids = {"X-Message-Id": job.id, "X-Conversation-Id": job.conversation_id}
+    if job.dropped_params:  # left out for an upstream by the operator's drop_params
+        ids[DROPPED_PARAMS] = ", ".join(job.dropped_params)
     try:
         await job.accepted(wait=service.settings.stream_start_wait)
     except ChatRelayError as refused:

@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatrelay.chat.carriage import carriage
 from chatrelay.chat.encoding import DONE
 from chatrelay.chat.events import Position
 from chatrelay.chat.failover import RetryPolicy
@@ -40,18 +42,29 @@ from chatrelay.store import conversations
 from chatrelay.store.database import Database
 from chatrelay.store.instances import InstanceHeartbeat
 from chatrelay.store.models import Message as StoredMessage
-from chatrelay.upstreams.dialects import GenerationParams, Message
+from chatrelay.upstreams.dialects import GenerationParams, Message, message_text
 from chatrelay.upstreams.registry import UpstreamRegistry
 
 
-def _counts_as_history(message: StoredMessage) -> bool:
-    if message.role != "assistant":
-        return True
-    return message.status in conversations.HISTORY_STATUSES and bool(message.content)
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """What the OpenAI API carries beyond the page's text chat: the messages in their whole
+    shape (content parts, tool calls, tool results) and the request's other fields, sent on
+    as they came (chat/carriage.py decides who can take them)."""
+
+    messages: list[Message]
+    extra: dict[str, Any]
+    max_tokens_field: str = "max_tokens"
 
 
-def _as_message(message: StoredMessage) -> Message:
-    return {"role": message.role, "content": message.content}
+def _edited(message: Message, text: str) -> Any:
+    """The content of an edited question: the new text, in place of its text parts when it
+    had parts (images stay)."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return text
+    rest = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
+    return [{"type": "text", "text": text}, *rest]
 
 
 class _Expiry:
@@ -133,7 +146,12 @@ class ChatService:
             self.shared.start()
 
     async def start(
-        self, request: ChatRequest, *, owner_id: str, caller: Caller | None = None
+        self,
+        request: ChatRequest,
+        *,
+        owner_id: str,
+        caller: Caller | None = None,
+        api: ApiRequest | None = None,
     ) -> GenerationJob:
         """Store the question and an empty answer, then start generating the answer.
 
@@ -143,13 +161,18 @@ class ChatService:
         """
         admission = await self.quotas.admit(owner_id=owner_id, caller=caller)
         try:
-            return await self._start(request, owner_id=owner_id, admission=admission)
+            return await self._start(request, owner_id=owner_id, admission=admission, api=api)
         except BaseException:
             await self.quotas.release(admission)
             raise
 
     async def _start(
-        self, request: ChatRequest, *, owner_id: str, admission: Admission
+        self,
+        request: ChatRequest,
+        *,
+        owner_id: str,
+        admission: Admission,
+        api: ApiRequest | None = None,
     ) -> GenerationJob:
         model = self.registry.resolve_model(request.model)
         max_tokens = request.max_tokens or self.settings.default_max_tokens
@@ -161,9 +184,13 @@ class ChatService:
                 code="max_tokens_too_large",
                 param="max_tokens",
             )
-        history, incoming, question = await self._history_for(request, owner_id=owner_id)
+        history, incoming, question = await self._history_for(request, owner_id=owner_id, api=api)
         upstream_messages = self._with_system_prompt(history + incoming)
         self._check_sizes(upstream_messages)
+        # Refused by name before anything is spent when no upstream of the model can take
+        # what was asked; else only those that can will answer.
+        extra = api.extra if api is not None else {}
+        carried = carriage(self.registry.serving(model), upstream_messages, extra)
         # The budget (for the prompt too, history included) is reserved before anything is
         # stored or sent, and outside the writing transaction: the limits store may be remote,
         # and SQLite's write lock (or a pooled connection) must never wait on it.
@@ -173,7 +200,7 @@ class ChatService:
             title = ""
             if request.conversation_id is None:
                 first = next((m for m in incoming if m["role"] == "user"), incoming[0])
-                title = conversations.title_from(first["content"])
+                title = conversations.title_from(message_text(first))
             conversation_id, answer_id = await self.db.write(
                 partial(
                     conversations.append_exchange,
@@ -199,7 +226,16 @@ class ChatService:
             policy=self._policy,
             model=model,
             messages=upstream_messages,
-            params=GenerationParams(max_tokens, request.temperature, request.top_p, request.top_k),
+            params=GenerationParams(
+                max_tokens,
+                request.temperature,
+                request.top_p,
+                request.top_k,
+                extra=extra or None,
+                max_tokens_field=api.max_tokens_field if api is not None else "max_tokens",
+            ),
+            upstreams=carried.upstreams,
+            dropped_params=carried.dropped,
             recorder=self.answers.recorder(owner_id=owner_id, admission=admission),
             on_finished=self._forget_later,
         )
@@ -210,11 +246,15 @@ class ChatService:
         return job
 
     async def _history_for(
-        self, request: ChatRequest, *, owner_id: str
+        self, request: ChatRequest, *, owner_id: str, api: ApiRequest | None = None
     ) -> tuple[list[Message], list[Message], StoredMessage | None]:
         """What goes upstream: the stored history, the new messages, and (for regenerate and
         edit) the question answered again, as read."""
-        incoming: list[Message] = [{"role": m.role, "content": m.content} for m in request.messages]
+        incoming: list[Message] = (
+            api.messages
+            if api is not None
+            else [{"role": m.role, "content": m.content} for m in request.messages]
+        )
         if request.conversation_id is None:
             return [], incoming, None
         async with self.db.read() as session:
@@ -226,11 +266,24 @@ class ChatService:
             )
         if request.action == "send":
             # The server keeps the history: of what the client sent, only the new message.
-            return [_as_message(m) for m in stored if _counts_as_history(m)], incoming[-1:], None
+            history = [
+                conversations.upstream_message(m)
+                for m in stored
+                if conversations.counts_as_history(m)
+            ]
+            return history, incoming[-1:], None
         question = conversations.question_to_answer_again(stored)  # again under the lock
-        earlier = [_as_message(m) for m in stored if m.seq < question.seq and _counts_as_history(m)]
-        text = incoming[0]["content"] if request.action == "edit" else question.content
-        return [*earlier, {"role": "user", "content": text}], [], question
+        earlier = [
+            conversations.upstream_message(m)
+            for m in stored
+            if m.seq < question.seq and conversations.counts_as_history(m)
+        ]
+        # Answered again as it was sent (its images and parts), or with the edit's text
+        # (which the store put in place of its text parts).
+        again = conversations.upstream_message(question)
+        if request.action == "edit":
+            again = {**again, "content": _edited(again, message_text(incoming[0]))}
+        return [*earlier, again], [], question
 
     async def _answer_again(
         self,
@@ -285,7 +338,8 @@ class ChatService:
             )
         total = 0
         for index, message in enumerate(messages):
-            size = len(message["content"])
+            # Text only: images and files (data URLs) count against the body's size limit.
+            size = len(message_text(message))
             total += size
             if size > limits.max_message_chars:
                 raise ChatRelayError(

@@ -25,7 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from chatrelay.upstreams.dialects import Message
+import orjson
+
+from chatrelay.upstreams.dialects import Message, message_text
 
 BYTES_PER_TOKEN = 4
 # Role markers and separators a chat template adds around each message, and the reply's prefix.
@@ -39,7 +41,7 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_prompt_tokens(messages: Iterable[Message]) -> int:
     return TOKENS_PER_REPLY + sum(
-        estimate_tokens(m["content"]) + TOKENS_PER_MESSAGE for m in messages
+        estimate_tokens(prompt_text(m)) + TOKENS_PER_MESSAGE for m in messages
     )
 
 
@@ -108,7 +110,7 @@ class LlamaVocabCounter:
         return await self._count([text]) if text else 0
 
     async def count_prompt(self, messages: Sequence[Message]) -> int:
-        counted = await self._count([m["content"] for m in messages])
+        counted = await self._count([prompt_text(m) for m in messages])
         return counted + TOKENS_PER_REPLY + TOKENS_PER_MESSAGE * len(messages)
 
     def close(self) -> None:
@@ -116,3 +118,13 @@ class LlamaVocabCounter:
         if self._model is not None:
             self._llama.llama_model_free(self._model)
             self._model = self._vocab = None
+
+
+def prompt_text(message: Message) -> str:
+    """What of a message is counted as prompt: its text, and the tool calls it carries (their
+    names and arguments are tokens too); images are not estimated."""
+    text = message_text(message)
+    calls = message.get("tool_calls")
+    if calls:
+        text += orjson.dumps(calls).decode()
+    return text

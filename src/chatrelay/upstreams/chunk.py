@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -28,3 +29,8 @@ class UpstreamChunk:
     error: str | None = None
     # The upstream's explicit end marker ([DONE], or the old Livepeer {"done": true}).
     done: bool = False
+    # A delta that is more than text (tool_calls, reasoning_content, refusal, unknown fields;
+    # without role and content), relayed whole; None for plain text.
+    delta: dict[str, Any] | None = None
+    # The choice's logprobs, relayed as they came.
+    logprobs: Any = None

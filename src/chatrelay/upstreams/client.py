@@ -23,7 +23,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from chatrelay.errors import UPSTREAM, ChatRelayError
@@ -50,6 +50,10 @@ class UpstreamConfig:
     configured_by: str = ""
     # Share of the requests, relative to the other upstreams of the same model.
     weight: float = 1.0
+    # Takes no images, audio or files (chat/carriage.py refuses them by name).
+    text_only: bool = False
+    # Request fields left out for it instead of refused.
+    drop_params: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +367,10 @@ class Upstream:
         streams (a generator, its frame and the manager: ~600 bytes of every open stream)."""
         self.active += 1
         try:
+            drop, extra = self.config.drop_params, params.extra
+            if drop and extra and any(name in extra for name in drop):
+                kept = {k: v for k, v in extra.items() if k not in drop}
+                params = replace(params, extra=kept)
             body = self.dialect.body(model, messages, params)
             try:
                 async with asyncio.timeout(self.timeouts.first_token):

@@ -7,6 +7,7 @@ else: the URL, which fields are sent, ``finish_reason: ""``, usage in every chun
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,7 +15,13 @@ import orjson
 
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 
-Message = dict[str, str]
+# A message in OpenAI's shape: role, content (a string, content parts, or None) and whatever
+# else it carries (tool_calls, tool_call_id, name, refusal, reasoning_content, ...).
+Message = dict[str, Any]
+
+# Request fields a Livepeer runner takes (go-livepeer ``LLMRequest``): chatrelay sends these
+# itself; the rest of a client's request it cannot carry there.
+LIVEPEER_FIELDS = ("model", "messages", "max_tokens", "temperature", "top_p", "top_k", "stream")
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,6 +31,27 @@ class GenerationParams:
     top_p: float | None = None
     # Sent only when the client gave it: OpenAI itself refuses the field.
     top_k: int | None = None
+    # The client's other request fields (tools, response_format, stop, seed, logprobs, ...),
+    # sent on as they came to upstreams that take them (the OpenAI dialect).
+    extra: Mapping[str, Any] | None = None
+    # The name the client gave the budget: OpenAI's newer ``max_completion_tokens`` is sent
+    # as such (reasoning models refuse ``max_tokens``).
+    max_tokens_field: str = "max_tokens"
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """A message's text: its string content, or its text parts joined (what is counted,
+    shown as the stored text, and sent where only text can go)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text") or "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
 
 
 class Dialect(Protocol):
@@ -54,19 +82,42 @@ def _error_text(raw: Any) -> str:
 
 
 def parse_openai_chunk(obj: dict[str, Any]) -> UpstreamChunk:
-    """Read an OpenAI-shaped chunk; lenient where Livepeer differs (finish_reason "" = not done)."""
+    """Read an OpenAI-shaped chunk; lenient where Livepeer differs (finish_reason "" = not done).
+
+    A delta that carries more than text (``tool_calls``, ``reasoning_content``, ``refusal``,
+    any field chatrelay does not know) or a choice with ``logprobs`` is kept whole in
+    ``chunk.delta``: it is relayed as it came. Plain text, the common case, is read with two
+    dict lookups and a length check (this runs for every token)."""
     if "error" in obj:
         return UpstreamChunk(error=_error_text(obj["error"]))
     chunk = UpstreamChunk(usage=_usage(obj.get("usage")))
     choices = obj.get("choices")
     if choices:
         choice = choices[0]
+        if not isinstance(choice, dict):
+            raise ValueError(f"upstream sent a choice that is not an object: {choice!r:.200}")
         delta = choice.get("delta") or choice.get("message") or {}
         content = delta.get("content")
         if isinstance(content, str):
             chunk.content = content
+        # More than {"content"} or Livepeer's {"content", "role"}: look closer.
+        if len(delta) > 2 or (len(delta) == 2 and "role" not in delta) or "content" not in delta:
+            rich = _relayed(delta)
+            if len(rich) > ("content" in rich):  # more than text
+                chunk.delta = rich
+        logprobs = choice.get("logprobs")
+        if logprobs is not None:
+            chunk.logprobs = logprobs
+            if chunk.delta is None:
+                chunk.delta = _relayed(delta)
         chunk.finish_reason = choice.get("finish_reason") or None
     return chunk
+
+
+def _relayed(delta: dict[str, Any]) -> dict[str, Any]:
+    """A delta as it is relayed: without its role (chatrelay's own first chunk says it) and
+    without fields that are null (they say nothing)."""
+    return {k: v for k, v in delta.items() if k != "role" and v is not None}
 
 
 def _request_body(body: dict[str, Any]) -> bytes:
@@ -95,12 +146,18 @@ class OpenAIDialect:
         return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
 
     def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes:
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "stream": True,
-            "max_tokens": params.max_tokens,
-            "stream_options": {"include_usage": True},
+        # The client's fields as they came; then what chatrelay owns: the model it mapped,
+        # streaming, the budget, and the usage it meters by (the client's other
+        # stream_options kept).
+        body: dict[str, Any] = dict(params.extra) if params.extra else {}
+        options = body.get("stream_options")
+        body["model"] = model
+        body["messages"] = messages
+        body["stream"] = True
+        body[params.max_tokens_field] = params.max_tokens
+        body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
         }
         if params.temperature is not None:
             body["temperature"] = params.temperature
@@ -126,9 +183,17 @@ class LivepeerDialect:
 
     def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes:
         # Only these seven fields exist; the gateway answers 400 when max_tokens is missing.
+        # What else a request asked for was refused before (chat/carriage.py), or changes
+        # nothing; messages go as role and text (developer as system, text parts joined).
         body: dict[str, Any] = {
             "model": model,
-            "messages": messages,
+            "messages": [
+                {
+                    "role": "system" if m["role"] == "developer" else m["role"],
+                    "content": message_text(m),
+                }
+                for m in messages
+            ],
             "max_tokens": params.max_tokens,
             "stream": True,
         }

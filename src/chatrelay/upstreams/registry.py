@@ -77,6 +77,8 @@ def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
                 api_key=key,
                 configured_by=f"the [[upstreams]] entry '{spec.name}' of the config file",
                 weight=spec.weight,
+                text_only=spec.text_only,
+                drop_params=tuple(spec.drop_params),
             )
         )
     return configs
@@ -163,10 +165,21 @@ class UpstreamRegistry:
     def usable(self, upstream: Upstream) -> bool:
         return self.breakers[upstream.config.name].allows()
 
-    def pick(self, model: str, *, avoid: frozenset[str] = frozenset()) -> Upstream | None:
-        """A usable upstream for the model: not in ``avoid`` if possible, then the least busy
-        for its weight (random among equals, so equal upstreams share the load)."""
-        usable = [u for u in self.serving(model) if self.usable(u)]
+    def pick(
+        self,
+        model: str,
+        *,
+        avoid: frozenset[str] = frozenset(),
+        only: frozenset[str] | None = None,
+    ) -> Upstream | None:
+        """A usable upstream for the model (among ``only``, those that can carry the request,
+        when given): not in ``avoid`` if possible, then the least busy for its weight (random
+        among equals, so equal upstreams share the load)."""
+        usable = [
+            u
+            for u in self.serving(model)
+            if self.usable(u) and (only is None or u.config.name in only)
+        ]
         fresh = [u for u in usable if u.config.name not in avoid] or usable
         if not fresh:
             return None
