@@ -28,8 +28,9 @@ from chatrelay.store.conversations import (
 )
 from chatrelay.store.database import Database, upgrade_database
 from chatrelay.store.users import create_guest
-from tests.fake_upstream import livepeer_events
+from tests.fake_upstream import livepeer_events, openai_events, vllm_tool_call_events
 from tests.sse_client import read_answer, user
+from tests.test_openai_api import api_key
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(300)).decode()
 WEATHER_CALL = {
@@ -340,3 +341,79 @@ async def test_the_markdown_export_shows_tool_calls_results_reasoning_and_images
     ) in body
     assert "## Tool result (call_1)\n\n22C and sunny\n" in body
     assert "> **Reasoning**\n>\n> Hot <b>day</b>\n\nIt is 22C.\n" in body
+
+
+# ---- end to end through /v1/chat/completions -------------------------------------------------
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+async def test_v1_tool_calls_are_stored_and_sent_back_when_the_conversation_goes_on(
+    relay_for, fake, database_url
+) -> None:
+    question = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Weather where this was taken?"},
+            {"type": "image_url", "image_url": {"url": PNG}},
+        ],
+    }
+    fake.script = vllm_tool_call_events([("call_a", "get_weather", ['{"ci', 'ty": "Paris"}'])])
+    async with relay_for("openai", database_url=database_url) as relay:
+        key, _ = await api_key(relay)
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {"model": "gpt-test", "messages": [question], "tools": [WEATHER_TOOL]}
+        first = await relay.client.post(
+            "/v1/chat/completions", json={**body, "stream": True}, headers=headers
+        )
+        assert first.status_code == 200, first.text
+        conversation_id = first.headers["x-conversation-id"]
+
+        fake.script = openai_events(["It is 22C in Paris."])
+        result = {"role": "tool", "tool_call_id": "call_a", "content": "22C"}
+        second = await relay.client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-test", "messages": [result], "tools": [WEATHER_TOOL]},
+            headers={**headers, "X-Conversation-Id": conversation_id},
+        )
+        assert second.status_code == 200, second.text
+        shown = await relay.client.get(f"/api/conversations/{conversation_id}", headers=headers)
+        markdown = await relay.client.get(
+            f"/api/conversations/{conversation_id}/export",
+            params={"format": "markdown"},
+            headers=headers,
+        )
+
+    call = {
+        "id": "call_a",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    # The history goes upstream as it was: the parts, the call (merged from its deltas), the
+    # result after it.
+    history = fake.requests[-1].json["messages"]
+    assert history[0] == question
+    assert history[1] == {"role": "assistant", "content": None, "tool_calls": [call]}
+    assert history[2] == result
+    messages = shown.json()["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("user", "Weather where this was taken?"),
+        ("assistant", ""),
+        ("tool", "22C"),
+        ("assistant", "It is 22C in Paris."),
+    ]
+    assert messages[0]["extra"] == {"content": question["content"]}
+    assert messages[1]["extra"] == {"content": None, "tool_calls": [call]}
+    assert messages[1]["finish_reason"] == "tool_calls"
+    assert messages[2]["extra"] == {"tool_call_id": "call_a"}
+    assert messages[3]["extra"] is None
+    assert '**Tool call** `get_weather` (call_a):\n\n```json\n{\n  "city": "Paris"\n}\n```' in (
+        markdown.text
+    )
+    assert "## Tool result (call_a)\n\n22C\n" in markdown.text

@@ -142,6 +142,8 @@ class AnswerStore:
             owner_id=recorder.owner_id,
             message_id=job.id,
             content=job.text,
+            # Tool calls, reasoning, a refusal: stored with the text, sent back with the history.
+            extra=job.answer_extra,
             status=stored_status,
             finish_reason=job.finish_reason,
             error=job.error.message if job.error is not None else None,
