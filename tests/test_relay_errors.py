@@ -177,3 +177,13 @@ async def test_huge_chunked_body_is_413(relay_for) -> None:
             "/api/chat", content=body(), headers={"content-type": "application/json"}
         )
     assert_error(response, 413, "body_too_large", "4096")
+
+
+async def test_a_bad_field_is_named_as_the_client_wrote_it(relay_for) -> None:
+    """Never a validator's internals (``messages[0].content.function-after[storable(), str]``)."""
+    async with relay_for() as relay:
+        for content, param in ((5, "messages[0].content"), ("a\x00b", "messages[0].content")):
+            body = {"messages": [{"role": "user", "content": content}]}
+            response = await relay.client.post("/api/chat", json=body)
+            assert response.status_code == 422
+            assert response.json()["error"]["param"] == param

@@ -67,11 +67,19 @@ def error_response(error: ChatRelayError) -> Response:
 
 
 def _field_path(location: tuple[Any, ...]) -> str:
-    # ("body", "messages", 0, "content") -> "messages[0].content"
+    # ("body", "messages", 0, "content") -> "messages[0].content". The names pydantic gives
+    # the members of a union or its validators ("function-after[storable(), str]", "str",
+    # "list[Part]") are not fields the client wrote: left out.
     path = ""
     for part in location[1:] if location and location[0] == "body" else location:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).isidentifier() and str(part) not in _TYPE_NAMES:
+            path += f".{part}" if path else str(part)
     return path or "body"
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "tuple"})
 
 
 def validation_error(exc: RequestValidationError) -> ChatRelayError:
