@@ -17,7 +17,9 @@ from sqlalchemy import text
 
 from chatrelay.store import conversations
 from chatrelay.store.database import Database
-from tests.fake_upstream import livepeer_events
+from tests.browser import WAIT_MS
+from tests.fake_upstream import livepeer_events, openai_events, vllm_tool_call_events
+from tests.test_openai_api import api_key
 from tests.test_web_page import ChatPage, open_chat
 
 HOSTILE_NAME = '<img src=x onerror="window.__pwned=1">'
@@ -275,3 +277,54 @@ async def test_regenerating_an_answer_with_tool_calls_clears_them(browser, relay
             await expect(last.locator(".content")).to_have_text("Plain words this time.")
             await expect(last.locator("details")).to_have_count(0)
             assert await chat.problems() == []
+
+
+async def test_a_v1_tool_call_conversation_opens_on_the_page(browser, relay_for, fake) -> None:
+    """End to end: an SDK's tool call and its result through /v1, then the page of the same
+    user (its API key on every request) shows the call, its arguments and the result."""
+    async with relay_for("openai") as relay:
+        key, _ = await api_key(relay)
+        headers = {"Authorization": f"Bearer {key}"}
+        fake.script = vllm_tool_call_events([("call_a", "get_weather", ['{"ci', 'ty": "Paris"}'])])
+        question = {"role": "user", "content": "Weather in Paris?"}
+        first = await relay.client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-test", "messages": [question], "stream": True},
+            headers=headers,
+        )
+        assert first.status_code == 200, first.text
+        conversation_id = first.headers["x-conversation-id"]
+        fake.script = openai_events(["Sunny, 22C."])
+        second = await relay.client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "gpt-test",
+                "messages": [{"role": "tool", "tool_call_id": "call_a", "content": "22C"}],
+            },
+            headers={**headers, "X-Conversation-Id": conversation_id},
+        )
+        assert second.status_code == 200, second.text
+
+        context = await browser.new_context(extra_http_headers=headers)
+        try:
+            page = await context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            await page.goto(f"{relay.url}/#c={conversation_id}")
+            items = page.locator("#messages > li")
+            await expect(items).to_have_count(4)
+            assert await ids_of(items) == [
+                "message-user",
+                "message-assistant",
+                "message-tool",
+                "message-assistant",
+            ]
+            call = items.nth(1).locator("[data-testid=extra-tool-call]")
+            await expect(summary(call)).to_have_text("Tool call get_weather call_a")
+            await summary(call).click()
+            await expect(call.locator("pre")).to_have_text('{\n  "city": "Paris"\n}')
+            await expect(summary(items.nth(2).locator("details"))).to_have_text(
+                "Tool result call_a"
+            )
+            await expect(items.nth(3).locator(".content")).to_have_text("Sunny, 22C.")
+        finally:
+            await context.close()
