@@ -417,3 +417,45 @@ async def test_v1_tool_calls_are_stored_and_sent_back_when_the_conversation_goes
         markdown.text
     )
     assert "## Tool result (call_a)\n\n22C\n" in markdown.text
+
+
+async def test_v1_attachments_over_their_bounds_are_refused_before_anything_is_stored(
+    relay_for, fake, database_url
+) -> None:
+    def asking(*urls: str) -> dict[str, Any]:
+        parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+        content = [{"type": "text", "text": "What is this?"}, *parts]
+        return {"model": "gpt-test", "messages": [{"role": "user", "content": content}]}
+
+    fake.script = openai_events(["A small square."])
+    settings = {"max_attachment_bytes": len(PNG) + 10, "user_attachment_bytes": 2 * len(PNG)}
+    async with relay_for("openai", database_url=database_url, **settings) as relay:
+        key, _ = await api_key(relay)
+        headers = {"Authorization": f"Bearer {key}"}
+        too_big = await relay.client.post(
+            "/v1/chat/completions", json=asking(PNG, PNG), headers=headers
+        )
+        listed = (await relay.client.get("/api/conversations", headers=headers)).json()
+        asked = len(fake.requests)
+        # Within both bounds; then one more would pass the user's total.
+        for _ in range(2):
+            fine = await relay.client.post(
+                "/v1/chat/completions", json=asking(PNG), headers=headers
+            )
+            assert fine.status_code == 200, fine.text
+        over = await relay.client.post("/v1/chat/completions", json=asking(PNG), headers=headers)
+        # Links are no attachments: they are never counted.
+        linked = await relay.client.post(
+            "/v1/chat/completions", json=asking("https://example.com/a.png"), headers=headers
+        )
+
+    assert too_big.status_code == 413
+    error = too_big.json()["error"]
+    assert error["code"] == "attachments_too_large"
+    assert "CHATRELAY_MAX_ATTACHMENT_BYTES" in error["message"]
+    assert (listed["data"], asked) == ([], 0)
+    assert over.status_code == 413
+    assert over.json()["error"]["code"] == "attachment_quota_exceeded"
+    assert "CHATRELAY_USER_ATTACHMENT_BYTES" in over.json()["error"]["message"]
+    assert linked.status_code == 200
+    assert len(fake.requests) == 3

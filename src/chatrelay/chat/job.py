@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from array import array
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -81,7 +82,8 @@ class GenerationJob:
         "policy",
         "pool",
         "recorder",
-        "rich",
+        "_rich",
+        "rich_at",
         "served_by",
         "spliceable",
         "started_at",
@@ -124,9 +126,10 @@ class GenerationJob:
         # Only these upstreams can carry the request (chat/carriage.py); None: any.
         self.upstreams = upstreams
         self.dropped_params = dropped_params
-        # What the answer has besides text (tool calls, reasoning, refusal, logprobs), made
-        # when the first such delta comes: nothing for a plain text answer.
-        self.rich: RichParts | None = None
+        # Where the deltas that are more than text are among the events (None for a plain
+        # text answer); what they add up to is gathered from them once, when asked (``rich``).
+        self.rich_at: array[int] | None = None
+        self._rich: RichParts | None = None
         # Whether a failure mid-answer may be continued elsewhere: not once part of a tool
         # call, or of a JSON answer, is out (a continuation cannot be spliced into JSON).
         self.spliceable = not _asks_for_json(params)
@@ -168,6 +171,21 @@ class GenerationJob:
     def answered(self) -> bool:
         """Whether any of the answer's text has come."""
         return self.first_token_at is not None
+
+    @property
+    def rich(self) -> RichParts | None:
+        """What the answer has besides text (tool calls, reasoning, refusal, logprobs),
+        gathered from its relayed deltas: once, not per delta (each is only relayed)."""
+        at = self.rich_at
+        if at is None:
+            return None
+        if self._rich is None or self._rich.taken < len(at):
+            rich = self._rich = self._rich or RichParts()
+            frame = self.buffer.frame
+            for index in at[rich.taken :]:
+                choice = orjson.loads(frame(index)[len(b"data: ") :])["choices"][0]
+                rich.take(choice["delta"], choice.get("logprobs"))
+        return self._rich
 
     @property
     def answer_extra(self) -> dict[str, Any] | None:
@@ -425,11 +443,12 @@ class GenerationJob:
     def relay_rich(self, chunk: UpstreamChunk, delta: dict[str, Any]) -> None:
         """A delta that is more than text, relayed whole as it came (its fields, order and
         split), its text kept as the answer's, the rest gathered for the stored message."""
-        rich = self.rich
-        if rich is None:
-            rich = self.rich = RichParts()
-        if rich.take(delta, chunk.logprobs):
+        if self.spliceable and ("tool_calls" in delta or "function_call" in delta):
             self.spliceable = False  # a tool call has begun
+        at = self.rich_at
+        if at is None:
+            at = self.rich_at = array("I")
+        at.append(len(self.buffer))
         escaped = orjson.dumps(chunk.content)[1:-1] if chunk.content else b""
         self.buffer.append_rich(self.encoder.rich(delta, chunk.logprobs), escaped)
 

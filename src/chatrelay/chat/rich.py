@@ -17,32 +17,36 @@ from typing import Any
 
 
 class RichParts:
-    __slots__ = ("calls", "fields", "logprobs")
+    __slots__ = ("calls", "fields", "logprobs", "taken")
 
     def __init__(self) -> None:
         self.calls: dict[int, dict[str, Any]] = {}
         self.fields: dict[str, Any] = {}
         self.logprobs: list[Any] | None = None
+        self.taken = 0  # deltas gathered so far
 
-    def take(self, delta: dict[str, Any], logprobs: Any) -> bool:
-        """Gather one delta (without its text); True when it carries a tool call."""
-        calling = False
+    def take(self, delta: dict[str, Any], logprobs: Any) -> None:
+        """Gather one delta (its text is the answer's, kept elsewhere)."""
+        self.taken += 1
         for key, value in delta.items():
             if key == "content":
                 continue
             if key == "tool_calls" and isinstance(value, list):
-                calling = True
                 for fragment in value:
                     if isinstance(fragment, dict):
                         self._call(fragment)
-            elif isinstance(value, str):
-                self.fields[key] = self.fields.get(key, "") + value
+            elif isinstance(value, str):  # reasoning, refusal: pieces, joined when asked
+                pieces = self.fields.get(key)
+                if isinstance(pieces, _Pieces):
+                    pieces.append(value)
+                else:
+                    self.fields[key] = _Pieces([value])
             else:
-                calling = calling or key == "function_call"
                 self.fields[key] = value
         if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-            self.logprobs = (self.logprobs or []) + logprobs["content"]
-        return calling
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(logprobs["content"])
 
     def _call(self, fragment: dict[str, Any]) -> None:
         index = fragment.get("index")
@@ -59,18 +63,24 @@ class RichParts:
             if isinstance(function.get("name"), str):
                 target["name"] = function["name"]
             if isinstance(function.get("arguments"), str):
-                target["arguments"] = target.get("arguments", "") + function["arguments"]
+                target.setdefault("arguments", _Pieces()).append(function["arguments"])
 
     def tool_calls(self) -> list[dict[str, Any]]:
-        calls = [self.calls[index] for index in sorted(self.calls)]
-        for call in calls:
-            call["function"].setdefault("arguments", "")
+        calls = []
+        for index in sorted(self.calls):
+            call = self.calls[index]
+            function = dict(call["function"])
+            function["arguments"] = "".join(function.get("arguments", ()))
+            calls.append({**call, "function": function})
         return calls
 
     def message_fields(self, *, has_text: bool) -> dict[str, Any] | None:
         """The assistant message's fields besides its text (``content: None`` when it says
         nothing but calls tools or refuses, as OpenAI's messages do)."""
-        fields: dict[str, Any] = dict(self.fields)
+        fields: dict[str, Any] = {
+            key: "".join(value) if isinstance(value, _Pieces) else value
+            for key, value in self.fields.items()
+        }
         if self.calls:
             fields["tool_calls"] = self.tool_calls()
         if fields and not has_text and ("tool_calls" in fields or "refusal" in fields):
@@ -82,3 +92,7 @@ class RichParts:
         if self.logprobs is None:
             return None
         return {"content": self.logprobs, "refusal": None}
+
+
+class _Pieces(list[str]):
+    """A string field's fragments, joined once when asked (never a copy per fragment)."""

@@ -115,6 +115,7 @@ class ChatService:
         self.jobs: dict[str, GenerationJob] = {}
         self._expiry = _Expiry(self.jobs, settings.finished_job_ttl)
         self.quotas = quotas or Quotas.in_memory(settings, db)
+        self._attachment_limits = conversations.AttachmentLimits.of(settings)
         self.answers = AnswerStore(db, interval=settings.flush_interval, quotas=self.quotas)
         self._policy = RetryPolicy(
             deadline=settings.retry_deadline, max_failovers=settings.max_failovers
@@ -210,6 +211,7 @@ class ChatService:
                     questions=incoming,
                     model=model,
                     instance_id=self.instance_id,
+                    attachment_limits=self._attachment_limits,
                 ),
                 small=True,
             )

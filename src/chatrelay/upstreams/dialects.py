@@ -116,7 +116,9 @@ def parse_openai_chunk(obj: dict[str, Any]) -> UpstreamChunk:
 
 def _relayed(delta: dict[str, Any]) -> dict[str, Any]:
     """A delta as it is relayed: without its role (chatrelay's own first chunk says it) and
-    without fields that are null (they say nothing)."""
+    without fields that are null (they say nothing). Most are that already: not copied."""
+    if "role" not in delta and None not in delta.values():
+        return delta
     return {k: v for k, v in delta.items() if k != "role" and v is not None}
 
 
