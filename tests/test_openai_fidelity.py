@@ -396,3 +396,31 @@ async def test_a_cut_tool_call_or_json_answer_is_not_continued(
     assert frames[-1] == "[DONE]"
     assert frames[-2]["error"]["code"] == "upstream_disconnect"
     assert len(fake.requests) == 1  # no continuation spliced into the call or the JSON
+
+
+async def test_a_stored_tool_call_is_replayed_to_a_late_re_attach(
+    relay_for, fake: FakeUpstream
+) -> None:
+    fake.script = vllm_tool_call_events(TWO_CALLS)
+    async with relay_for("openai") as relay:  # finished answers are not kept: replayed
+        key, _ = await api_key(relay)
+        first = await stream_raw(
+            relay,
+            key,
+            {
+                "model": GPT,
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [WEATHER_TOOL],
+            },  # fmt: skip
+        )
+        message_id = first.headers["x-message-id"]
+        replay = await relay.client.get(
+            f"/api/messages/{message_id}/stream", headers={"Authorization": f"Bearer {key}"}
+        )
+    deltas = [f["choices"][0]["delta"] for f in raw_frames(replay.content) if isinstance(f, dict) and f.get("choices")]  # fmt: skip
+    [calls] = [d["tool_calls"] for d in deltas if "tool_calls" in d]
+    assert [(c["index"], c["id"], c["function"]["arguments"]) for c in calls] == [
+        (0, "call_a1", '{"city": "Paris"}'),
+        (1, "call_b2", '{"city": "Oslo"}'),
+    ]
+    assert raw_frames(replay.content)[-1] == "[DONE]"

@@ -44,13 +44,28 @@ def ending_frames(message: Message) -> bytes:
     return ending + DONE
 
 
+def _rich_replay(encoder: ChunkEncoder, message: Message) -> bytes:
+    """What the stored answer has besides text (tool calls, reasoning, refusal), as one delta
+    of each: the whole calls (with their ``index``), as a client assembling deltas gets them."""
+    extra = message.extra
+    if not extra:
+        return b""
+    delta = {k: v for k, v in extra.items() if k != "content" and v is not None}
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        delta["tool_calls"] = [
+            {"index": index, **call} for index, call in enumerate(calls) if isinstance(call, dict)
+        ]
+    return encoder.rich(delta, None) if delta else b""
+
+
 async def replay_stored(
     db: Database, message: Message, *, poll_interval: float
 ) -> AsyncIterator[bytes]:
     """The stored answer from the start; followed at each flush while it is still streaming."""
     encoder = encoder_for(message)
     sent = message.content
-    yield encoder.role() + (encoder.content(sent) if sent else b"")
+    yield encoder.role() + (encoder.content(sent) if sent else b"") + _rich_replay(encoder, message)
     while message.status == "streaming":
         await asyncio.sleep(poll_interval)
         try:
