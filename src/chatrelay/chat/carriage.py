@@ -24,6 +24,8 @@ from typing import Any
 from chatrelay.errors import ChatRelayError
 from chatrelay.upstreams.client import Upstream
 from chatrelay.upstreams.dialects import Message
+from chatrelay.upstreams.llama_server import LlamaServerDialect
+from chatrelay.upstreams.llama_server import cannot_take as llama_server_cannot_take
 
 # Content parts that are not text: what a text-only upstream cannot take.
 MEDIA_PARTS = frozenset({"image_url", "input_audio", "file", "input_image", "input_file"})
@@ -92,6 +94,14 @@ def cannot_carry(
                     "only model, messages (system, user and assistant text), max_tokens, "
                     "temperature, top_p, top_k and stream"
                 )  # fmt: skip
+    if config.dialect == LlamaServerDialect.name:
+        # The embedded model: llama-cpp-python's server drops undeclared fields silently, and
+        # some it declares it cannot answer as asked (upstreams/llama_server.py says which).
+        for name, value in extra.items():
+            if not changes_nothing(name, value, extra):
+                reason = llama_server_cannot_take(name, value, extra)
+                if reason is not None:
+                    return _unsupported(upstream, name, *reason)
     for index, message in enumerate(messages):
         problem = _message_problem(upstream, index, message)
         if problem is not None:

@@ -3,7 +3,7 @@
 Usage::
 
     sidecar = LocalModelServer(model_path=find_bundled_model())
-    config = await sidecar.start()     # an UpstreamConfig for the openai dialect
+    config = await sidecar.start()     # an UpstreamConfig for the llama-cpp-python dialect
     ...
     await sidecar.stop()
 
@@ -28,6 +28,7 @@ import aiohttp
 
 from chatrelay.config import EMBEDDED_MODEL
 from chatrelay.upstreams.client import UpstreamConfig
+from chatrelay.upstreams.llama_server import LlamaServerDialect
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,10 @@ class LocalModelServer:
                 preexec_fn=_die_with_parent,
             )
         try:
+            # Requests with a JSON schema are checked against llama.cpp's grammar converter
+            # (upstreams/llama_server.py); importing it loads libllama (~0.3 s): done here,
+            # off the event loop while the server starts, not in the first such request.
+            await asyncio.to_thread(importlib.import_module, "llama_cpp.llama_grammar")
             await asyncio.wait_for(self._wait_ready(), self.start_timeout)
         except BaseException as exc:
             await self.stop()
@@ -130,9 +135,13 @@ class LocalModelServer:
             raise
         return UpstreamConfig(
             name="embedded",
-            dialect="openai",
+            # Its own dialect: requests translated into what llama-cpp-python's server takes,
+            # what it cannot carry refused by name (upstreams/llama_server.py).
+            dialect=LlamaServerDialect.name,
             base_url=self.base_url,
             models=(self.alias,),
+            # Started without a multimodal projector: it reads no images or audio.
+            text_only=True,
             configured_by="LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL (unset: embedded model)",
         )
 
