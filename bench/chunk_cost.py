@@ -47,7 +47,9 @@ def same_size_text(other: str) -> str:
 
 def kinds() -> dict[str, str]:
     tool = event({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Pa'}}]})
-    logprob = {"content": [{"token": " Pa", "logprob": -0.25, "bytes": [32, 80, 97], "top_logprobs": []}]}  # fmt: skip
+    logprob = {
+        "content": [{"token": " Pa", "logprob": -0.25, "bytes": [32, 80, 97], "top_logprobs": []}]
+    }
     logprobs = event({"content": " Pa"}, logprob)
     return {
         "text (one token)": event({"content": " Pa"}),

@@ -28,6 +28,7 @@ from chatrelay.store.conversations import (
 )
 from chatrelay.store.database import Database, upgrade_database
 from chatrelay.store.users import create_guest
+from chatrelay.text import message_text
 from tests.fake_upstream import livepeer_events, openai_events, vllm_tool_call_events
 from tests.sse_client import read_answer, user
 from tests.test_openai_api import api_key
@@ -135,10 +136,8 @@ def test_message_extra_keeps_what_is_not_the_plain_text() -> None:
         "tool_calls": [WEATHER_CALL],
     }
     assert message_extra(SHAPES[4]) == {"tool_call_id": "call_1"}
-    assert conversations.message_text(SHAPES[2]["content"]) == (
-        "What is in this picture, and the weather in Paris?"
-    )
-    assert conversations.message_text(None) == ""
+    assert message_text(SHAPES[2]) == ("What is in this picture, and the weather in Paris?")
+    assert message_text({"role": "assistant", "content": None}) == ""
 
 
 def test_attachment_bytes_are_the_inline_data_of_every_kind() -> None:

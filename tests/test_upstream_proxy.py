@@ -611,3 +611,17 @@ def test_which_variable_for_which_upstream(monkeypatch: pytest.MonkeyPatch) -> N
     # An empty lower-case variable turns the upper-case one off (the standard library's rule).
     set_proxies(monkeypatch, HTTPS_PROXY="http://tls.example:8080", https_proxy="")
     assert proxy_for("https://gw.example/llm") is None
+
+
+@pytest.mark.parametrize("reserved", ["#", "/", "?"])
+def test_a_password_that_breaks_the_url_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch, reserved: str
+) -> None:
+    """Unescaped, '#', '/' or '?' end the URL's authority inside the password: the error
+    says how to write it, and shows none of the value."""
+    set_proxies(monkeypatch, HTTPS_PROXY=f"http://alice:s3cr{reserved}{SECRET}@proxy.example:3128")
+    with pytest.raises(ValueError) as refused:
+        ConnectionPool("https://gateway.example/llm", connect_timeout=1)
+    message = str(refused.value)
+    assert "HTTPS_PROXY" in message and "percent-encode" in message
+    assert SECRET not in message and "s3cr" not in message and "alice" not in message

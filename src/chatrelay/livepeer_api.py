@@ -42,7 +42,7 @@ from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.routes import start_answer
 from chatrelay.chat.schemas import ChatMessage, ChatRequest, TopK
 from chatrelay.errors import ChatRelayError, validation_error
-from chatrelay.openai_api import KEEP_GENERATING
+from chatrelay.openai_api import keeps_generating
 from chatrelay.served import Endpoint, ServedEndpoints, error_response_of, read_body
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
@@ -280,7 +280,7 @@ async def _answer(request: Request) -> Response:
         # A gateway's client that leaves is done with the answer (a gateway cancels it too,
         # and no Livepeer client can re-attach): every token more would only be paid for.
         # Unless it says it will come back for it, as on /v1.
-        keep = request.headers.get(KEEP_GENERATING, "").strip().lower() in ("1", "true", "yes")
+        keep = keeps_generating(request)
         return EventStreamResponse(
             livepeer_stream(job, position),
             headers=ids,

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatrelay.upstreams.dialects import message_text
+from chatrelay.text import message_text
 
 log = logging.getLogger("chatrelay.requests")
 

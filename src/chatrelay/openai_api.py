@@ -31,14 +31,19 @@ from chatrelay.chat.service import ApiRequest
 from chatrelay.errors import ChatRelayError
 from chatrelay.served import Endpoint, decline, error_response_of, read_body
 from chatrelay.store.models import User
-from chatrelay.text import StoredText
+from chatrelay.text import StoredText, message_text
 from chatrelay.upstreams.client import Upstream
-from chatrelay.upstreams.dialects import Message, message_text
+from chatrelay.upstreams.dialects import Message
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 # A streaming client that sends this header (1/true/yes) keeps its answer generating when it
 # leaves, to re-attach through GET /api/messages/{id}/stream; without it, leaving stops it.
 KEEP_GENERATING = "X-Chatrelay-Keep-Generating"
+
+
+def keeps_generating(request: Request) -> bool:
+    """Whether the client asked its answer to go on once it leaves (it will re-attach)."""
+    return request.headers.get(KEEP_GENERATING, "").strip().lower() in ("1", "true", "yes")
 
 
 class StreamOptions(BaseModel):
@@ -143,7 +148,7 @@ async def chat_completions(
         position = Position()
         # No OpenAI client can re-attach: one that leaves is done with the answer, and every
         # token more would only be paid for. Unless it says it will come back for it.
-        keep = request.headers.get(KEEP_GENERATING, "").strip().lower() in ("1", "true", "yes")
+        keep = keeps_generating(request)
         return EventStreamResponse(
             _openai_stream(job, include_usage=include_usage, position=position),
             headers=ids,

@@ -7,7 +7,8 @@ so such input is a 422 naming the field instead of a 500 from the database.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, StrictStr
 
@@ -23,3 +24,20 @@ def storable(value: str) -> str:
 
 
 StoredText = Annotated[StrictStr, AfterValidator(storable)]
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """A message's text: its string content, or its text parts joined (what is counted,
+    shown as the stored text, and sent where only text can go)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""

@@ -161,10 +161,13 @@ class EventBuffer:
         def frame(index: int) -> bytes:
             nonlocal count
             whole = whole_get(index)
-            if whole is not None:
+            start = ends[index - 1] if index else 0
+            # A whole frame with text of the answer is a delta that was more than text
+            # (chat/job.py relay_rich): its text in this shape, which has no field for the rest.
+            if whole is not None and ends[index] == start:
                 return reshape(whole)
             count += 1
-            return content(tokens[ends[index - 1] if index else 0 : ends[index]], count)
+            return content(tokens[start : ends[index]], count)
 
         return frame
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from array import array
 import logging
 import time
+from array import array
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Any, Literal
@@ -59,6 +59,7 @@ class GenerationJob:
     __slots__ = (
         "_committed",
         "_on_finished",
+        "_rich",
         "_shutting_down",
         "_stop_requested",
         "_task",
@@ -82,7 +83,6 @@ class GenerationJob:
         "policy",
         "pool",
         "recorder",
-        "_rich",
         "rich_at",
         "served_by",
         "spliceable",
@@ -193,6 +193,16 @@ class GenerationJob:
         with the history (tool_calls, reasoning_content, refusal); None for plain text."""
         rich = self.rich
         return None if rich is None else rich.message_fields(has_text=self.buffer.has_text())
+
+    @property
+    def metered_text(self) -> str:
+        """What is counted as the answer's tokens when the upstream reports no usage: its
+        text, and its tool calls and reasoning (tokens too)."""
+        extra = self.answer_extra
+        if not extra:
+            return self.text
+        more = (v if isinstance(v, str) else orjson.dumps(v).decode() for v in extra.values())
+        return self.text + "".join(part for part in more if part != "null")
 
     @property
     def finished(self) -> bool:
@@ -396,12 +406,7 @@ class GenerationJob:
 
     def _usable_names(self) -> set[str]:
         """The upstreams that could answer now: a round has failed once each one has."""
-        pool, only = self.pool, self.upstreams
-        return {
-            u.config.name
-            for u in pool.serving(self.model)
-            if pool.usable(u) and (only is None or u.config.name in only)
-        }
+        return {u.config.name for u in self.pool.usable_for(self.model, self.upstreams)}
 
     def _unavailable(self, retry_in: float) -> ChatRelayError:
         seconds = max(1, round(retry_in))
@@ -443,7 +448,7 @@ class GenerationJob:
     def relay_rich(self, chunk: UpstreamChunk, delta: dict[str, Any]) -> None:
         """A delta that is more than text, relayed whole as it came (its fields, order and
         split), its text kept as the answer's, the rest gathered for the stored message."""
-        if self.spliceable and ("tool_calls" in delta or "function_call" in delta):
+        if self.spliceable and (delta.get("tool_calls") or delta.get("function_call")):
             self.spliceable = False  # a tool call has begun
         at = self.rich_at
         if at is None:

@@ -176,7 +176,7 @@ class AnswerStore:
             return await self.quotas.settle(
                 admission,
                 usage=job.usage,
-                text=job.text,
+                text=job.metered_text,
                 messages=job.messages,
                 upstream=served[-1] if served else "",
             )

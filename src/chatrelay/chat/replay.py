@@ -65,7 +65,8 @@ async def replay_stored(
     """The stored answer from the start; followed at each flush while it is still streaming."""
     encoder = encoder_for(message)
     sent = message.content
-    yield encoder.role() + (encoder.content(sent) if sent else b"") + _rich_replay(encoder, message)
+    rich = _rich_replay(encoder, message)
+    yield encoder.role() + (encoder.content(sent) if sent else b"") + rich
     while message.status == "streaming":
         await asyncio.sleep(poll_interval)
         try:
@@ -80,4 +81,6 @@ async def replay_stored(
         if len(text) > len(sent) and text.startswith(sent):
             yield encoder.content(text[len(sent) :])
             sent = text
+    if not rich:  # it was still streaming: its tool calls and reasoning came at its end
+        yield _rich_replay(encoder, message)
     yield ending_frames(message)

@@ -41,6 +41,8 @@ class RichParts:
                     pieces.append(value)
                 else:
                     self.fields[key] = _Pieces([value])
+            elif key == "function_call" and isinstance(value, dict):  # the legacy call
+                self._call({"index": -1, "function": value})
             else:
                 self.fields[key] = value
         if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
@@ -50,7 +52,12 @@ class RichParts:
 
     def _call(self, fragment: dict[str, Any]) -> None:
         index = fragment.get("index")
-        key = index if isinstance(index, int) else len(self.calls)
+        if isinstance(index, int):
+            key = index
+        elif self.calls and not fragment.get("id"):  # no index, no id: the last call goes on
+            key = max(self.calls)
+        else:
+            key = len(self.calls)
         call = self.calls.get(key)
         if call is None:
             call = self.calls[key] = {"id": "", "type": "function", "function": {}}
@@ -67,7 +74,7 @@ class RichParts:
 
     def tool_calls(self) -> list[dict[str, Any]]:
         calls = []
-        for index in sorted(self.calls):
+        for index in sorted(i for i in self.calls if i >= 0):
             call = self.calls[index]
             function = dict(call["function"])
             function["arguments"] = "".join(function.get("arguments", ()))
@@ -81,7 +88,13 @@ class RichParts:
             key: "".join(value) if isinstance(value, _Pieces) else value
             for key, value in self.fields.items()
         }
-        if self.calls:
+        if -1 in self.calls:  # the legacy function_call, its arguments joined
+            legacy = self.calls[-1]["function"]
+            fields["function_call"] = {
+                "name": legacy.get("name", ""),
+                "arguments": "".join(legacy.get("arguments", ())),
+            }
+        if any(index >= 0 for index in self.calls):
             fields["tool_calls"] = self.tool_calls()
         if fields and not has_text and ("tool_calls" in fields or "refusal" in fields):
             fields["content"] = None

@@ -42,7 +42,8 @@ from chatrelay.store import conversations
 from chatrelay.store.database import Database
 from chatrelay.store.instances import InstanceHeartbeat
 from chatrelay.store.models import Message as StoredMessage
-from chatrelay.upstreams.dialects import GenerationParams, Message, message_text
+from chatrelay.text import message_text
+from chatrelay.upstreams.dialects import GenerationParams, Message
 from chatrelay.upstreams.registry import UpstreamRegistry
 
 
@@ -55,6 +56,16 @@ class ApiRequest:
     messages: list[Message]
     extra: dict[str, Any]
     max_tokens_field: str = "max_tokens"
+
+
+def _new_part(incoming: list[Message], api: bool) -> list[Message]:
+    """Of a conversation the server keeps, what the client adds: the last message; from an
+    API client, all after the last assistant message (the results of parallel tool calls
+    come as several ``tool`` messages, each needed)."""
+    if not api:
+        return incoming[-1:]
+    last = max((i for i, m in enumerate(incoming) if m["role"] == "assistant"), default=-1)
+    return incoming[last + 1 :] or incoming[-1:]
 
 
 def _edited(message: Message, text: str) -> Any:
@@ -273,7 +284,7 @@ class ChatService:
                 for m in stored
                 if conversations.counts_as_history(m)
             ]
-            return history, incoming[-1:], None
+            return history, _new_part(incoming, api is not None), None
         question = conversations.question_to_answer_again(stored)  # again under the lock
         earlier = [
             conversations.upstream_message(m)

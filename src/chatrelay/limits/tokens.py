@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from chatrelay.upstreams.dialects import Message, message_text
+from chatrelay.text import message_text
+from chatrelay.upstreams.dialects import Message
 
 BYTES_PER_TOKEN = 4
 # Role markers and separators a chat template adds around each message, and the reply's prefix.

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.errors import NOT_FOUND, ChatRelayError
 from chatrelay.store.models import Conversation, Message, User, new_id, utcnow
+from chatrelay.text import message_text
 
 if TYPE_CHECKING:
     from chatrelay.config import Settings
@@ -56,22 +57,6 @@ def title_from(text: str) -> str:
 # ---- messages as sent upstream -------------------------------------------------------------
 # A message is stored as its role, its text (searchable, shown, counted) and ``extra``: the
 # rest of the dict as it was sent, given back intact when the conversation goes upstream again.
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's ``content``: the string itself, or its ``text`` parts joined
-    (an image or audio part has none); "" for null."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") == "text"
-            and isinstance(part.get("text"), str)
-        )
-    return ""
 
 
 def message_extra(message: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -374,7 +359,7 @@ def append_exchange(
             "id": new_id("msg"),
             "seq": last + number,
             "role": question["role"],
-            "content": message_text(question.get("content")),
+            "content": message_text(question),
             "extra": extras[number - 1],
             "attachment_bytes": sizes[number - 1] or None,
             "status": "complete",

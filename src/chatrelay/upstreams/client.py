@@ -244,7 +244,8 @@ class UpstreamStream:
         assert watchdog is not None and loop is not None
         if self.received_content:
             watchdog.expires = loop.time() + self._timeouts.stall
-        elif chunk.content:  # the first token: the stall timer from now on
+        elif chunk.content or chunk.delta is not None:  # the first token (or reasoning, or a
+            # tool call's first delta): the stall timer from now on
             self.received_content = True
             watchdog.reset(loop.time() + self._timeouts.stall)
         if chunk.finish_reason or chunk.done:
@@ -312,7 +313,9 @@ class UpstreamStream:
         """One event, or None for a malformed one: a bad line among good ones is skipped."""
         try:
             return self._upstream.dialect.parse_event(data)
-        except ValueError as exc:
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            # Not JSON, or JSON of another shape than a chunk (choices an object, a delta a
+            # string, ...): skipped like a bad line, never an internal error for the user.
             self.malformed += 1
             log.warning("upstream %s: skipped a malformed event", self._upstream.config.name)
             if self.malformed > MAX_MALFORMED_EVENTS:

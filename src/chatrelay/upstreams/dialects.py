@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from chatrelay.text import message_text
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 
 # A message in OpenAI's shape: role, content (a string, content parts, or None) and whatever
@@ -37,21 +38,6 @@ class GenerationParams:
     # The name the client gave the budget: OpenAI's newer ``max_completion_tokens`` is sent
     # as such (reasoning models refuse ``max_tokens``).
     max_tokens_field: str = "max_tokens"
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """A message's text: its string content, or its text parts joined (what is counted,
-    shown as the stored text, and sent where only text can go)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(part.get("text") or "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
 
 
 class Dialect(Protocol):
@@ -94,8 +80,6 @@ def parse_openai_chunk(obj: dict[str, Any]) -> UpstreamChunk:
     choices = obj.get("choices")
     if choices:
         choice = choices[0]
-        if not isinstance(choice, dict):
-            raise ValueError(f"upstream sent a choice that is not an object: {choice!r:.200}")
         delta = choice.get("delta") or choice.get("message") or {}
         content = delta.get("content")
         if isinstance(content, str):
@@ -116,10 +100,11 @@ def parse_openai_chunk(obj: dict[str, Any]) -> UpstreamChunk:
 
 def _relayed(delta: dict[str, Any]) -> dict[str, Any]:
     """A delta as it is relayed: without its role (chatrelay's own first chunk says it) and
-    without fields that are null (they say nothing). Most are that already: not copied."""
-    if "role" not in delta and None not in delta.values():
+    without fields that say nothing (null, an empty list or object: OpenRouter sends
+    ``reasoning_details: []`` with every token). Most are that already: not copied."""
+    if "role" not in delta and all(v is not None and v != [] and v != {} for v in delta.values()):
         return delta
-    return {k: v for k, v in delta.items() if k != "role" and v is not None}
+    return {k: v for k, v in delta.items() if k != "role" and v is not None and v != [] and v != {}}
 
 
 def _request_body(body: dict[str, Any]) -> bytes:

@@ -51,8 +51,9 @@ from chatrelay.upstreams.dialects import (
 
 # The request fields its pydantic request model (server/types.py CreateChatCompletionRequest)
 # declares and uses (logit_bias_type and min_tokens in server/app.py itself), sent as they came
-# or translated by LlamaServerDialect.body. ``n`` and ``user`` are declared but ignored (carriage.changes_nothing lets ``n: 1`` and ``user``
-# through); ``functions`` and ``function_call`` are declared, but see cannot_take.
+# or translated by LlamaServerDialect.body. ``n`` and ``user`` are declared but ignored
+# (carriage.changes_nothing lets ``n: 1`` and ``user`` through); ``functions`` and
+# ``function_call`` are declared, but see cannot_take.
 LLAMA_SERVER_FIELDS = frozenset(
     {
         "tools", "tool_choice", "response_format", "stop", "seed", "logprobs", "top_logprobs",

@@ -166,6 +166,13 @@ def _parse(value: str, variable: str) -> Proxy:
     # A bare host:port means http://, as curl, requests and httpx take it.
     raw = value.strip() if "://" in value else f"http://{value.strip()}"
     parts = urlsplit(raw)
+    if "@" in raw.partition("://")[2] and "@" not in parts.netloc:
+        # A '#', '/' or '?' in the user or password ends the URL's authority early: the
+        # password would show in the host. Said without echoing any of the value.
+        raise ValueError(
+            f"{variable} is not a URL chatrelay can read: percent-encode the user and password "
+            "of the proxy URL (a '#', '/' or '?' in them must be %23, %2F, %3F)"
+        )
     address = parts.netloc.rpartition("@")[2]
     shown = f"{parts.scheme}://{address}"
     if parts.scheme.lower() == "https":

@@ -175,11 +175,7 @@ class UpstreamRegistry:
         """A usable upstream for the model (among ``only``, those that can carry the request,
         when given): not in ``avoid`` if possible, then the least busy for its weight (random
         among equals, so equal upstreams share the load)."""
-        usable = [
-            u
-            for u in self.serving(model)
-            if self.usable(u) and (only is None or u.config.name in only)
-        ]
+        usable = self.usable_for(model, only)
         fresh = [u for u in usable if u.config.name not in avoid] or usable
         if not fresh:
             return None
@@ -187,6 +183,14 @@ class UpstreamRegistry:
         chosen = random.choice([u for u in fresh if u.active / u.config.weight == best])
         self.breakers[chosen.config.name].begin()
         return chosen
+
+    def usable_for(self, model: str, only: frozenset[str] | None = None) -> list[Upstream]:
+        """The model's upstreams whose breakers let a request through (among ``only``)."""
+        return [
+            u
+            for u in self.serving(model)
+            if self.usable(u) and (only is None or u.config.name in only)
+        ]
 
     def retry_in(self, model: str) -> float:
         """How long until some upstream of the model lets a request through again."""
