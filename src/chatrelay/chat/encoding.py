@@ -53,11 +53,14 @@ class ChunkEncoder:
         """A delta that is more than text, as the upstream sent it (its fields in their
         order), in this answer's envelope: the text chunk's template around the delta, no
         dict built for the envelope."""
-        prefix, _ = self.content_frame
-        return b'%s%s,"logprobs":%s,"finish_reason":null}]}\n\n' % (
-            prefix[: -len(_CONTENT_OPENING)],
+        prefix = self.content_frame[0][: -len(_CONTENT_OPENING)]
+        if logprobs is None:
+            return prefix + orjson.dumps(delta) + _NO_LOGPROBS
+        return b"%s%s,\"logprobs\":%s%s" % (
+            prefix,
             orjson.dumps(delta),
             orjson.dumps(logprobs),
+            _CHOICE_END,
         )
 
     def role(self) -> bytes:
@@ -91,6 +94,8 @@ class ChunkEncoder:
 
 # How the content template's delta begins: the rich frame puts the whole delta there instead.
 _CONTENT_OPENING = b'{"content":"'
+_CHOICE_END = b',"finish_reason":null}]}\n\n'
+_NO_LOGPROBS = b',"logprobs":null' + _CHOICE_END
 
 
 def _usage_fields(usage: Usage) -> dict[str, int]:
