@@ -56,7 +56,7 @@ class ChunkEncoder:
         prefix = self.content_frame[0][: -len(_CONTENT_OPENING)]
         if logprobs is None:
             return prefix + orjson.dumps(delta) + _NO_LOGPROBS
-        return b"%s%s,\"logprobs\":%s%s" % (
+        return b'%s%s,"logprobs":%s%s' % (
             prefix,
             orjson.dumps(delta),
             orjson.dumps(logprobs),

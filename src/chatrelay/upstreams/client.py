@@ -90,6 +90,20 @@ class UpstreamFailure(ChatRelayError):
         self.upstream_status = status
         self.retry_after = retry_after
 
+    def copy(self) -> UpstreamFailure:
+        """The same failure without a traceback (whose frames hold the attempt's objects), to
+        keep."""
+        failure = UpstreamFailure(
+            self.message,
+            kind=self.kind,
+            code=self.code,
+            started=self.started,
+            status=self.upstream_status,
+            retry_after=self.retry_after,
+        )
+        failure.nothing_there = self.nothing_there
+        return failure
+
     @property
     def retryable(self) -> bool:
         return self.upstream_status not in NOT_RETRYABLE_STATUSES

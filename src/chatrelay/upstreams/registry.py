@@ -96,7 +96,8 @@ class UpstreamRegistry:
         )
         self.upstreams: list[Upstream] = []
         self.breakers: dict[str, CircuitBreaker] = {}
-        # Each upstream's last failure, until it succeeds again.
+        # Each upstream's last failure when nobody was there (refused, no such host), until it
+        # answers again: for answering at once while every upstream of a model is so.
         self.last_failure: dict[str, UpstreamFailure] = {}
         self.model_health: dict[str, ModelHealth] = {}
 
@@ -202,7 +203,11 @@ class UpstreamRegistry:
         self.last_failure.pop(upstream.config.name, None)
 
     def failed(self, upstream: Upstream, failure: UpstreamFailure) -> None:
-        self.last_failure[upstream.config.name] = failure
+        name = upstream.config.name
+        if failure.nothing_there:  # a copy: the raised one's traceback holds its stream
+            self.last_failure[name] = failure.copy()
+        else:
+            self.last_failure.pop(name, None)
         breaker = self.breakers[upstream.config.name]
         if failure.counts_against_upstream:
             breaker.failure()
