@@ -287,6 +287,29 @@ async def test_streamed_parallel_tool_calls_come_back_as_sent(
     assert final.choices[0].finish_reason == "tool_calls"
 
 
+async def ask_for_two_calls(
+    client: openai.AsyncOpenAI,
+) -> tuple[dict[str, Any], str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Ask what makes the model call two tools (whole, not streamed), as an agent does; the
+    question, the conversation's id, the history with the calls' results, and the results."""
+    question = {"role": "user", "content": "Paris and Oslo?"}
+    first = await client.chat.completions.with_raw_response.create(
+        model=GPT,
+        messages=[question],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+    )
+    answer = first.parse()
+    message = answer.choices[0].message
+    assert message.content is None and answer.choices[0].finish_reason == "tool_calls"
+    assert message.tool_calls is not None and len(message.tool_calls) == 2
+    results: list[dict[str, Any]] = [
+        {"role": "tool", "tool_call_id": call.id, "content": f"result {call.id}"}
+        for call in message.tool_calls
+    ]
+    history = [question, message.model_dump(exclude_none=True), *results]
+    return question, first.headers["x-conversation-id"], history, results
+
+
 async def test_whole_tool_calls_and_the_tool_result_round_trip(
     relay_for, fake: FakeUpstream
 ) -> None:
@@ -298,22 +321,7 @@ async def test_whole_tool_calls_and_the_tool_result_round_trip(
     async with relay_for("openai") as relay:
         key, _ = await api_key(relay)
         async with client_for(relay, key) as client:
-            question = {"role": "user", "content": "Paris and Oslo?"}
-            first = await client.chat.completions.with_raw_response.create(
-                model=GPT,
-                messages=[question],
-                tools=[WEATHER_TOOL],  # type: ignore[list-item]
-            )
-            conversation = first.headers["x-conversation-id"]
-            answer = first.parse()
-            message = answer.choices[0].message
-            assert message.content is None and answer.choices[0].finish_reason == "tool_calls"
-            assert message.tool_calls is not None and len(message.tool_calls) == 2
-            results = [
-                {"role": "tool", "tool_call_id": call.id, "content": f"result {call.id}"}
-                for call in message.tool_calls
-            ]
-            history = [question, message.model_dump(exclude_none=True), *results]
+            question, conversation, history, results = await ask_for_two_calls(client)
             second = await client.chat.completions.create(
                 model=GPT,
                 messages=history,
@@ -529,20 +537,7 @@ async def test_parallel_tool_results_all_reach_the_upstream_of_a_kept_conversati
     async with relay_for("openai") as relay:
         key, _ = await api_key(relay)
         async with client_for(relay, key) as client:
-            question = {"role": "user", "content": "Paris and Oslo?"}
-            first = await client.chat.completions.with_raw_response.create(
-                model=GPT,
-                messages=[question],
-                tools=[WEATHER_TOOL],  # type: ignore[list-item]
-            )
-            conversation = first.headers["x-conversation-id"]
-            message = first.parse().choices[0].message
-            assert message.tool_calls is not None
-            results = [
-                {"role": "tool", "tool_call_id": call.id, "content": f"result {call.id}"}
-                for call in message.tool_calls
-            ]
-            history = [question, message.model_dump(exclude_none=True), *results]
+            _, conversation, history, results = await ask_for_two_calls(client)
             await client.chat.completions.create(
                 model=GPT,
                 messages=history,  # type: ignore[arg-type]

@@ -120,11 +120,7 @@ class LivepeerFrames:
             "created": job.encoder.created,
             "id": job.encoder.completion_id,
             "model": job.model,
-            "usage": {
-                "completion_tokens": completion,
-                "prompt_tokens": prompt,
-                "total_tokens": prompt + completion,
-            },
+            "usage": _usage(prompt, completion),
         }
 
     def content(self, escaped: bytes | bytearray, count: int) -> bytes:
@@ -158,6 +154,15 @@ class LivepeerFrames:
         return chunk
 
 
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    """The gateway's usage object (Go's key order)."""
+    return {
+        "completion_tokens": completion,
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+    }
+
+
 def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
@@ -178,11 +183,7 @@ def whole_answer(job: GenerationJob) -> dict[str, Any]:
         "created": job.encoder.created,
         "id": job.encoder.completion_id,
         "model": job.model,
-        "usage": {
-            "completion_tokens": completion,
-            "prompt_tokens": prompt,
-            "total_tokens": prompt + completion,
-        },
+        "usage": _usage(prompt, completion),
     }
     if job.status != "done":
         body["x_chatrelay"] = {"status": job.status}

@@ -108,6 +108,16 @@ def _relayed(delta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in delta.items() if k != "role" and v is not None and v != [] and v != {}}
 
 
+def add_sampling(body: dict[str, Any], params: GenerationParams) -> None:
+    """The sampling fields the client gave (and only those) into an upstream's body."""
+    if params.temperature is not None:
+        body["temperature"] = params.temperature
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
+    if params.top_k is not None:
+        body["top_k"] = params.top_k
+
+
 def _request_body(body: dict[str, Any]) -> bytes:
     """The JSON body, right-sized: orjson's result holds at least 4 KiB, and a request body
     lives as long as its stream (thousands at once)."""
@@ -147,12 +157,7 @@ class OpenAIDialect:
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-        if params.temperature is not None:
-            body["temperature"] = params.temperature
-        if params.top_p is not None:
-            body["top_p"] = params.top_p
-        if params.top_k is not None:
-            body["top_k"] = params.top_k
+        add_sampling(body, params)
         return _request_body(body)
 
     def parse_event(self, data: str) -> UpstreamChunk:
@@ -185,12 +190,7 @@ class LivepeerDialect:
             "max_tokens": params.max_tokens,
             "stream": True,
         }
-        if params.temperature is not None:
-            body["temperature"] = params.temperature
-        if params.top_p is not None:
-            body["top_p"] = params.top_p
-        if params.top_k is not None:
-            body["top_k"] = params.top_k
+        add_sampling(body, params)
         return _request_body(body)
 
     def parse_event(self, data: str) -> UpstreamChunk:

@@ -46,6 +46,7 @@ from chatrelay.upstreams.dialects import (
     GenerationParams,
     Message,
     OpenAIDialect,
+    add_sampling,
     parse_openai_chunk,
 )
 
@@ -195,12 +196,7 @@ class LlamaServerDialect(OpenAIDialect):
         body["messages"] = [llama_message(m) for m in messages]
         body["stream"] = True
         body["max_tokens"] = params.max_tokens
-        if params.temperature is not None:
-            body["temperature"] = params.temperature
-        if params.top_p is not None:
-            body["top_p"] = params.top_p
-        if params.top_k is not None:
-            body["top_k"] = params.top_k
+        add_sampling(body, params)
         if "tools" in body:
             body["tools"] = llama_tools(body["tools"])
         tools = body.get("tools")
