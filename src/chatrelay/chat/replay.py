@@ -81,6 +81,5 @@ async def replay_stored(
         if len(text) > len(sent) and text.startswith(sent):
             yield encoder.content(text[len(sent) :])
             sent = text
-    if not rich:  # it was still streaming: its tool calls and reasoning came at its end
-        yield _rich_replay(encoder, message)
-    yield ending_frames(message)
+    # A row that was still streaming gets its tool calls and reasoning with its end.
+    yield (b"" if rich else _rich_replay(encoder, message)) + ending_frames(message)

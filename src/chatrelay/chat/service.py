@@ -68,16 +68,6 @@ def _new_part(incoming: list[Message], api: bool) -> list[Message]:
     return incoming[last + 1 :] or incoming[-1:]
 
 
-def _edited(message: Message, text: str) -> Any:
-    """The content of an edited question: the new text, in place of its text parts when it
-    had parts (images stay)."""
-    content = message.get("content")
-    if not isinstance(content, list):
-        return text
-    rest = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
-    return [{"type": "text", "text": text}, *rest]
-
-
 class _Expiry:
     """Takes keys out of a dict ``ttl`` seconds after they are added, all with one timer.
 
@@ -295,7 +285,8 @@ class ChatService:
         # (which the store put in place of its text parts).
         again = conversations.upstream_message(question)
         if request.action == "edit":
-            again = {**again, "content": _edited(again, message_text(incoming[0]))}
+            edited = conversations.edited_content(again.get("content"), message_text(incoming[0]))
+            again = {**again, "content": edited}
         return [*earlier, again], [], question
 
     async def _answer_again(

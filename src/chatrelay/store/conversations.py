@@ -567,13 +567,20 @@ async def rewind_to_last_question(
 
 
 def _edited_extra(extra: dict[str, Any] | None, new_text: str) -> dict[str, Any] | None:
-    """An edit replaces a question's text: in a list of parts, its text parts become one with
-    the new text (where the first was); its images and other parts stay."""
     if not extra or not isinstance(extra.get("content"), list):
         return extra
+    # A new dict: the JSON column sees a change only when its value is replaced.
+    return {**extra, "content": edited_content(extra["content"], new_text)}
+
+
+def edited_content(content: Any, new_text: str) -> Any:
+    """An edit replaces a question's text: in a list of parts, its text parts become one with
+    the new text (where the first was); its images and other parts stay."""
+    if not isinstance(content, list):
+        return new_text
     parts: list[Any] = []
     placed = False
-    for part in extra["content"]:
+    for part in content:
         if not (isinstance(part, dict) and part.get("type") == "text"):
             parts.append(part)
         elif not placed:
@@ -581,5 +588,4 @@ def _edited_extra(extra: dict[str, Any] | None, new_text: str) -> dict[str, Any]
             placed = True
     if not placed:
         parts.insert(0, {"type": "text", "text": new_text})
-    # A new dict: the JSON column sees a change only when its value is replaced.
-    return {**extra, "content": parts}
+    return parts
