@@ -56,6 +56,15 @@ def raw_frames(body: bytes) -> list[Any]:
     return out
 
 
+def deltas(body: bytes) -> list[dict[str, Any]]:
+    """The delta of every chunk of an SSE body (chunks with choices), in order."""
+    return [
+        f["choices"][0]["delta"]
+        for f in raw_frames(body)
+        if isinstance(f, dict) and f.get("choices")
+    ]
+
+
 async def stream_raw(relay: RunningRelay, key: str, body: dict[str, Any]) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"}
     response = await relay.client.post("/v1/chat/completions", json=body, headers=headers)
@@ -263,16 +272,9 @@ async def test_streamed_parallel_tool_calls_come_back_as_sent(
             ) as stream:
                 final = await stream.get_final_completion()
     # Same deltas, same order, same splits: each upstream delta is one relayed chunk.
-    sent = [
-        f["choices"][0]["delta"]
-        for f in raw_frames(b"".join(s for s in upstream_script if isinstance(s, bytes)))
-        if isinstance(f, dict) and f.get("choices") and "tool_calls" in f["choices"][0]["delta"]
-    ]
-    relayed = [
-        f["choices"][0]["delta"]
-        for f in raw_frames(raw.content)
-        if isinstance(f, dict) and f.get("choices") and "tool_calls" in f["choices"][0]["delta"]
-    ]
+    upstream_body = b"".join(s for s in upstream_script if isinstance(s, bytes))
+    sent = [d for d in deltas(upstream_body) if "tool_calls" in d]
+    relayed = [d for d in deltas(raw.content) if "tool_calls" in d]
     assert relayed == sent
     frames = raw_frames(raw.content)
     assert frames[-1] == "[DONE]"
@@ -398,8 +400,8 @@ async def test_reasoning_refusal_and_logprobs_are_relayed(relay_for, fake: FakeU
                 model=GPT, messages=[{"role": "user", "content": "x"}]
             )
     frames = [f for f in raw_frames(raw.content) if isinstance(f, dict) and f.get("choices")]
-    deltas = [f["choices"][0]["delta"] for f in frames]
-    assert {"reasoning_content": "Think"} in deltas and {"reasoning_content": "ing."} in deltas
+    relayed = deltas(raw.content)
+    assert {"reasoning_content": "Think"} in relayed and {"reasoning_content": "ing."} in relayed
     with_logprobs = next(f for f in frames if f["choices"][0].get("logprobs"))
     assert with_logprobs["choices"][0] == {
         "index": 0,
@@ -465,12 +467,7 @@ async def test_a_stored_tool_call_is_replayed_to_a_late_re_attach(
         replay = await relay.client.get(
             f"/api/messages/{message_id}/stream", headers={"Authorization": f"Bearer {key}"}
         )
-    deltas = [
-        f["choices"][0]["delta"]
-        for f in raw_frames(replay.content)
-        if isinstance(f, dict) and f.get("choices")
-    ]
-    [calls] = [d["tool_calls"] for d in deltas if "tool_calls" in d]
+    [calls] = [d["tool_calls"] for d in deltas(replay.content) if "tool_calls" in d]
     assert [(c["index"], c["id"], c["function"]["arguments"]) for c in calls] == [
         (0, "call_a1", '{"city": "Paris"}'),
         (1, "call_b2", '{"city": "Oslo"}'),
@@ -517,8 +514,7 @@ async def test_empty_extras_keep_plain_text_plain(relay_for, fake: FakeUpstream)
         raw = await stream_raw(relay, key, body)
         message_id = raw.headers["x-message-id"]
         job = relay.service.jobs.get(message_id)
-    frames = [f for f in raw_frames(raw.content) if isinstance(f, dict) and f.get("choices")]
-    assert [f["choices"][0]["delta"] for f in frames[1:4]] == [
+    assert deltas(raw.content)[1:4] == [
         {"content": "Half"},
         {"content": " way"},
         {"content": " there."},
