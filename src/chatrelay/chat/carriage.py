@@ -17,7 +17,7 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,21 +85,14 @@ def cannot_carry(
     upstream: Upstream, messages: Sequence[Message], extra: Mapping[str, Any]
 ) -> ChatRelayError | None:
     """Why ``upstream`` cannot carry this request, or None."""
-    config = upstream.config
-    if config.dialect == "livepeer":
+    # The fields a dialect cannot carry (an OpenAI-dialect upstream takes them all); the
+    # embedded model's server drops undeclared fields silently and cannot answer some as
+    # asked (upstreams/llama_server.py says which).
+    field_problem = _FIELD_PROBLEMS.get(upstream.config.dialect)
+    if field_problem is not None:
         for name, value in extra.items():
             if not changes_nothing(name, value, extra):
-                return _unsupported(
-                    upstream, name, f"the field '{name}'", "Livepeer's LLM pipeline takes "
-                    "only model, messages (system, user and assistant text), max_tokens, "
-                    "temperature, top_p, top_k and stream"
-                )  # fmt: skip
-    if config.dialect == LlamaServerDialect.name:
-        # The embedded model: llama-cpp-python's server drops undeclared fields silently, and
-        # some it declares it cannot answer as asked (upstreams/llama_server.py says which).
-        for name, value in extra.items():
-            if not changes_nothing(name, value, extra):
-                reason = llama_server_cannot_take(name, value, extra)
+                reason = field_problem(name, value, extra)
                 if reason is not None:
                     return _unsupported(upstream, name, *reason)
     for index, message in enumerate(messages):
@@ -107,6 +100,21 @@ def cannot_carry(
         if problem is not None:
             return problem
     return None
+
+
+def _livepeer_field(name: str, value: Any, request: Mapping[str, Any]) -> tuple[str, str]:
+    """Livepeer's runner takes no field beyond the seven chatrelay sends itself."""
+    return (
+        f"the field '{name}'",
+        "only model, messages (system, user and assistant text), max_tokens, temperature, "
+        "top_p, top_k and stream",
+    )
+
+
+_FIELD_PROBLEMS: dict[str, Callable[[str, Any, Mapping[str, Any]], tuple[str, str] | None]] = {
+    "livepeer": _livepeer_field,
+    LlamaServerDialect.name: llama_server_cannot_take,
+}
 
 
 def _message_problem(upstream: Upstream, index: int, message: Message) -> ChatRelayError | None:
