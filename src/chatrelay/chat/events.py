@@ -102,9 +102,7 @@ class EventBuffer:
 
     def append(self, frame: bytes) -> None:
         """A whole SSE frame."""
-        self._whole[len(self._ends)] = frame
-        self._ends.append(len(self._tokens))
-        self._wake()
+        self.append_rich(frame, b"")
 
     def append_content(self, escaped: bytes) -> None:
         """A token, as escaped JSON text without its quotes (``orjson.dumps(text)[1:-1]``)."""
