@@ -4,6 +4,7 @@ comes back as the upstream sent it, and what an upstream cannot carry is refused
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.fake_upstream import (
     vllm_chunk,
     vllm_tool_call_events,
 )
+from tests.polling import wait_until
 from tests.test_openai_api import api_key, client_for
 
 GPT = "gpt-test"
@@ -478,20 +480,32 @@ async def test_a_stored_tool_call_is_replayed_to_a_late_re_attach(
 async def test_reasoning_counts_as_progress_for_the_timers(relay_for, fake: FakeUpstream) -> None:
     """A model that thinks longer than the first-token timeout is not cut while its reasoning
     streams; the stall timer watches it instead."""
-    thinking = [vllm_chunk({"reasoning_content": "hm"}) for _ in range(8)]
-    script: list[Any] = [vllm_chunk({"role": "assistant", "content": ""})]
-    for step in thinking:
-        script += [step, 0.1]
-    script += [vllm_chunk({"content": "Yes."}), vllm_chunk({}, "stop"), b"data: [DONE]\n\n"]
-    fake.script = script
-    async with relay_for("openai", first_token_timeout=0.3, stall_timeout=5) as relay:
+    thinking = asyncio.Event()
+    fake.script = [
+        vllm_chunk({"role": "assistant", "content": ""}),
+        vllm_chunk({"reasoning_content": "hm"}),
+        thinking,  # still thinking, past the first-token timeout: held until the test says
+        vllm_chunk({"reasoning_content": "m."}),
+        vllm_chunk({"content": "Yes."}),
+        vllm_chunk({}, "stop"),
+        b"data: [DONE]\n\n",
+    ]
+    async with relay_for("openai", first_token_timeout=2, stall_timeout=30) as relay:
         key, _ = await api_key(relay)
         async with client_for(relay, key) as client:
-            answer = await client.chat.completions.create(
-                model=GPT, messages=[{"role": "user", "content": "x"}]
+            asking = asyncio.create_task(
+                client.chat.completions.create(
+                    model=GPT, messages=[{"role": "user", "content": "x"}]
+                )
             )
+            await wait_until(lambda: fake.first_write_done.is_set())
+            # Longer than the first-token timeout: a timer that took the reasoning for
+            # nothing would have cut the answer by now (a loaded machine only delays it).
+            await asyncio.sleep(3)
+            thinking.set()
+            answer = await asking
     assert answer.choices[0].message.content == "Yes."
-    assert answer.choices[0].message.model_extra["reasoning_content"] == "hm" * 8  # type: ignore[index]
+    assert answer.choices[0].message.model_extra["reasoning_content"] == "hmm."  # type: ignore[index]
 
 
 async def test_empty_extras_keep_plain_text_plain(relay_for, fake: FakeUpstream) -> None:
