@@ -29,6 +29,8 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/auth/register"): {201, 400, 401, 403, 409, 413, 422},
     ("POST", "/api/auth/login"): {200, 400, 401, 403, 413, 422, 429, 503},
     ("POST", "/api/auth/logout"): {204, 401, 403},
+    ("POST", "/api/auth/logout-all"): {204, 401, 403},
+    ("POST", "/api/auth/password"): {200, 400, 401, 403, 413, 422, 429, 503},
     ("GET", "/api/conversations"): {200, 401, 422},
     ("GET", "/api/conversations/{conversation_id}"): {200, 401, 404},
     ("PATCH", "/api/conversations/{conversation_id}"): {200, 400, 401, 403, 404, 413, 422},

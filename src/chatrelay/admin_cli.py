@@ -5,6 +5,8 @@ and need no running server::
 
     chatrelay users create alice --admin          # asks for the password twice
     chatrelay users budget alice 50000            # tokens per period; 0 = unlimited
+    chatrelay users set-password alice            # and signs alice out everywhere
+    chatrelay users sign-out alice                # every browser of alice's signed out
     chatrelay keys create --user alice --name laptop
     chatrelay keys list --user alice
     chatrelay keys revoke key_...
@@ -138,21 +140,47 @@ def set_password(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Set an account's password (existing sessions stay signed in)."""
+    """Set an account's password and sign it out everywhere (as a password change on the
+    page does: whoever holds an old session cookie is out)."""
     from chatrelay.auth.passwords import hash_password
+    from chatrelay.auth.sessions import end_user_sessions
     from chatrelay.store import users
 
     chosen = _new_password(password)
 
-    async def work(db: Database) -> str:
+    async def work(db: Database) -> tuple[str, int]:
         user = await _user_named(db, name)
         password_hash = await hash_password(chosen)
         async with db.transaction() as session:
             await users.set_password_hash(session, user_id=user.id, password_hash=password_hash)
-        return user.username or name
+            ended = await end_user_sessions(session, user_id=user.id)
+        return user.username or name, len(ended)
 
-    username = _run(config, work)
-    typer.echo(f"Password of '{username}' changed.")
+    username, ended = _run(config, work)
+    typer.echo(f"Password of '{username}' changed; {_sessions(ended)} signed out.")
+
+
+@users_app.command("sign-out")
+def sign_out(
+    name: Annotated[str, typer.Argument(help="Username.")],
+    config: ConfigOption = None,
+) -> None:
+    """Sign an account out everywhere: every browser session of it ends (API keys stay)."""
+    from chatrelay.auth.sessions import end_user_sessions
+
+    async def work(db: Database) -> tuple[str, int]:
+        user = await _user_named(db, name)
+        async with db.transaction() as session:
+            ended = await end_user_sessions(session, user_id=user.id)
+        return user.username or name, len(ended)
+
+    username, ended = _run(config, work)
+    typer.echo(f"'{username}': {_sessions(ended)} signed out.")
+
+
+def _sessions(count: int) -> str:
+    # A running server may honour a cached session for CHATRELAY_AUTH_CACHE_SECONDS more.
+    return f"{count} session{'' if count == 1 else 's'}"
 
 
 @users_app.command("list")

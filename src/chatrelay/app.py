@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
 from chatrelay.api_docs import install_api_docs
+from chatrelay.auth.account_routes import router as account_router
 from chatrelay.auth.csrf import CsrfProtection
 from chatrelay.auth.identity import require_user
 from chatrelay.auth.routes import router as auth_router
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(auth_router)
+    app.include_router(account_router)
     app.include_router(conversation_router)
     app.include_router(openai_router)
     app.include_router(usage_router)

@@ -10,6 +10,11 @@ Usage::
 Cookies are scheduled on the request's state and written by :class:`SessionCookieWriter`
 when the response starts, because headers set on a dependency's ``Response`` are lost when a
 route returns its own response object (as the streaming chat route does).
+
+Signing a user out everywhere (after a password change, or on request) deletes every session
+row of theirs::
+
+    ended = await end_user_sessions(session, user_id=user.id)   # their token hashes
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, Signer
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatrelay.store.models import Session as SessionRow
 
 COOKIE_NAME = "chatrelay_session"
 # A session is pushed out to its full lifetime at most once a day, not written per request.
@@ -75,6 +84,18 @@ class SessionCookies:
     def schedule(connection: HTTPConnection, header: bytes) -> None:
         """Have :class:`SessionCookieWriter` send ``header`` with this request's response."""
         setattr(connection.state, _PENDING_COOKIE, header)
+
+
+async def end_user_sessions(session: AsyncSession, *, user_id: str) -> list[str]:
+    """Delete every session of ``user_id`` (every browser signed in as them); returns the
+    token hashes that were deleted, so the caller can drop them from the credential cache.
+
+    One statement with RETURNING: a session created meanwhile is either deleted and returned,
+    or not deleted; never deleted yet left remembered."""
+    ended = await session.scalars(
+        delete(SessionRow).where(SessionRow.user_id == user_id).returning(SessionRow.token_hash)
+    )
+    return list(ended)
 
 
 def is_secure(connection: HTTPConnection) -> bool:

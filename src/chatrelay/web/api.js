@@ -155,6 +155,13 @@ export const register = (username, password) =>
 export const login = (username, password) =>
   json('/api/auth/login', { method: 'POST', body: { username, password } });
 export const logout = () => json('/api/auth/logout', { method: 'POST' });
+/** Every session of the account ends, this browser's too. */
+export const logoutEverywhere = () => json('/api/auth/logout-all', { method: 'POST' });
+/** Other sessions end; this browser stays signed in (with a new cookie). → the account. */
+export const changePassword = (currentPassword, newPassword) =>
+  json('/api/auth/password', {
+    method: 'POST', body: { current_password: currentPassword, new_password: newPassword },
+  });
 
 /** GET /api/conversations → {data: [{id, title, created_at, updated_at}], has_more} */
 export async function listConversations({ limit, offset = 0, q = '' } = {}, signal) {
