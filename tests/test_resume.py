@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.fake_upstream import FakeUpstream, livepeer_events, paced
+from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.polling import wait_until
 from tests.sse_client import DONE, content_of, events_with_ids, user
 
@@ -230,3 +230,99 @@ async def test_signing_in_while_an_answer_streams_keeps_it(
     assert before + rest == WHOLE
     assert stored["messages"][-1]["status"] == "complete"
     assert stored["messages"][-1]["content"] == WHOLE
+
+
+# ---- resume positions (issue 21, item 10) ---------------------------------------------------
+
+
+async def test_a_position_at_or_past_the_end_of_a_finished_answer_gives_its_ending(
+    fake: FakeUpstream, relay_for
+) -> None:
+    """A client that waits for an ending gets one, whatever position it says it saw."""
+    fake.script = livepeer_events(["one", " two"])
+    async with relay_for(finished_job_ttl=30) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            _, original, original_ids = await read_rest(response)
+        end = len(original)
+        url = f"/api/messages/{message_id}/stream"
+        for headers, query in (
+            ({"Last-Event-ID": str(end)}, ""),
+            ({"Last-Event-ID": str(end + 1000)}, ""),
+            ({"Last-Event-ID": str(2**31)}, ""),
+            ({}, f"?after={end + 5}"),
+        ):
+            async with relay.client.stream("GET", url + query, headers=headers) as resumed:
+                assert resumed.status_code == 200
+                _, events, ids = await read_rest(resumed)
+            # Its final chunk and [DONE], again, with their own ids.
+            assert events == original[-2:] and ids == original_ids[-2:], (headers, query)
+    assert events[-1] == DONE and events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_a_position_past_a_running_answer_follows_it_to_its_end(
+    fake: FakeUpstream, relay_for
+) -> None:
+    gate = asyncio.Event()
+    fake.script = [livepeer_chunk("a"), gate, *livepeer_events([" b"])]
+    async with relay_for() as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            url = f"/api/messages/{message_id}/stream"
+            async with relay.client.stream("GET", url, headers={"Last-Event-ID": "1000"}) as later:
+                gate.set()
+                _, events, _ = await read_rest(later)
+            await read_rest(response)
+    assert events[-1] == DONE and events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_an_invalid_last_event_id_is_refused(fake: FakeUpstream, relay_for) -> None:
+    fake.script = livepeer_events(["x"])
+    async with relay_for(finished_job_ttl=30) as relay:
+        async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            await read_rest(response)
+        url = f"/api/messages/{message_id}/stream"
+        invalid = ("abc", "-1", "+3", "1_0", "3 4", "1.5", str(2**31 + 1), str(2**64))
+        headers = [await relay.client.get(url, headers={"Last-Event-ID": v}) for v in invalid]
+        # ?after alike.
+        queries = [await relay.client.get(url, params={"after": v}) for v in invalid]
+    for responses, name in ((headers, "Last-Event-ID"), (queries, "after")):
+        for response in responses:
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert (error["code"], error["param"]) == ("invalid_position", name)
+
+
+async def test_positions_of_an_answer_followed_through_redis(
+    fake: FakeUpstream, relay_for, database_url: str, redis_limits: dict[str, str]
+) -> None:
+    """On another instance (events from Redis): the end gives the ending at once, a running
+    answer is followed to its end, a position no stream id can hold is a 400."""
+    gate = asyncio.Event()
+    fake.script = [livepeer_chunk("a"), gate, *livepeer_events([" b"])]
+    shared = {
+        "database_url": database_url,
+        "secret_key": "one-secret-for-every-instance",
+        "finished_job_ttl": 30,
+        **redis_limits,
+    }
+    async with relay_for(**shared) as a, relay_for(**shared) as b:
+        async with a.client.stream("POST", "/api/chat", json=user("x")) as response:
+            message_id = response.headers["x-message-id"]
+            await read_some(response, 1)
+            b.client.cookies.update(a.client.cookies)
+            url = f"/api/messages/{message_id}/stream"
+            async with b.client.stream("GET", url, headers={"Last-Event-ID": "1000"}) as later:
+                gate.set()
+                _, running, _ = await read_rest(later)
+            _, original, original_ids = await read_rest(response)
+        await wait_until(lambda: message_id not in a.service.shared._mirrors)  # type: ignore[union-attr]
+        end = len(original)
+        for position in (str(end), str(end + 1000)):
+            async with b.client.stream("GET", url, headers={"Last-Event-ID": position}) as again:
+                _, events, ids = await read_rest(again)
+            assert events == original[-2:] and ids == original_ids[-2:], position
+        huge = await b.client.get(url, headers={"Last-Event-ID": str(2**64)})
+    assert running[-1] == DONE and running[-2]["choices"][0]["finish_reason"] == "stop"
+    assert huge.status_code == 400 and huge.json()["error"]["code"] == "invalid_position"

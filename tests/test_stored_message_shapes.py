@@ -113,7 +113,6 @@ async def finish(db: Database, owner_id: str, answer_id: str, text_: str, extra:
     await db.write(
         partial(
             conversations.finish_answer,
-            owner_id=owner_id,
             message_id=answer_id,
             content=text_,
             status="complete",

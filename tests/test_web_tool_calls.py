@@ -50,7 +50,6 @@ async def store_exchange(
     await db.write(
         partial(
             conversations.finish_answer,
-            owner_id=owner_id,
             message_id=answer_id,
             status="complete",
             error=None,

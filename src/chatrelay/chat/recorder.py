@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 SMALL_FLUSH_ROWS = 16
 SMALL_FLUSH_CHARS = 64 * 1024
 
+# Tries of an answer's final write before it is given up (logged as an error).
+FINAL_WRITE_ATTEMPTS = 3
+
 # Job status -> stored message status.
 STORED_STATUS = {"done": "complete", "stopped": "stopped", "error": "error"}
 
@@ -55,6 +58,8 @@ class AnswerRecorder:
         self, store: AnswerStore, *, owner_id: str, admission: Admission | None = None
     ) -> None:
         self.store = store
+        # Who asked. Not a filter of the answer's writes, which find its row by id whoever
+        # owns it now (store/conversations.py).
         self.owner_id = owner_id
         self.admission = admission
         self.writes = 0
@@ -117,7 +122,7 @@ class AnswerStore:
                 grown.append((recorder, job.text_length))
                 text = job.text
                 size += len(text)
-                rows.append({"b_id": job.id, "b_owner": recorder.owner_id, "b_content": text})
+                rows.append({"b_id": job.id, "b_content": text})
         if not rows:
             return
         small = len(rows) <= SMALL_FLUSH_ROWS and size <= SMALL_FLUSH_CHARS
@@ -139,7 +144,6 @@ class AnswerStore:
         # Everything the writes need, read here on the event loop: they run on a writer thread.
         final = partial(
             conversations.finish_answer,
-            owner_id=recorder.owner_id,
             message_id=job.id,
             content=job.text,
             # Tool calls, reasoning, a refusal: stored with the text, sent back with the history.
@@ -158,14 +162,26 @@ class AnswerStore:
             if ledger is not None:
                 ledger(connection)
 
-        for attempt in range(3):
+        for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
             try:
                 await self.db.write(write, small=True)
                 recorder.writes += 1
                 return
+            except conversations.AnswerRowMissing:
+                # Never taken for a success: the row may be in a transaction that moves it.
+                log.warning("answer %s: no row to store its end in (attempt %d)", job.id, attempt)
             except Exception:
-                log.exception("saving answer %s failed (attempt %d)", job.id, attempt + 1)
-                await asyncio.sleep(0.2 * (attempt + 1))
+                log.exception("saving answer %s failed (attempt %d)", job.id, attempt)
+            if attempt < FINAL_WRITE_ATTEMPTS:
+                await asyncio.sleep(0.2 * attempt)
+        log.error("answer %s: its end (%s) could not be stored; given up", job.id, stored_status)
+        if ledger is not None:
+            # Its row is gone (its conversation deleted meanwhile): what it spent is still
+            # the operator's record, and its budget's.
+            try:
+                await self.db.write(ledger, small=True)
+            except Exception:
+                log.exception("recording the usage of answer %s failed", job.id)
 
     async def _settle(self, admission: Admission | None, job: GenerationJob) -> BilledUsage | None:
         # Before the write and outside its retries: holds are given back even if it fails.
@@ -194,7 +210,9 @@ class AnswerStore:
             return None
         return partial(
             usage.record_usage,
-            user_id=recorder.owner_id,
+            # Whose budget held and was billed for it: the same on every instance, also
+            # after a guest signed in to an account meanwhile (the ledger seeds budgets).
+            user_id=admission.user_id,
             message_id=job.id,
             model=job.model,
             upstream=job.upstream_names,

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from chatrelay.chat.encoding import DONE, ChunkEncoder
+from chatrelay.chat.events import EventBuffer
 from chatrelay.errors import UPSTREAM
 from chatrelay.store import conversations
 from chatrelay.store.database import Database
@@ -57,6 +58,25 @@ def _rich_replay(encoder: ChunkEncoder, message: Message) -> bytes:
             {"index": index, **call} for index, call in enumerate(calls) if isinstance(call, dict)
         ]
     return encoder.rich(delta, None) if delta else b""
+
+
+def resume_index(buffer: EventBuffer, after: int) -> int | None:
+    """Where a re-attach that saw event ``after`` follows a live answer's events from, so
+    that its stream always ends with the answer's ending and ``[DONE]``.
+
+    At or past the end of a finished answer: from its last two events (its final chunk or
+    error, then ``[DONE]``), again. Past where a running answer has come: from there on.
+    None for a buffer closed without ``[DONE]`` (refused before its stream began): the
+    stored answer is replayed instead, which ends properly.
+    """
+    end = len(buffer)
+    if after < end:
+        return max(after, 0)
+    if not buffer.closed:
+        return end
+    if end >= 2 and buffer.frame(end - 1) == DONE:
+        return end - 2
+    return None
 
 
 async def replay_stored(

@@ -22,6 +22,9 @@ from chatrelay.store.models import User
 router = APIRouter()
 # Lists the request fields an upstream's drop_params left out (config: [[upstreams]]).
 DROPPED_PARAMS = "X-Chatrelay-Dropped-Params"
+# The last event a client may say it saw (``?after``, ``Last-Event-ID``): far more than any
+# answer has, and a position every store of events can read.
+LAST_EVENT = 2**31
 
 
 def _service(request: Request) -> ChatService:
@@ -111,25 +114,43 @@ async def start_answer(
             "the stored answer is replayed from a role chunk (the text starts over).",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        **error_responses(401, 403, 404, 422, notes={404: "No such answer."}),
+        **error_responses(
+            400,
+            401,
+            403,
+            404,
+            422,
+            notes={
+                400: "`after` or `Last-Event-ID` is not an event number (`invalid_position`).",
+                404: "No such answer.",
+            },
+        ),
     },
 )
 async def reattach(
     message_id: str,
     request: Request,
     user: Annotated[User | None, Depends(current_user)],
-    after: Annotated[int | None, Query(ge=0, le=2**31, description="Last event id seen.")] = None,
+    # Read as text, as the header is: an invalid position is one 400 whichever way it came.
+    after: Annotated[
+        str | None,
+        Query(description=f"Last event id seen: an event number from 0 to {LAST_EVENT}."),
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventStreamResponse:
     """Re-attach to an answer: replay what was missed, then follow it live (a reload, a lost
     connection, a second tab). Never stops it: only ``POST .../stop`` does."""
     if user is None:
         raise NotFound("message", message_id)
-    if after is None:
-        after = _event_number(last_event_id)
+    if after is not None:
+        position_seen = _event_number(after, "after")
+    else:
+        position_seen = _event_number(last_event_id, "Last-Event-ID")
     service = _service(request)
     position = Position()
-    frames = await service.reattach(message_id, owner_id=user.id, after=after, position=position)
+    frames = await service.reattach(
+        message_id, owner_id=user.id, after=position_seen, position=position
+    )
     job = service.local_job(message_id, owner_id=user.id)
     return EventStreamResponse(
         frames,
@@ -140,12 +161,24 @@ async def reattach(
     )
 
 
-def _event_number(last_event_id: str | None) -> int:
-    """An EventSource sends back the last id it saw; anything unreadable means from the start."""
-    try:
-        return max(0, int(last_event_id or 0))
-    except ValueError:
+def _event_number(seen: str | None, name: str) -> int:
+    """The last event a client saw (an EventSource sends back the last id it got; none, or
+    empty: from the start). Only an event number is one: anything else is refused, never
+    taken for some other position."""
+    if not seen:
         return 0
+    # Digits only: int() would also take signs, spaces, underscores and other scripts' digits.
+    if seen.isascii() and seen.isdigit() and len(seen) <= 10:
+        number = int(seen)
+        if number <= LAST_EVENT:
+            return number
+    raise ChatRelayError(
+        400,
+        f"{name} must be an event number from 0 to {LAST_EVENT}: the id of an event of this "
+        "answer's stream.",
+        code="invalid_position",
+        param=name,
+    )
 
 
 @router.post(

@@ -32,7 +32,7 @@ from chatrelay.chat.events import Position
 from chatrelay.chat.failover import RetryPolicy
 from chatrelay.chat.job import GenerationJob
 from chatrelay.chat.recorder import STORED_STATUS, AnswerStore
-from chatrelay.chat.replay import ending_frames, replay_stored
+from chatrelay.chat.replay import ending_frames, replay_stored, resume_index
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.shared_events import SharedEvents
 from chatrelay.config import Settings
@@ -390,8 +390,9 @@ class ChatService:
         Raises NotFound (404) before anything streams if the answer is not the owner's.
         """
         job = self.local_job(message_id, owner_id=owner_id)
-        if job is not None:
-            return job.buffer.follow(after, ids=True, position=position)
+        start = resume_index(job.buffer, after) if job is not None else None
+        if job is not None and start is not None:
+            return job.buffer.follow(start, ids=True, position=position)
         message = await self._stored_answer(message_id, owner_id=owner_id)
         shared = self.shared
         if shared is not None and (

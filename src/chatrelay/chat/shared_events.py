@@ -34,6 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chatrelay.chat.encoding import DONE
 from chatrelay.chat.events import EventBuffer, with_id
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ END_FIELD = b"end"
 FRAME_FIELD = b"f"
 # A stream outlives a crashed writer by at most this long (refreshed while it is written).
 ORPHAN_TTL = 3600
+# Entry ids are two 64-bit numbers: a position past this one is no id Redis can read.
+LAST_POSITION = 2**63
 
 
 @dataclass
@@ -184,10 +187,16 @@ class SharedEvents:
         When nothing came for ``idle_check`` seconds, ``ending()`` is asked whether the answer
         still runs somewhere: ``None`` if so, else the frames that end the stream (its writer
         died: its stored state, e.g. interrupted).
+
+        Every stream ends with ``[DONE]``: ``after`` at or past the end of a finished answer
+        gives its ending again, past where a running one has come follows it from there, and
+        an answer whose events end without one (refused before its stream began) ends with
+        ``ending()``.
         """
         key = self.key(message_id)
-        last = f"0-{max(after, 0)}"
+        last = await self._start(key, min(max(after, 0), LAST_POSITION))
         block = max(1, round(self.idle_check * 1000))
+        ended = False  # whether the last frame sent was [DONE]
         while True:
             reply = await self.redis.xread({key: last}, count=1024, block=block)
             if not reply:
@@ -201,11 +210,30 @@ class SharedEvents:
                 if END_FIELD in fields:
                     if out:
                         yield b"".join(out)
+                    if not ended:
+                        yield await ending() or DONE
                     return
                 event_id = int(entry_id.split(b"-", 1)[1])
-                out.append(with_id(event_id, fields[FRAME_FIELD]))
+                frame = fields[FRAME_FIELD]
+                ended = frame == DONE
+                out.append(with_id(event_id, frame))
                 last = entry_id.decode()
             yield b"".join(out)
+
+    async def _start(self, key: str, after: int) -> str:
+        """The entry id a follower at event ``after`` reads on from."""
+        # The newest three entries: the end marker, [DONE] and the final chunk, once ended.
+        newest = _range_entries(await self.redis.xrevrange(key, count=3))
+        if not newest:
+            return f"0-{after}"
+        top_id, top = newest[0]
+        count = int(top_id.split(b"-", 1)[1])  # the events written, and the end marker
+        if END_FIELD in top:
+            count -= 1
+            ends_done = len(newest) > 1 and newest[1][1].get(FRAME_FIELD) == DONE
+            if after >= count and ends_done:
+                return f"0-{count - 2}"  # its final chunk (or error) and [DONE], again
+        return f"0-{min(after, count)}"
 
     # --- stops -------------------------------------------------------------------------
 
@@ -224,6 +252,17 @@ class SharedEvents:
             except (RedisError, OSError) as exc:
                 log.warning("listening for stops on Redis failed, again in 1 s: %s", exc)
                 await asyncio.sleep(1.0)
+
+
+def _range_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an XRANGE / XREVRANGE reply (a list of [id, fields] in both RESP2 and
+    RESP3; the fields a list of pairs or already a dict)."""
+    found: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for entry_id, fields in reply or []:
+        if not isinstance(fields, dict):
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        found.append((entry_id, fields))
+    return found
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

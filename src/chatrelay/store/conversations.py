@@ -389,11 +389,26 @@ def append_exchange(
     return conversation_id, answer_id
 
 
+class AnswerRowMissing(Exception):
+    """An answer's final write matched no row: it is not stored (retried, then logged)."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"no stored answer '{message_id}' to write (deleted?)")
+        self.message_id = message_id
+
+
+# The writes of a running answer (its flushes and its final state) find its row by its id
+# alone, on purpose: the route checked the owner when the answer started, the id is
+# unguessable, and the owner may change while it runs (a guest signing in gives its rows to
+# the account, on whichever instance). A write filtered on the owner it started with found
+# no row after that and was lost.
+
+
 def save_answer_texts(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """The periodic flush of streaming answers, all in one statement executed for many rows.
 
-    Each row is ``{"b_id", "b_owner", "b_content"}`` (bind names may not be column names);
-    the owner is part of the WHERE clause.
+    Each row is ``{"b_id", "b_content"}`` (bind names may not be column names); only a row
+    still ``streaming`` is written.
     """
     now = utcnow()
     # Core executemany: the ORM's bulk UPDATE would insist on primary keys alone.
@@ -403,7 +418,6 @@ def save_answer_texts(connection: Connection, rows: list[dict[str, Any]]) -> Non
 def finish_answer(
     connection: Connection,
     *,
-    owner_id: str,
     message_id: str,
     content: str,
     status: str,
@@ -418,12 +432,14 @@ def finish_answer(
 
     ``extra``: what the answer said besides its text (``content: None`` and its tool calls,
     its reasoning, a refusal), as :func:`message_extra` keeps a message's; None for text.
+
+    Found by its id whoever owns it now (see above); raises :class:`AnswerRowMissing` when
+    no row was written, so that the caller never takes a lost ending for a stored one.
     """
-    connection.execute(
+    finished = connection.execute(
         _FINISH_ANSWER,
         {
             "b_id": message_id,
-            "b_owner": owner_id,
             "b_content": content,
             "b_extra": extra,
             "b_status": status,
@@ -435,9 +451,9 @@ def finish_answer(
             "b_now": utcnow(),
         },
     )
-    connection.execute(
-        _TOUCH_CONVERSATION_OF, {"b_id": message_id, "b_owner": owner_id, "b_now": utcnow()}
-    )
+    if not finished.rowcount:
+        raise AnswerRowMissing(message_id)
+    connection.execute(_TOUCH_CONVERSATION_OF, {"b_id": message_id, "b_now": utcnow()})
 
 
 # Built once: building a statement (its values made into bound parameters, its cache key) costs
@@ -451,7 +467,6 @@ _SAVE_ANSWER_TEXT = (
     update(MESSAGES)
     .where(
         MESSAGES.c.id == bindparam("b_id"),
-        MESSAGES.c.user_id == bindparam("b_owner"),
         # A flush that waited for the lock must never overwrite the final text.
         MESSAGES.c.status == "streaming",
     )
@@ -459,7 +474,7 @@ _SAVE_ANSWER_TEXT = (
 )
 _FINISH_ANSWER = (
     update(MESSAGES)
-    .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.user_id == bindparam("b_owner"))
+    .where(MESSAGES.c.id == bindparam("b_id"))
     .values(
         content=bindparam("b_content"),
         extra=bindparam("b_extra", type_=MESSAGES.c.extra.type),
@@ -481,7 +496,6 @@ _TOUCH_CONVERSATION_OF = (
         == select(MESSAGES.c.conversation_id)
         .where(MESSAGES.c.id == bindparam("b_id"))
         .scalar_subquery(),
-        CONVERSATIONS.c.user_id == bindparam("b_owner"),
     )
     .values(updated_at=bindparam("b_now"))
 )

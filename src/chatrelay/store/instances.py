@@ -8,6 +8,9 @@ its process is gone (a restart after ``kill -9`` need not wait). Answers a dead 
 and compared with the database's clock on PostgreSQL, so hosts whose clocks disagree do not
 take each other for dead. An instance wrongly taken for dead (a pause longer than
 ``dead_after``) rejoins at its next heartbeat and marks its running answers streaming again.
+An answer an instance alive claims (``streaming`` with its id) but does not run (its final
+write was lost) is settled the same way, by that instance, once it is ``dead_after`` old:
+nothing else would ever end it, and a client re-attached to it would wait for ever.
 
 Usage::
 
@@ -153,6 +156,31 @@ def settle_dead_instances(connection: Connection, *, own_id: str, dead_after: fl
     return int(result.rowcount or 0)
 
 
+def settle_lost_answers(
+    connection: Connection, *, own_id: str, running: list[str], before: datetime
+) -> int:
+    """Mark interrupted the answers stored ``streaming`` by this instance before ``before``
+    that it does not run (``running``: the ids of those it does); how many. Usually none:
+    the few streaming rows of this instance are read by the status index, and compared here
+    with its jobs (not a statement with every running id in it)."""
+    claimed = connection.scalars(
+        select(Message.id).where(
+            Message.status == "streaming",
+            Message.instance_id == own_id,
+            Message.created_at < before,
+        )
+    ).all()
+    lost = set(claimed).difference(running)
+    if not lost:
+        return 0
+    result = connection.execute(
+        update(Message)
+        .where(Message.id.in_(lost), Message.status == "streaming")
+        .values(status="interrupted", updated_at=utcnow())
+    )
+    return int(result.rowcount or 0)
+
+
 class InstanceHeartbeat:
     """This process's entry in ``instances``, kept fresh, and the watch over the others."""
 
@@ -177,12 +205,14 @@ class InstanceHeartbeat:
         Core statements in one :meth:`Database.write` (on SQLite, whole on the writer thread):
         through an ORM session each beat cost ~5 ms of CPU, a fifth of an idle server's."""
         # The running answers are read here, on the event loop: the write runs on a thread.
-        settled = await self.db.write(partial(self._beat, running=self.running()))
+        settled = await self.db.write(
+            partial(self._beat, running=self.running(), listed_at=utcnow())
+        )
         if settled:
             log.warning("marked %d answers of stopped instances interrupted", settled)
         return settled
 
-    def _beat(self, connection: Connection, *, running: list[str]) -> int:
+    def _beat(self, connection: Connection, *, running: list[str], listed_at: datetime) -> int:
         touch = _beat_statements(connection.dialect.name == "postgresql").touch
         beat = connection.execute(touch, {"b_id": self.id, "b_now": utcnow()})
         if not beat.rowcount:  # first beat, or taken for dead: (re)join
@@ -196,6 +226,16 @@ class InstanceHeartbeat:
                 )
             )
             _revive(connection, self.id, running)
+        # An answer is stored (``created_at``) a moment before its job is listed as running:
+        # only one as old as a dead instance's answers is taken for lost.
+        lost = settle_lost_answers(
+            connection,
+            own_id=self.id,
+            running=running,
+            before=listed_at - timedelta(seconds=self.dead_after),
+        )
+        if lost:
+            log.warning("marked %d answers this instance had lost interrupted", lost)
         return settle_dead_instances(connection, own_id=self.id, dead_after=self.dead_after)
 
     async def _beat_periodically(self) -> None:
