@@ -80,6 +80,7 @@ def run_driver(
     chunk_bytes: int,
     non_streaming: bool = False,
     ramp_s: float | None = None,
+    kind: str = "text",
 ) -> dict[str, Any]:
     """One load run against ``system``, with its CPU and memory sampled meanwhile. Streams
     start spread over ``ramp_s`` (by default one answer's duration)."""
@@ -105,6 +106,8 @@ def run_driver(
         str(ramp),
         "--deadline-s",
         str(deadline),
+        "--kind",
+        kind,
     ]
     if system.api_key:
         command += ["--api-key", system.api_key]

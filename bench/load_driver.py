@@ -38,7 +38,7 @@ from mock_upstream import run_fast
 # A gap longer than this between two chunks of one stream is a stall (what a reader notices).
 STALL_NS = 100_000_000
 # The mock's content: a space and time.time_ns(), in any JSON spacing a relay re-encodes with.
-CONTENT_TIME = re.compile(rb'"content":\s*"\s*(\d{16,20})')
+CONTENT_TIME = re.compile(rb'"(?:content|arguments)":\s*"\s*(\d{16,20})')
 
 
 def loopback_only(url: str) -> tuple[str, int, str]:
@@ -168,6 +168,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     streaming = not args.non_streaming
     directives = f"chunks={args.chunks} pace={args.pace_ms:g} bytes={args.chunk_bytes}"
+    directives += f" kind={args.kind}"
     body = {
         "model": args.model,
         "messages": [{"role": "user", "content": f"bench: {directives}"}],
@@ -308,6 +309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--pace-ms", type=float, default=20.0)
     parser.add_argument("--chunk-bytes", type=int, default=20)
+    parser.add_argument("--kind", choices=("text", "tool", "logprobs"), default="text")
     parser.add_argument(
         "--ramp-s",
         type=float,

@@ -14,7 +14,10 @@ Run alone: ``python bench/mock_upstream.py --port 9100``.
 What an answer looks like, in order of precedence:
 
 - ``key=value`` words in the last message's content: ``chunks=64 pace=20 bytes=32``
-  (``pace`` in ms, ``0`` = as fast as the client reads; ``bytes`` = content bytes per chunk).
+  (``pace`` in ms, ``0`` = as fast as the client reads; ``bytes`` = content bytes per chunk)
+  and ``kind=tool`` or ``kind=logprobs``: each chunk a tool-call fragment (the send time
+  in ``arguments``) or text with its ``logprobs``, as long on the wire as the text chunk of
+  the same ``bytes`` (bench/rich_chunks.py compares their cost).
   They pass unchanged through every relay, whatever it does with other fields.
 - the body's ``max_tokens`` (number of chunks);
 - the command line: ``--chunks``, ``--pace-ms``, ``--chunk-bytes``.
@@ -56,6 +59,20 @@ MODELS = orjson.dumps(
     {"object": "list", "data": [{"id": "bench", "object": "model", "created": 0, "owned_by": "x"}]}
 )
 DIRECTIVE = re.compile(r"\b(chunks|pace|bytes)=(\d+(?:\.\d+)?)")
+KIND = re.compile(r"\bkind=(text|tool|logprobs)\b")
+# Each kind's chunk around the send time and its padding: (head, tail).
+KINDS = {
+    "text": (HEAD, TAIL),
+    "tool": (
+        HEAD[: -len(b'{"content":" ')] + b'{"tool_calls":[{"index":0,"function":{"arguments":"',
+        b'"}}]},"finish_reason":null}]}\n\n',
+    ),
+    "logprobs": (
+        HEAD,
+        b'"},"logprobs":{"content":[{"token":" x","logprob":-0.25,"bytes":[32,120],'
+        b'"top_logprobs":[]}]},"finish_reason":null}]}\n\n',
+    ),
+}
 MAX_HEADER = 64 * 1024
 T = TypeVar("T")
 
@@ -77,10 +94,10 @@ def _response(status: str, body: bytes, content_type: bytes = b"application/json
     return head % (status.encode(), content_type, len(body)) + body
 
 
-def answer_shape(body: dict[str, Any], defaults: Defaults) -> tuple[int, float, int]:
-    """(chunks, pace in seconds, content bytes per chunk) asked for by this request."""
+def answer_shape(body: dict[str, Any], defaults: Defaults) -> tuple[int, float, int, str]:
+    """(chunks, pace in seconds, content bytes per chunk, kind) asked for by this request."""
     chunks = int(body.get("max_tokens") or defaults.chunks)
-    pace, size = defaults.pace, defaults.chunk_bytes
+    pace, size, kind = defaults.pace, defaults.chunk_bytes, "text"
     messages = body.get("messages") or []
     content = messages[-1].get("content") if messages and isinstance(messages[-1], dict) else ""
     if isinstance(content, str):
@@ -91,7 +108,9 @@ def answer_shape(body: dict[str, Any], defaults: Defaults) -> tuple[int, float, 
                 pace = float(value) / 1000
             else:
                 size = int(float(value))
-    return max(1, chunks), max(0.0, pace), max(0, size)
+        asked = KIND.search(content)
+        kind = asked.group(1) if asked else kind
+    return max(1, chunks), max(0.0, pace), max(0, size), kind
 
 
 class MockConnection(asyncio.Protocol):
@@ -178,7 +197,7 @@ class MockConnection(asyncio.Protocol):
         except (orjson.JSONDecodeError, AssertionError):
             self._write(_response("400 Bad Request", b'{"error":{"message":"bad json"}}'))
             return self._done()
-        chunks, pace, size = answer_shape(body, self.defaults)
+        chunks, pace, size, kind = answer_shape(body, self.defaults)
         if not body.get("stream"):  # as OpenAI: absent is false (LiteLLM leaves it out)
             self._write(_response("200 OK", _completion(chunks, size)))
             return self._done()
@@ -186,19 +205,29 @@ class MockConnection(asyncio.Protocol):
         self._write(STREAM_HEAD)
         stall = self.defaults.stall_probability
         stalls_at = random.randrange(1, max(2, chunks)) if random.random() < stall else None
-        _Answer(self, chunks, pace, size, stalls_at).step()
+        _Answer(self, chunks, pace, size, stalls_at, kind).step()
 
 
 class _Answer:
     """One streamed answer: a chunk per timer callback (or per loop turn when unpaced)."""
 
-    __slots__ = ("chunks", "conn", "index", "loop", "pace", "padding", "stalls_at")
+    __slots__ = ("chunks", "conn", "head", "index", "loop", "pace", "padding", "stalls_at", "tail")
 
     def __init__(
-        self, conn: MockConnection, chunks: int, pace: float, size: int, stalls_at: int | None
+        self,
+        conn: MockConnection,
+        chunks: int,
+        pace: float,
+        size: int,
+        stalls_at: int | None,
+        kind: str = "text",
     ) -> None:
         self.conn, self.chunks, self.pace, self.stalls_at = conn, chunks, pace, stalls_at
-        self.padding = b"x" * max(0, size - 20)  # " " + 19 digits are 20 bytes already
+        self.head, self.tail = KINDS[kind]
+        # " " + 19 digits are 20 bytes already; another kind's longer frame takes its extra
+        # length out of the padding, so that every kind's chunk is as long as the text one.
+        extra = len(self.head) + len(self.tail) - len(HEAD) - len(TAIL)
+        self.padding = b"x" * max(0, size - 20 - extra)
         self.index = 0
         self.loop = asyncio.get_running_loop()
 
@@ -212,7 +241,7 @@ class _Answer:
             self.loop.call_later(0.001, self.step)
             return
         if self.index < self.chunks:
-            conn._write(_chunked(HEAD + b"%d" % time.time_ns() + self.padding + TAIL))
+            conn._write(_chunked(self.head + b"%d" % time.time_ns() + self.padding + self.tail))
             self.index += 1
             if self.pace:
                 self.loop.call_later(self.pace, self.step)

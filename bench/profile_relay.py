@@ -86,6 +86,10 @@ def main() -> None:
         "--non-streaming", action="store_true", help="whole answers: the per-request cost alone"
     )
     parser.add_argument("--prelude", default="", help="an experiment, as in compare.py")
+    parser.add_argument("--bytes", type=int, default=20, help="text bytes of a chunk")
+    parser.add_argument(
+        "--kind", choices=("text", "tool", "logprobs"), default="text", help="what each chunk is"
+    )
     parser.add_argument(
         "--all-threads",
         action="store_true",
@@ -133,8 +137,9 @@ def main() -> None:
             requests_per_client=per_client,
             chunks=args.chunks,
             pace_ms=args.pace_ms,
-            chunk_bytes=20,
+            chunk_bytes=args.bytes,
             non_streaming=args.non_streaming,
+            kind=args.kind,
         )
         _, spy_err = spy.communicate()
         if spy.returncode != 0:

@@ -284,7 +284,7 @@ def completion(job: GenerationJob) -> dict[str, Any]:
                 "index": 0,
                 "message": message,
                 "finish_reason": job.finish_reason or "stop",
-                "logprobs": rich.logprobs_of_answer() if rich is not None else None,
+                "logprobs": job.logprobs_of_answer(),
             }
         ],
         "usage": {

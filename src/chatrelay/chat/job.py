@@ -126,8 +126,8 @@ class GenerationJob:
         # Only these upstreams can carry the request (chat/carriage.py); None: any.
         self.upstreams = upstreams
         self.dropped_params = dropped_params
-        # Where the deltas that are more than text are among the events (None for a plain
-        # text answer); what they add up to is gathered from them once, when asked (``rich``).
+        # Where the deltas with logprobs are among the events (None when there are none): a
+        # whole answer's logprobs are gathered from them when asked, not kept per token.
         self.rich_at: array[int] | None = None
         self._rich: RichParts | None = None
         # Whether a failure mid-answer may be continued elsewhere: not once part of a tool
@@ -174,18 +174,23 @@ class GenerationJob:
 
     @property
     def rich(self) -> RichParts | None:
-        """What the answer has besides text (tool calls, reasoning, refusal, logprobs),
-        gathered from its relayed deltas: once, not per delta (each is only relayed)."""
+        """What the answer has besides text (tool calls, reasoning, refusal), gathered as
+        its deltas are relayed; None for plain text."""
+        return self._rich
+
+    def logprobs_of_answer(self) -> dict[str, Any] | None:
+        """A whole answer's ``choices[0].logprobs``, from its relayed frames (once, at the
+        end: a streamed answer's logprobs are only relayed, never held)."""
         at = self.rich_at
         if at is None:
             return None
-        if self._rich is None or self._rich.taken < len(at):
-            rich = self._rich = self._rich or RichParts()
-            frame = self.buffer.frame
-            for index in at[rich.taken :]:
-                choice = orjson.loads(frame(index)[len(b"data: ") :])["choices"][0]
-                rich.take(choice["delta"], choice.get("logprobs"))
-        return self._rich
+        content: list[Any] = []
+        frame = self.buffer.frame
+        for index in at:
+            logprobs = orjson.loads(frame(index)[len(b"data: ") :])["choices"][0]["logprobs"]
+            if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                content.extend(logprobs["content"])
+        return {"content": content, "refusal": None}
 
     @property
     def answer_extra(self) -> dict[str, Any] | None:
@@ -450,10 +455,15 @@ class GenerationJob:
         split), its text kept as the answer's, the rest gathered for the stored message."""
         if self.spliceable and (delta.get("tool_calls") or delta.get("function_call")):
             self.spliceable = False  # a tool call has begun
-        at = self.rich_at
-        if at is None:
-            at = self.rich_at = array("I")
-        at.append(len(self.buffer))
+        rich = self._rich
+        if rich is None:
+            rich = self._rich = RichParts()
+        rich.take(delta)  # from the parsed delta, now: gathering it later means parsing again
+        if chunk.logprobs is not None:
+            at = self.rich_at
+            if at is None:
+                at = self.rich_at = array("I")
+            at.append(len(self.buffer))
         escaped = orjson.dumps(chunk.content)[1:-1] if chunk.content else b""
         self.buffer.append_rich(self.encoder.rich(delta, chunk.logprobs), escaped)
 

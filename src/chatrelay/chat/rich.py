@@ -8,7 +8,9 @@ from the call's first delta, ``arguments`` concatenated), ``reasoning_content`` 
 ``reasoning``) and ``refusal`` concatenated, ``logprobs`` content lists joined, and any other
 field kept (strings concatenated, anything else the last value).
 
-Made only when the first such delta comes: a plain text answer has none.
+Made only when the first such delta comes: a plain text answer has none. Logprobs are not
+gathered here: a streamed answer only relays them (a whole answer's come from its frames,
+``GenerationJob.logprobs_of_answer``), so they are not held per token.
 """
 
 from __future__ import annotations
@@ -17,17 +19,14 @@ from typing import Any
 
 
 class RichParts:
-    __slots__ = ("calls", "fields", "logprobs", "taken")
+    __slots__ = ("calls", "fields")
 
     def __init__(self) -> None:
         self.calls: dict[int, dict[str, Any]] = {}
         self.fields: dict[str, Any] = {}
-        self.logprobs: list[Any] | None = None
-        self.taken = 0  # deltas gathered so far
 
-    def take(self, delta: dict[str, Any], logprobs: Any) -> None:
+    def take(self, delta: dict[str, Any]) -> None:
         """Gather one delta (its text is the answer's, kept elsewhere)."""
-        self.taken += 1
         for key, value in delta.items():
             if key == "content":
                 continue
@@ -45,10 +44,6 @@ class RichParts:
                 self._call({"index": -1, "function": value})
             else:
                 self.fields[key] = value
-        if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-            if self.logprobs is None:
-                self.logprobs = []
-            self.logprobs.extend(logprobs["content"])
 
     def _call(self, fragment: dict[str, Any]) -> None:
         index = fragment.get("index")
@@ -99,12 +94,6 @@ class RichParts:
         if fields and not has_text and ("tool_calls" in fields or "refusal" in fields):
             fields["content"] = None
         return fields or None
-
-    def logprobs_of_answer(self) -> dict[str, Any] | None:
-        """A whole answer's ``choices[0].logprobs``."""
-        if self.logprobs is None:
-            return None
-        return {"content": self.logprobs, "refusal": None}
 
 
 class _Pieces(list[str]):

@@ -102,8 +102,7 @@ def _relayed(delta: dict[str, Any]) -> dict[str, Any]:
     """A delta as it is relayed: without its role (chatrelay's own first chunk says it) and
     without fields that say nothing (null, an empty list or object: OpenRouter sends
     ``reasoning_details: []`` with every token). Most are that already: not copied."""
-    values = delta.values()
-    if "role" not in delta and None not in values and [] not in values and {} not in values:
+    if "role" not in delta and all(delta.values()):  # nothing empty: most are so
         return delta
     return {k: v for k, v in delta.items() if k != "role" and v is not None and v != [] and v != {}}
 
