@@ -33,7 +33,9 @@ from chatrelay.chat.routes import router as chat_router
 from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
 from chatrelay.cors import ApiCors, CorsPolicy
+from chatrelay.error_details import shows_details
 from chatrelay.errors import install_error_handlers
+from chatrelay.hosts import AllowedHosts, HostAllowList
 from chatrelay.http import BodySizeLimit, SecurityHeaders
 from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
 from chatrelay.limits.quotas import Quotas
@@ -56,6 +58,8 @@ WEB_DIR = Path(__file__).parent / "web"
 def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> FastAPI:
     """``tune_gc``: for a server process of its own (``chatrelay serve``), see _tune_gc."""
     settings = settings or Settings()
+    allowed_hosts = AllowedHosts.of(settings)  # refuses to start bound elsewhere without it
+    detailed_errors = shows_details(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -153,7 +157,11 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         registry = request.app.state.chat.registry
         # Not ready until an upstream of the default model has answered (probed here until
         # then, briefly): a gateway URL where nothing listens is not a ready server.
-        checks["upstreams"] = await registry.readiness(wait=min(settings.connect_timeout, 2.0))
+        upstreams = await registry.readiness(wait=min(settings.connect_timeout, 2.0))
+        if upstreams != "ok" and not detailed_errors:  # it names the upstreams' URLs
+            log.warning("not ready: upstreams %s", upstreams)
+            upstreams = "not ready (the server's log says why)"
+        checks["upstreams"] = upstreams
         ready = all(value == "ok" for value in checks.values())
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -173,6 +181,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if cors.origins:  # outside CsrfProtection and BodySizeLimit: their refusals readable too
         app.add_middleware(ApiCors, policy=cors)
+    # Before any route, CORS or CSRF: a request for a Host not served here goes no further.
+    app.add_middleware(HostAllowList, allowed=allowed_hosts)
     app.add_middleware(SecurityHeaders)
     # Outermost: every layer below sees the client and scheme that trusted proxies report.
     # Just inside ProxyHeaders: every request gets an id and a log line, whatever answers it.

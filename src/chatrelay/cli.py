@@ -42,20 +42,29 @@ def serve(
     """Run the server (embedded model unless LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL is set)."""
     from chatrelay.app import create_app
     from chatrelay.config import Settings
+    from chatrelay.connection_limits import ConnectionLimits
+    from chatrelay.hosts import AllowedHostsRequired
     from chatrelay.observability import configure_logging
     from chatrelay.server import serve as run_server
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings.load(config, **overrides)
     configure_logging()
+    try:
+        app = create_app(settings, tune_gc=True)
+    except AllowedHostsRequired as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
     if not settings.has_remote_upstream:
         typer.secho(
             "No upstream configured: starting the embedded model (SmolLM2-135M) ...", fg="cyan"
         )
     run_server(
-        create_app(settings, tune_gc=True),
+        app,
         host=settings.host,
         port=settings.port,
+        # Header size and count, head and body deadlines, idle keep-alive, open connections.
+        **ConnectionLimits.of(settings).uvicorn_options(),
         timeout_graceful_shutdown=5,
         # chatrelay reads X-Forwarded-For/-Proto itself, trusting CHATRELAY_TRUSTED_PROXIES
         # (limits/client_ip.py): uvicorn's own handling would rewrite the peer before it.

@@ -8,6 +8,7 @@ Usage::
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -65,6 +66,25 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # The Host names requests may be sent to (comma list; "name", "name:port", "*.example.com",
+    # or "*" for any). Unset: the loopback names (any port) when host is a loopback address,
+    # and required otherwise (chatrelay/hosts.py): other Host headers are refused with 400.
+    allowed_hosts: CommaList | None = None
+    # Error messages with their internal details (an upstream's URL, the OS error, the
+    # upstream's own words). Unset: on when host is a loopback address, off otherwise (the
+    # details then go to the log only, with the request id).
+    detailed_errors: bool | None = None
+
+    # What `chatrelay serve` allows each client connection (chatrelay/connection_limits.py),
+    # so that it may face the internet without a proxy: a request's head (request line and
+    # headers) in bytes and in headers, seconds to receive the head and then the body,
+    # seconds an idle kept-alive connection stays open, and open connections at once.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=60.0, gt=0)
+    idle_timeout: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
 
     # Upstreams. The env names are the ones operators already know from each provider.
     livepeer_gateway_urls: CommaList = Field(
@@ -221,7 +241,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "livepeer_gateway_urls", "models", "warm_models", "cors_origins", mode="before"
+        "livepeer_gateway_urls",
+        "models",
+        "warm_models",
+        "cors_origins",
+        "allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
@@ -255,3 +280,13 @@ class Settings(BaseSettings):
     @property
     def has_remote_upstream(self) -> bool:
         return bool(self.livepeer_gateway_urls or self.openai_base_url or self.upstreams)
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether ``host`` is a loopback address: only this machine's clients can connect."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:  # a name other than localhost: it may resolve anywhere
+            return False

@@ -14,6 +14,7 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -92,6 +93,9 @@ def metrics_response(registry_source: Any = None) -> Response:
 
 
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# The id of the request being handled: also in the tasks it starts (an answer's job), so that
+# what they log and tell the client can name it (chatrelay/error_details.py).
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def _route_of(scope: Scope) -> str:
@@ -116,6 +120,7 @@ class RequestLog:
         request_id = incoming if _INCOMING_ID.match(incoming) else secrets.token_hex(8)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        REQUEST_ID.set(request_id)  # this request's own task: no reset needed
         started = time.perf_counter()
         status = 500
 

@@ -31,6 +31,7 @@ from chatrelay.chat.events import EventBuffer, Position
 from chatrelay.chat.failover import RetryPolicy, continuation_messages
 from chatrelay.chat.recorder import AnswerRecorder
 from chatrelay.chat.rich import RichParts
+from chatrelay.error_details import for_client
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.observability import (
     ACTIVE_STREAMS,
@@ -66,6 +67,7 @@ class GenerationJob:
         "attempts",
         "buffer",
         "conversation_id",
+        "detailed_errors",
         "dropped_params",
         "encoder",
         "error",
@@ -107,6 +109,7 @@ class GenerationJob:
         policy: RetryPolicy | None = None,
         upstreams: frozenset[str] | None = None,
         dropped_params: tuple[str, ...] = (),
+        detailed_errors: bool = True,
     ) -> None:
         self.id = message_id
         self.owner_id = owner_id
@@ -126,6 +129,7 @@ class GenerationJob:
         # Only these upstreams can carry the request (chat/carriage.py); None: any.
         self.upstreams = upstreams
         self.dropped_params = dropped_params
+        self.detailed_errors = detailed_errors  # CHATRELAY_DETAILED_ERRORS
         # Where the deltas with logprobs are among the events (None when there are none): a
         # whole answer's logprobs are gathered from them when asked, not kept per token.
         self.rich_at: array[int] | None = None
@@ -482,7 +486,8 @@ class GenerationJob:
 
     def _set_error(self, error: ChatRelayError) -> None:
         self.status = "error"
-        self.error = error
+        # As every client of the answer is told it (HTTP error, error frame, stored message).
+        self.error = for_client(error, detailed=self.detailed_errors)
 
     def _abort(self) -> None:
         error = self.error

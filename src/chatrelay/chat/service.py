@@ -36,6 +36,7 @@ from chatrelay.chat.replay import ending_frames, replay_stored, resume_index
 from chatrelay.chat.schemas import ChatRequest
 from chatrelay.chat.shared_events import SharedEvents
 from chatrelay.config import Settings
+from chatrelay.error_details import shows_details
 from chatrelay.errors import ChatRelayError
 from chatrelay.limits.quotas import Admission, Caller, Quotas
 from chatrelay.store import conversations
@@ -118,6 +119,7 @@ class ChatService:
         self.quotas = quotas or Quotas.in_memory(settings, db)
         self._attachment_limits = conversations.AttachmentLimits.of(settings)
         self.answers = AnswerStore(db, interval=settings.flush_interval, quotas=self.quotas)
+        self._detailed_errors = shows_details(settings)
         self._policy = RetryPolicy(
             deadline=settings.retry_deadline, max_failovers=settings.max_failovers
         )
@@ -239,6 +241,7 @@ class ChatService:
             ),
             upstreams=carried.upstreams,
             dropped_params=carried.dropped,
+            detailed_errors=self._detailed_errors,
             recorder=self.answers.recorder(owner_id=owner_id, admission=admission),
             on_finished=self._forget_later,
         )
