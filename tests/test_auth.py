@@ -57,6 +57,14 @@ async def me(client: httpx.AsyncClient, **options: Any) -> dict[str, Any]:
     return body
 
 
+async def become_guest(client: httpx.AsyncClient) -> dict[str, Any]:
+    """A guest and its cookie now (a page's first chat makes one otherwise)."""
+    response = await client.post("/api/auth/guest")
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 async def register(
     client: httpx.AsyncClient, username: str, password: str = PASSWORD
 ) -> dict[str, Any]:
@@ -87,14 +95,17 @@ def error_code(response: httpx.Response) -> str:
 # Guests
 
 
-async def test_first_visit_is_a_guest_whose_cookie_survives_a_restart(
+async def test_a_guest_cookie_survives_a_restart(
     relay_for: RelayFactory, database_url: str, tmp_path: Path
 ) -> None:
     settings = {"database_url": database_url, "data_dir": tmp_path}
     async with relay_for(**settings) as relay, browser(relay) as client:
         page = await client.get("/")
         assert page.status_code == 200
-        header = set_session_cookie(page)
+        assert set_session_cookie(page) is None  # a page load creates nobody
+        made = await client.post("/api/auth/guest")
+        assert made.status_code == 201
+        header = set_session_cookie(made)
         assert header is not None
         attributes = [part.strip() for part in header.split(";")]
         assert "HttpOnly" in attributes
@@ -105,6 +116,7 @@ async def test_first_visit_is_a_guest_whose_cookie_survives_a_restart(
         cookie = cookie_value(header)
 
         who = await me(client)
+        assert who == made.json()
         assert who["is_guest"] is True
         assert who["username"] is None
         assert who["is_admin"] is False
@@ -129,13 +141,13 @@ async def test_secret_key_from_the_environment_setting_is_used(
 ) -> None:
     async with relay_for(data_dir=tmp_path, secret_key="k" * 40) as relay:
         async with browser(relay) as client:
-            guest = await me(client)
+            guest = await become_guest(client)
             cookie = client.cookies[COOKIE_NAME]
     assert not (tmp_path / "secret_key").exists()
     # Another key cannot read the cookie: the browser becomes a new guest.
     async with relay_for(data_dir=tmp_path, secret_key="j" * 40) as relay:
         async with browser(relay, cookies={COOKIE_NAME: cookie}) as client:
-            assert (await me(client))["id"] != guest["id"]
+            assert (await become_guest(client))["id"] != guest["id"]
 
 
 async def test_a_tampered_cookie_makes_a_new_guest_not_an_error(
@@ -143,7 +155,7 @@ async def test_a_tampered_cookie_makes_a_new_guest_not_an_error(
 ) -> None:
     async with relay_for(data_dir=tmp_path) as relay:
         async with browser(relay) as client:
-            first = await me(client)
+            first = await become_guest(client)
             cookie = client.cookies[COOKIE_NAME]
         token, _, signature = cookie.rpartition(".")
         for forged in (
@@ -153,8 +165,9 @@ async def test_a_tampered_cookie_makes_a_new_guest_not_an_error(
             "",
         ):
             async with browser(relay, cookies={COOKIE_NAME: forged}) as client:
-                response = await client.get("/api/me")
-                assert response.status_code == 200
+                assert (await me(client))["id"] is None  # nobody, and nobody is made
+                response = await client.post("/api/auth/guest")
+                assert response.status_code == 201
                 assert response.json()["id"] != first["id"]
                 assert response.json()["is_guest"] is True
                 assert set_session_cookie(response) is not None
@@ -175,14 +188,14 @@ async def test_an_expired_session_is_no_session(
 ) -> None:
     async with relay_for(database_url=database_url, data_dir=tmp_path) as relay:
         async with browser(relay) as client:
-            guest = await me(client)
+            guest = await become_guest(client)
             async with db_of(relay).transaction() as session:
                 await session.execute(
                     update(SessionRow)
                     .where(SessionRow.user_id == guest["id"])
                     .values(expires_at=utcnow() - timedelta(seconds=1))
                 )
-            assert (await me(client))["id"] != guest["id"]
+            assert (await me(client))["id"] is None
 
 
 async def test_a_session_slides_forward_at_most_daily(
@@ -216,7 +229,7 @@ async def test_a_session_slides_forward_at_most_daily(
 async def test_the_cookie_is_secure_over_https(relay_for: RelayFactory, tmp_path: Path) -> None:
     async with relay_for(data_dir=tmp_path) as relay, browser(relay) as client:
         # uvicorn trusts X-Forwarded-Proto from loopback, as from a TLS-terminating proxy.
-        response = await client.get("/api/me", headers={"x-forwarded-proto": "https"})
+        response = await client.post("/api/auth/guest", headers={"x-forwarded-proto": "https"})
         header = set_session_cookie(response)
         assert header is not None
         assert "Secure" in [part.strip() for part in header.split(";")]
@@ -230,7 +243,7 @@ async def test_register_turns_the_guest_into_the_account_in_place(
 ) -> None:
     async with relay_for(database_url=database_url, data_dir=tmp_path) as relay:
         async with browser(relay) as client:
-            guest = await me(client)
+            guest = await become_guest(client)
             guest_cookie = client.cookies[COOKIE_NAME]
             response = await client.post(
                 "/api/auth/register", json={"username": "Alice", "password": PASSWORD}
@@ -282,7 +295,7 @@ async def test_register_refuses_taken_names_and_bad_input(
             assert again.status_code == 409
             assert error_code(again) == "already_signed_in"
         async with browser(relay) as second:
-            guest = await me(second)
+            guest = await become_guest(second)
             for name in ("carol", "CAROL", "Carol"):
                 taken = await second.post(
                     "/api/auth/register", json={"username": name, "password": PASSWORD}
@@ -411,7 +424,7 @@ async def test_login_moves_a_guests_conversations_to_the_account(
         async with browser(relay) as first:
             account = await register(first, "grace")
         async with browser(relay) as second:
-            guest = await me(second)
+            guest = await become_guest(second)
             conversation_id, message_id = await _guest_with_a_conversation(relay, guest["id"])
             response = await login(second, "grace")
             assert response.status_code == 200, response.text
@@ -437,7 +450,7 @@ async def test_login_from_an_empty_guest_moves_nothing(
             account = await register(first, "heidi")
             await _guest_with_a_conversation(relay, account["id"])
         async with browser(relay) as second:
-            guest = await me(second)
+            guest = await become_guest(second)
             assert (await login(second, "heidi")).status_code == 200
         async with db_of(relay).transaction() as session:
             owners = (await session.scalars(select(Conversation.user_id))).all()
@@ -492,7 +505,7 @@ async def test_require_account_refuses_guests(relay_for: RelayFactory, tmp_path:
             refused = await client.get("/test/account-only")
             assert refused.status_code == 401
             assert error_code(refused) == "authentication_required"
-            await me(client)  # now a guest: still refused
+            await become_guest(client)  # now a guest: still refused
             assert (await client.get("/test/account-only")).status_code == 401
             account = await register(client, "kate")
             allowed = await client.get("/test/account-only")

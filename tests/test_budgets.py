@@ -30,7 +30,7 @@ async def test_fifty_parallel_requests_against_a_budget_for_five(
     each = needed(QUESTION, 100)
     budget = 5 * each + each // 2  # room for five and a half
     async with relay_for(guest_token_budget=budget, **limits_backend) as relay:
-        await relay.client.get("/api/me")  # one guest for all fifty
+        await relay.client.post("/api/auth/guest")  # one guest for all fifty
         streams = [
             relay.client.stream("POST", "/api/chat", json=ask(QUESTION, 100)) for _ in range(50)
         ]
@@ -210,7 +210,7 @@ async def test_a_users_own_budget_wins_and_zero_is_unlimited(relay_for, fake: Fa
     # auth_cache_seconds=0: the budget set below counts at the very next request (it is read
     # with the user, whom the server otherwise remembers for a few seconds).
     async with relay_for(guest_token_budget=10, auth_cache_seconds=0) as relay:
-        me = (await relay.client.get("/api/me")).json()
+        me = (await relay.client.post("/api/auth/guest")).json()
         assert (await relay.client.post("/api/chat", json=ask(QUESTION, 64))).status_code == 429
         db = relay.app.state.db
         async with db.transaction() as session:
@@ -287,9 +287,10 @@ async def test_store_down_fail_open_serves_and_still_ledgers(relay_for, fake: Fa
 
 
 async def test_unlimited_users_need_no_store(relay_for, fake: FakeUpstream) -> None:
-    """With no budget and no rate limit configured, a Redis outage changes nothing."""
+    """With no budget, rate limit or cap on new guests configured, a Redis outage changes
+    nothing."""
     fake.script = livepeer_events(["fine"])
-    async with relay_for(**closed_port_redis()) as relay:
+    async with relay_for(guest_create_limit="", **closed_port_redis()) as relay:
         assert await chat_text(relay.client, ask(QUESTION, 64)) == "fine"
 
 

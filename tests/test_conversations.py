@@ -121,7 +121,7 @@ async def test_nobody_reaches_another_persons_conversation(relay_for, fake, data
                 if event["choices"][0]["delta"].get("content"):
                     break
             async with httpx.AsyncClient(base_url=relay.url) as other:
-                await other.get("/api/me")  # the other browser has an identity of its own
+                await other.post("/api/auth/guest")  # the other browser has an identity of its own
                 absent = "conv_doesnotexist00"
                 for method, path, body in [
                     ("GET", "/api/conversations/{}", None),
@@ -234,7 +234,7 @@ async def test_many_chats_at_once_lose_nothing(
 ) -> None:
     fake.script = paced(livepeer_events(["a", "b", "c"]), 0.01)
     async with relay_for(database_url=database_url) as relay:
-        await relay.client.get("/api/me")
+        await relay.client.post("/api/auth/guest")  # one guest for all
         results = await asyncio.gather(
             *(chat(relay.client, user(f"question {i}")) for i in range(concurrency))
         )

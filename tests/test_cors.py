@@ -110,7 +110,7 @@ async def test_a_listed_origin_is_never_authenticated_by_the_cookie(
     fake.script = livepeer_events(["mine"])
     async with relay_for(cors_origins=[APP]) as relay:
         client = relay.client
-        guest = (await client.get("/api/me")).json()  # the page's visitor, with a cookie
+        guest = (await client.post("/api/auth/guest")).json()  # the page's visitor, with a cookie
         assert client.cookies
         # The relay's own page (same origin) uses the cookie, as before.
         same = await client.post(CHAT, json=BODY, headers={"Origin": relay.url})
@@ -144,7 +144,7 @@ async def test_an_origin_not_listed_gets_no_cors_and_the_csrf_refusal(
 ) -> None:
     async with relay_for(cors_origins=[APP]) as relay:
         client = relay.client
-        await client.get("/api/me")  # a cookie the browser would attach
+        await client.post("/api/auth/guest")  # a cookie the browser would attach
         asked = await client.options(CHAT, headers=preflight(STRANGER))
         assert asked.status_code == 405 and cors_headers(asked) == {}
         posted = await client.post(CHAT, json=BODY, headers={"Origin": STRANGER})

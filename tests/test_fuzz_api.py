@@ -90,7 +90,7 @@ async def _callers(relay: RunningRelay) -> Callers:
     )
     assert chat.status_code == 200, chat.text
     async with httpx.AsyncClient(base_url=relay.url) as browser:
-        guest = await browser.get("/api/me")  # a first visit: a guest and its cookie
+        guest = await browser.post("/api/auth/guest")  # a guest and its cookie
     return Callers(
         key=key,
         guest_cookie=guest.cookies[COOKIE_NAME],

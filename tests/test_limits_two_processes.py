@@ -64,7 +64,7 @@ async def test_two_processes_share_one_budget(
     async with two_servers(fake, database_url, redis_limits, tmp_path, **budget) as servers:
         (_, url_a), (_, url_b) = servers
         async with httpx.AsyncClient(base_url=url_a, timeout=15) as a:
-            await a.get("/api/me")  # one guest, known to both through the shared database
+            await a.post("/api/auth/guest")  # one guest, known to both through the shared database
             async with httpx.AsyncClient(base_url=url_b, timeout=15, cookies=a.cookies) as b:
                 clients = [a, b] * 15
                 requests = [

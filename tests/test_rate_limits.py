@@ -114,10 +114,14 @@ async def test_forwarded_proto_is_believed_from_trusted_proxies_only(
     relay_for, fake: FakeUpstream
 ) -> None:
     async with relay_for(trusted_proxies="") as relay:
-        response = await relay.client.get("/api/me", headers={"x-forwarded-proto": "https"})
+        response = await relay.client.post(
+            "/api/auth/guest", headers={"x-forwarded-proto": "https"}
+        )
         assert "Secure" not in response.headers["set-cookie"]
     async with relay_for() as relay:  # loopback is trusted by default
-        response = await relay.client.get("/api/me", headers={"x-forwarded-proto": "https"})
+        response = await relay.client.post(
+            "/api/auth/guest", headers={"x-forwarded-proto": "https"}
+        )
         assert "Secure" in response.headers["set-cookie"]
 
 

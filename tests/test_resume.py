@@ -147,7 +147,7 @@ async def test_reattach_is_only_for_the_owner(fake: FakeUpstream, relay_for) -> 
             conversation_id = response.headers["x-conversation-id"]
             await read_rest(response)
         async with httpx.AsyncClient(base_url=relay.url) as stranger:
-            await stranger.get("/")  # becomes a guest of its own
+            await stranger.post("/api/auth/guest")  # becomes a guest of its own
             theirs = await stranger.get(f"/api/messages/{message_id}/stream")
             stop = await stranger.post(f"/api/messages/{message_id}/stop")
         unknown = await relay.client.get("/api/messages/msg_nope/stream")

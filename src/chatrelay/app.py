@@ -24,7 +24,6 @@ from chatrelay import __version__
 from chatrelay.api_docs import install_api_docs
 from chatrelay.auth.account_routes import router as account_router
 from chatrelay.auth.csrf import CsrfProtection
-from chatrelay.auth.identity import require_user
 from chatrelay.auth.routes import router as auth_router
 from chatrelay.auth.sessions import SessionCookieWriter
 from chatrelay.auth.setup import install_auth_state
@@ -47,6 +46,7 @@ from chatrelay.openai_api import router as openai_router
 from chatrelay.openai_api import served_endpoints
 from chatrelay.served import ServedEndpoints
 from chatrelay.store.database import Database, database_url
+from chatrelay.store.pruning import Pruner
 from chatrelay.upstreams.monitor import UpstreamMonitor
 from chatrelay.upstreams.registry import UpstreamRegistry
 from chatrelay.upstreams.sidecar import LocalModelServer, find_bundled_model
@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         quotas = Quotas.from_settings(settings, db)
         quotas.start()
         app.state.quotas = quotas
+        pruner = Pruner(db, interval=settings.prune_interval)  # expired sessions, old guests
+        pruner.start()
         install_auth_state(app, settings, sign_in_throttle=quotas.sign_in_throttle)
         registry = UpstreamRegistry.from_settings(settings)
         sidecar: LocalModelServer | None = None
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             yield
         finally:
             await monitor.close()
+            await pruner.close()
             await service.shutdown()
             await quotas.close()
             await registry.close()
@@ -167,8 +170,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/", include_in_schema=False)
-    async def index(request: Request) -> FileResponse:
-        await require_user(request)  # a first visit becomes a guest with a session cookie
+    async def index() -> FileResponse:
+        # Creates no guest: the first chat does (auth/identity.py NewGuest).
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -184,11 +184,22 @@ class Settings(BaseSettings):
     # Failed sign-ins allowed per username and per client IP within the window (seconds).
     sign_in_max_failures: int = Field(default=5, ge=1)
     sign_in_window: float = Field(default=900.0, gt=0)
+    # Per client address (an IPv6 client's network, see ipv6_prefix): accounts created per
+    # window ("10/hour"; empty or 0 is unlimited), throttling argon2 work and name probing.
+    register_limit: str | None = "10/hour"
+    # Per client address: new guests (a user row and a session) per window; empty or 0 is
+    # unlimited. A client that drops its cookie gets a new guest only this often.
+    guest_create_limit: str | None = "20/hour"
+    # Seconds between prunings of expired sessions and abandoned guests (0: never).
+    prune_interval: float = Field(default=3600.0, ge=0)
 
     # Token budgets: tokens (prompt + completion) per user per period; 0 is unlimited. An
     # account's own budget (`chatrelay users budget NAME N`) wins over these.
     guest_token_budget: int = Field(default=0, ge=0)
     user_token_budget: int = Field(default=0, ge=0)
+    # Tokens per period all the guests of one client address use together (0: no such
+    # limit), so that a client dropping its cookie for fresh guests gains nothing.
+    guest_address_token_budget: int = Field(default=0, ge=0)
     budget_period: Literal["hour", "day", "week", "month"] = "day"
     # A reservation (and a stream slot) is a lease, renewed while its answer runs: a crashed
     # process's holds are released this many seconds after it stopped renewing them.
@@ -199,6 +210,9 @@ class Settings(BaseSettings):
     # streaming at once (0 is unlimited).
     rate_limit: str | None = None
     max_streams_per_ip: int = Field(default=0, ge=0)
+    # An IPv6 client counts as its whole network of this prefix length for every per-address
+    # limit: one host is usually given a /64, so counting single addresses limits nothing.
+    ipv6_prefix: int = Field(default=64, ge=1, le=128)
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs). Loopback by
     # default, as uvicorn does, so a reverse proxy on the same host works out of the box.
     trusted_proxies: CommaList = Field(default_factory=lambda: ["127.0.0.1", "::1"])
@@ -232,7 +246,7 @@ class Settings(BaseSettings):
         TrustedProxies(value)  # raises ValueError naming the bad entry
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "register_limit", "guest_create_limit")
     @classmethod
     def _check_rate_limit(cls, value: str | None) -> str | None:
         from chatrelay.limits.rate import parse_rate_limit

@@ -6,18 +6,28 @@ Usage::
     async def conversations(user: Annotated[User | None, Depends(current_user)]): ...
 
     @router.post("/api/chat")
-    async def chat(user: Annotated[User, Depends(require_user)]): ...   # a guest at least
+    async def chat(request: Request, user: Annotated[User, Depends(require_user)]):
+        # A guest at least; one not stored yet is written by its admission:
+        caller = quotas.caller(user, ip, on_admitted=new_guest_writer(request))
 
     @router.get("/api/keys")
     async def keys(user: Annotated[User, Depends(require_account)]): ...
 
 The answer is resolved once per request and kept on ``request.state``, so several
 dependencies asking cost one lookup.
+
+A request without a session gets a guest that is not stored (:class:`NewGuest`): no row and
+no cookie until the request that needs it has passed the rate limit, its checks and its
+budget (``Quotas.reserve`` runs :meth:`NewGuest.save`), and then only within the address's
+share of new guests (``CHATRELAY_GUEST_CREATE_LIMIT``). So a refused cookieless request, or
+any number of cookieless page loads and ``GET /api/me``, writes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,10 +41,14 @@ from chatrelay.cors import is_api_path
 from chatrelay.errors import ChatRelayError
 from chatrelay.store import users
 from chatrelay.store.database import Database
-from chatrelay.store.models import User, utcnow
+from chatrelay.store.models import User, new_id, utcnow
+
+if TYPE_CHECKING:
+    from chatrelay.limits.quotas import Quotas
 
 AUTHENTICATION_ERROR = "authentication_error"
 _IDENTITY = "chatrelay_identity"
+_NEW_GUEST = "chatrelay_new_guest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,19 +198,52 @@ async def current_user(request: Request) -> User | None:
     return (await identify(request)).user
 
 
+class NewGuest:
+    """A guest made up for a request without a session: its id is fixed, nothing is stored
+    until :meth:`save` (which the request's admission runs, see the module's docstring)."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        # Not added to any database session: a plain object until save() writes its row.
+        self.user = User(id=new_id("usr"), username=None, password_hash=None, is_admin=False)
+        self.saved = False
+
+    async def save(self) -> None:
+        """Write the guest and its session, and schedule its cookie: a 429 instead when the
+        client's address has had its share of new guests."""
+        if self.saved:
+            return
+        request = self._request
+        quotas: Quotas = request.app.state.quotas
+        await quotas.count_new_guest(request.client.host if request.client else None)
+        token = new_token()
+        hashed = token_hash(token)
+        async with _database(request).transaction() as session:
+            guest = await users.create_guest(session, user_id=self.user.id)
+            await _add_session(request, session, user_id=guest.id, guest=True, hashed=hashed)
+        self.saved = True
+        _schedule_cookie(request, token, guest=True)
+        remember(request, Identity(user=guest, session_token_hash=hashed))
+
+
 async def require_user(request: Request) -> User:
-    """The current user, or a new guest (with a session cookie) when there is none."""
+    """The current user, or a guest not stored yet when there is none (the same one for
+    the whole request); pass :func:`new_guest_writer` on to the request's admission."""
     identity = await identify(request)
     if identity.user is not None:
         return identity.user
-    token = new_token()
-    hashed = token_hash(token)
-    async with _database(request).transaction() as session:
-        guest = await users.create_guest(session)
-        await _add_session(request, session, user_id=guest.id, guest=True, hashed=hashed)
-    _schedule_cookie(request, token, guest=True)
-    remember(request, Identity(user=guest, session_token_hash=hashed))
-    return guest
+    pending: NewGuest | None = getattr(request.state, _NEW_GUEST, None)
+    if pending is None:
+        pending = NewGuest(request)
+        setattr(request.state, _NEW_GUEST, pending)
+    return pending.user
+
+
+def new_guest_writer(request: Request) -> Callable[[], Awaitable[None]] | None:
+    """What stores this request's new guest (None when it has a stored user): for
+    ``Quotas.caller(..., on_admitted=...)``, so it runs only once the request is admitted."""
+    pending: NewGuest | None = getattr(request.state, _NEW_GUEST, None)
+    return pending.save if pending is not None and not pending.saved else None
 
 
 async def require_account(request: Request) -> User:

@@ -1,4 +1,5 @@
-"""Accounts: ``/api/auth/register``, ``/api/auth/login``, ``/api/auth/logout`` and ``/api/me``."""
+"""Accounts: ``/api/auth/register``, ``/api/auth/login``, ``/api/auth/logout``,
+``/api/auth/guest`` and ``/api/me``."""
 
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ from chatrelay.auth.accounts import MAX_PASSWORD_CHARS, check_new_password, norm
 from chatrelay.auth.identity import (
     AUTHENTICATION_ERROR,
     Identity,
+    current_user,
     forget_session,
     identify,
+    new_guest_writer,
     remember,
     require_user,
     session_cookies,
 )
 from chatrelay.auth.passwords import burn_verify_time, hash_password, needs_rehash, verify_password
 from chatrelay.auth.sessions import is_secure, new_token, token_hash
-from chatrelay.auth.throttle import SignInThrottle
+from chatrelay.auth.throttle import SignInThrottle, new_attempt_id
 from chatrelay.errors import ChatRelayError
+from chatrelay.limits.quotas import Quotas
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow
@@ -40,7 +44,10 @@ class Credentials(BaseModel):
     password: StoredText = Field(max_length=MAX_PASSWORD_CHARS)
 
 
-def me(user: User) -> dict[str, Any]:
+def me(user: User | None) -> dict[str, Any]:
+    """``None``: a visitor without a session, a guest not stored yet (``id`` null)."""
+    if user is None:
+        return {"id": None, "username": None, "is_guest": True, "is_admin": False}
     return {
         "id": user.id,
         "username": user.username,
@@ -57,6 +64,17 @@ def _database(request: Request) -> Database:
 def _throttle(request: Request) -> SignInThrottle:
     throttle: SignInThrottle = request.app.state.sign_in_throttle
     return throttle
+
+
+def _quotas(request: Request) -> Quotas:
+    quotas: Quotas = request.app.state.quotas
+    return quotas
+
+
+def _client_address(request: Request) -> str:
+    """What the per-address limits count this client as (an IPv6 one: its network)."""
+    client = request.client.host if request.client else None
+    return _quotas(request).address(client) or "unknown"
 
 
 async def _replace_session(
@@ -87,8 +105,21 @@ def _signed_in(request: Request, user: User, token: str) -> None:
 
 
 @router.get("/api/me", responses=error_responses(401))
-async def who_am_i(user: Annotated[User, Depends(require_user)]) -> dict[str, Any]:
-    """The current user (a new guest on a first visit): ``{id, username, is_guest, is_admin}``."""
+async def who_am_i(user: Annotated[User | None, Depends(current_user)]) -> dict[str, Any]:
+    """The current user: ``{id, username, is_guest, is_admin}``. Without a session, a guest
+    with ``id`` null: nothing is created (the first chat creates the guest and its cookie)."""
+    return me(user)
+
+
+@router.post("/api/auth/guest", status_code=201, responses=error_responses(401, 403, 429, 503))
+async def become_guest(request: Request) -> dict[str, Any]:
+    """Become a guest now, with its session cookie, rather than at the first chat (answers
+    the current user when there is one). 429 past the address's share of new guests
+    (``CHATRELAY_GUEST_CREATE_LIMIT``)."""
+    user = await require_user(request)
+    save = new_guest_writer(request)
+    if save is not None:
+        await save()
     return me(user)
 
 
@@ -102,11 +133,14 @@ async def who_am_i(user: Annotated[User, Depends(require_user)]) -> dict[str, An
         409,
         413,
         422,
+        429,
+        503,
         notes={
             409: "The username is taken (`username_taken`), or this browser is already "
             "signed in (`already_signed_in`).",
             422: "Or the username or password breaks the rules (`invalid_username`, "
             "`password_too_short`, `password_too_long`).",
+            429: "Too many accounts created from this address (`CHATRELAY_REGISTER_LIMIT`).",
         },
     ),
 )
@@ -122,6 +156,13 @@ async def register(body: Credentials, request: Request) -> dict[str, Any]:
             f"Already signed in as '{current.username}': sign out to create another account.",
             code="already_signed_in",
         )
+    # Counted per address before any work: each attempt costs an argon2 hash, and a taken
+    # name's 409 tells whether an account exists.
+    await _quotas(request).count_registration(request.client.host if request.client else None)
+    async with _database(request).read() as session:
+        taken = await users.get_user_by_username(session, username=username) is not None
+    if taken:  # before hashing: a taken name costs no argon2 work
+        raise _username_taken(username)
     password_hash = await hash_password(body.password)
     try:
         async with _database(request).transaction() as session:
@@ -142,12 +183,16 @@ async def register(body: Credentials, request: Request) -> dict[str, Any]:
                     )
                 user = found
             token = await _replace_session(request, session, identity, user)
-    except IntegrityError:
-        raise ChatRelayError(
-            409, f"The username '{username}' is taken.", code="username_taken", param="username"
-        ) from None
+    except IntegrityError:  # taken meanwhile
+        raise _username_taken(username) from None
     _signed_in(request, user, token)
     return me(user)
+
+
+def _username_taken(username: str) -> ChatRelayError:
+    return ChatRelayError(
+        409, f"The username '{username}' is taken.", code="username_taken", param="username"
+    )
 
 
 @router.post(
@@ -169,10 +214,12 @@ async def register(body: Credentials, request: Request) -> dict[str, Any]:
 async def login(body: Credentials, request: Request) -> dict[str, Any]:
     """Sign in. A guest browser's conversations move to the account, and the guest goes."""
     username = body.username.lower()
-    client = request.client.host if request.client else "unknown"
-    attempts = [f"user:{username}", f"ip:{client}"]
+    user_key, address_key = f"user:{username}", f"ip:{_client_address(request)}"
     throttle = _throttle(request)
-    wait = await throttle.retry_after(attempts)
+    # Counted as a failure in the same atomic step as the check, before the (slow) password
+    # check, so a burst of parallel guesses cannot all slip in under the limit.
+    attempt = new_attempt_id()
+    wait = await throttle.attempt([user_key, address_key], attempt_id=attempt)
     if wait is not None:
         seconds = max(1, math.ceil(wait))
         raise ChatRelayError(
@@ -182,9 +229,6 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
             type="rate_limit_error",
             headers={"Retry-After": str(seconds)},
         )
-    # Counted before the (slow) check, so a burst of parallel guesses cannot all slip in
-    # under the limit; a success takes its own count back below.
-    await throttle.record_failure(attempts)
     async with _database(request).transaction() as session:
         account = await users.get_user_by_username(session, username=username)
     if account is None or account.password_hash is None:
@@ -199,8 +243,10 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
             code="invalid_credentials",
             type=AUTHENTICATION_ERROR,
         )
-    for key in attempts:
-        await throttle.reset(key)
+    # The username starts afresh; the address only takes back this attempt: an attacker
+    # signing in to their own account between guesses at others clears nothing.
+    await throttle.reset(user_key)
+    await throttle.forgive(address_key, attempt_id=attempt)
     assert account.password_hash is not None  # verified above
     fresh_hash = await hash_password(body.password) if needs_rehash(account.password_hash) else None
     identity = await identify(request)

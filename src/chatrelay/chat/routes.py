@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 
 from chatrelay.api_docs import error_responses
-from chatrelay.auth.identity import current_user, require_user
+from chatrelay.auth.identity import current_user, new_guest_writer, require_user
 from chatrelay.chat.event_stream import EventStreamResponse
 from chatrelay.chat.events import Position
 from chatrelay.chat.job import GenerationJob
@@ -90,7 +90,8 @@ async def start_answer(
     service = _service(request)
     # The address ProxyHeaders settled on: the peer, or the client a trusted proxy names.
     client_ip = request.client.host if request.client else None
-    caller = service.quotas.caller(user, client_ip)
+    # A guest not stored yet is written once the request passed every limit and check.
+    caller = service.quotas.caller(user, client_ip, on_admitted=new_guest_writer(request))
     job = await service.start(body, owner_id=user.id, caller=caller, api=api)
     request.state.job = job  # for the request's log line
     ids = {"X-Message-Id": job.id, "X-Conversation-Id": job.conversation_id}

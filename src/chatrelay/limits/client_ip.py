@@ -41,6 +41,27 @@ def parse_address(value: str) -> Address | None:
     return address
 
 
+def limit_key(client: str | None, *, ipv6_prefix: int) -> str | None:
+    """What per-address limits count ``client`` as: an IPv4 address itself, an IPv6 address
+    as its network of ``ipv6_prefix`` bits (``2001:db8:1:2::/64``).
+
+    A host or subscriber is commonly given a whole /64, so counting exact IPv6 addresses
+    would give one client 2^64 fresh rate limits, stream slots and sign-in throttles.
+    Anything that is not an address (a test client's name) counts as itself.
+    """
+    if client is None:
+        return None
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv4Address):
+        return client
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+
+
 class TrustedProxies:
     def __init__(self, entries: Iterable[str]) -> None:
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []

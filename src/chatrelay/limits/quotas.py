@@ -38,14 +38,17 @@ from chatrelay.limits.budget import (
     Reservation,
     TokenBudget,
 )
+from chatrelay.limits.client_ip import limit_key
 from chatrelay.limits.periods import PeriodWindow
-from chatrelay.limits.rate import MemoryRateLimiter, RateLimiter, parse_rate_limit
+from chatrelay.limits.rate import MemoryRateLimiter, RateLimiter, RateRule, parse_rate_limit
 from chatrelay.limits.redis_backend import RedisLimits, RedisSignInThrottle
 from chatrelay.limits.refusals import (
     LimitStoreDown,
     budget_exceeded,
     limits_unavailable,
     rate_limited,
+    too_many_new_guests,
+    too_many_registrations,
     too_many_streams,
 )
 from chatrelay.limits.sign_in import FailSafeSignInThrottle
@@ -60,13 +63,24 @@ from chatrelay.upstreams.dialects import Message
 log = logging.getLogger(__name__)
 
 
+# What a guest that is not stored yet does once its request has passed every limit: write
+# its rows (chatrelay.auth.identity.NewGuest.save).
+OnAdmitted = Callable[[], Awaitable[None]]
+# The budget account of all the guests of one address. The usage ledger keeps users, not
+# addresses, so a store that does not know it (a restart in memory) starts it from 0.
+GUESTS_OF = "guests@"
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a chat request counts against: a user's budget (0: unlimited) and an address."""
+    """Who a chat request counts against: a user's budget (0: unlimited) and an address
+    (what per-address limits count: an IPv6 client's network, see :meth:`Quotas.address`)."""
 
     user_id: str
     budget: int
     client_ip: str | None
+    guest: bool = False
+    on_admitted: OnAdmitted | None = None
 
 
 @dataclass(slots=True)
@@ -78,8 +92,12 @@ class Admission:
     budget: int
     client_ip: str | None
     admitted_at: datetime
+    guest: bool = False
+    on_admitted: OnAdmitted | None = None
     slot_key: str | None = None
     reservation: Reservation | None = None
+    # A guest's hold on its address's guests' budget (CHATRELAY_GUEST_ADDRESS_TOKEN_BUDGET).
+    address_reservation: Reservation | None = None
     reserved_tokens: int = 0
     done: bool = False
 
@@ -112,6 +130,9 @@ class Quotas:
     ) -> None:
         self.settings = settings
         self.rate_rule = parse_rate_limit(settings.rate_limit)
+        self.guest_create_rule = parse_rate_limit(settings.guest_create_limit)
+        self.register_rule = parse_rate_limit(settings.register_limit)
+        self.ipv6_prefix = settings.ipv6_prefix
         self.max_streams = settings.max_streams_per_ip
         self.lease = settings.budget_lease
         self.fail_open = settings.budget_fail_open
@@ -181,8 +202,42 @@ class Quotas:
         settings = self.settings
         return settings.guest_token_budget if user.is_guest else settings.user_token_budget
 
-    def caller(self, user: User, client_ip: str | None) -> Caller:
-        return Caller(user.id, self.budget_of(user), client_ip)
+    def address(self, client_ip: str | None) -> str | None:
+        """What per-address limits count ``client_ip`` as (an IPv6 one: its network)."""
+        return limit_key(client_ip, ipv6_prefix=self.ipv6_prefix)
+
+    def caller(
+        self, user: User, client_ip: str | None, *, on_admitted: OnAdmitted | None = None
+    ) -> Caller:
+        """``on_admitted``: run once the request passed every limit and check, before anything
+        is stored (a guest not stored yet writes itself then)."""
+        budget = self.budget_of(user)
+        address = self.address(client_ip)
+        return Caller(user.id, budget, address, guest=user.is_guest, on_admitted=on_admitted)
+
+    async def count_new_guest(self, client_ip: str | None) -> None:
+        """A guest is about to be created for ``client_ip``: 429 if its address has had its
+        share (CHATRELAY_GUEST_CREATE_LIMIT)."""
+        rule, address = self.guest_create_rule, self.address(client_ip)
+        if rule is not None and address is not None:
+            wait = await self._hit(f"new-guests:{address}", rule)
+            if wait is not None:
+                raise too_many_new_guests(wait, limit=rule.text)
+
+    async def count_registration(self, client_ip: str | None) -> None:
+        """An account is about to be created: 429 past CHATRELAY_REGISTER_LIMIT."""
+        rule, address = self.register_rule, self.address(client_ip)
+        if rule is not None and address is not None:
+            wait = await self._hit(f"registrations:{address}", rule)
+            if wait is not None:
+                raise too_many_registrations(wait, limit=rule.text)
+
+    async def _hit(self, key: str, rule: RateRule) -> float | None:
+        try:
+            return await self.rates.hit(key=key, rule=rule)
+        except LimitStoreDown as exc:
+            self.store_down(exc)
+            return None
 
     # Admission
 
@@ -194,6 +249,8 @@ class Quotas:
             budget=caller.budget if caller else 0,
             client_ip=caller.client_ip if caller else None,
             admitted_at=self.clock(),
+            guest=caller.guest if caller else False,
+            on_admitted=caller.on_admitted if caller else None,
         )
         ip = admission.client_ip
         if ip is None:
@@ -218,16 +275,39 @@ class Quotas:
     async def reserve(
         self, admission: Admission, *, messages: Sequence[Message], max_tokens: int
     ) -> None:
-        """Hold max_tokens + the prompt's estimated tokens of the user's budget."""
-        if admission.budget <= 0:
-            return
+        """Hold max_tokens + the prompt's estimated tokens of the user's budget, and for a
+        guest of its address's guests' budget too; then the request has passed every limit,
+        and its ``on_admitted`` runs (a new guest is written only now)."""
         needed = max_tokens + estimate_prompt_tokens(messages)
-        try:
-            admission.reservation = await self.budget.reserve(
-                user_id=admission.user_id,
-                lease_id=admission.id,
+        if admission.budget > 0:
+            admission.reservation = await self._hold(
+                admission, account_of=admission.user_id, tokens=needed, limit=admission.budget
+            )
+        address_budget = self.settings.guest_address_token_budget
+        if admission.guest and address_budget > 0 and admission.client_ip is not None:
+            # Every guest of the address draws on this one too: a client that drops its
+            # cookie for a fresh guest (and a fresh guest budget) gains nothing.
+            admission.address_reservation = await self._hold(
+                admission,
+                account_of=GUESTS_OF + admission.client_ip,
                 tokens=needed,
-                limit=admission.budget,
+                limit=address_budget,
+            )
+        if admission.reservation is not None or admission.address_reservation is not None:
+            admission.reserved_tokens = needed
+            self._holding[admission.id] = admission
+        if admission.on_admitted is not None:
+            await admission.on_admitted()
+
+    async def _hold(
+        self, admission: Admission, *, account_of: str, tokens: int, limit: int
+    ) -> Reservation | None:
+        try:
+            return await self.budget.reserve(
+                user_id=account_of,
+                lease_id=admission.id,
+                tokens=tokens,
+                limit=limit,
                 now=admission.admitted_at,
             )
         except BudgetExceeded as exc:
@@ -238,12 +318,11 @@ class Quotas:
                 period=self.budget.period,
                 resets_at=exc.window.end,
                 now=self.clock(),
+                address=account_of.startswith(GUESTS_OF),
             ) from None
         except LimitStoreDown as exc:
-            self.store_down(exc)
-            return
-        admission.reserved_tokens = needed
-        self._holding[admission.id] = admission
+            self.store_down(exc)  # raises unless failing open
+            return None
 
     def store_down(self, exc: LimitStoreDown) -> None:
         """Log the outage (once in a while) and refuse with a 503, unless failing open."""
@@ -304,6 +383,10 @@ class Quotas:
             steps.append(
                 self.budget.settle(admission.reservation, user_id=admission.user_id, tokens=tokens)
             )
+        if admission.address_reservation is not None:
+            account_of = GUESTS_OF + (admission.client_ip or "")
+            held = admission.address_reservation
+            steps.append(self.budget.settle(held, user_id=account_of, tokens=tokens))
         if admission.slot_key is not None:
             steps.append(self.streams.release(key=admission.slot_key, slot_id=admission.id))
         if self.redis is not None and len(steps) > 1:
@@ -363,7 +446,9 @@ class Quotas:
 
     async def renew(self, admissions: Iterable[Admission]) -> None:
         holding = list(admissions)
-        await self.budget.renew([a.reservation for a in holding if a.reservation is not None])
+        held = [a.reservation for a in holding if a.reservation is not None]
+        held += [a.address_reservation for a in holding if a.address_reservation is not None]
+        await self.budget.renew(held)
         slots = [(a.slot_key, a.id) for a in holding if a.slot_key is not None]
         if slots:
             await self.streams.renew(slots=slots, lease=self.lease)
@@ -383,6 +468,8 @@ class Quotas:
 
 def _ledger_of(db: Database) -> Ledger:
     async def ledger(user_id: str, window: PeriodWindow) -> int:
+        if user_id.startswith(GUESTS_OF):
+            return 0  # not a user: see GUESTS_OF
         async with db.read() as session:
             return await usage_queries.tokens_used(
                 session, user_id=user_id, since=window.start, until=window.end

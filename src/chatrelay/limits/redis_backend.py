@@ -40,7 +40,7 @@ class RedisLimits:
             name: client.register_script(getattr(lua, name))
             for name in (
                 "RESERVE", "SETTLE", "STATE", "RENEW", "RATE_HIT", "SLOT_ACQUIRE",
-                "THROTTLE_WAIT", "THROTTLE_FAIL",
+                "THROTTLE_WAIT", "THROTTLE_FAIL", "THROTTLE_ATTEMPT",
             )
         }  # fmt: skip
         self.budgets = RedisBudgetStore(self)
@@ -167,6 +167,15 @@ class RedisSignInThrottle:
 
     def _keys(self, keys: Iterable[str]) -> list[str]:
         return [self._redis.key("sign-in", key) for key in keys]
+
+    async def attempt(self, keys: Sequence[str], *, attempt_id: str) -> float | None:
+        args = [self.max_failures, _ms(self.window), attempt_id]
+        wait_ms = int(await self._redis.run("THROTTLE_ATTEMPT", self._keys(keys), args))
+        return None if wait_ms < 0 else wait_ms / 1000
+
+    async def forgive(self, key: str, *, attempt_id: str) -> None:
+        client = self._redis.client
+        await self._redis._guard(client.zrem(self._keys([key])[0], attempt_id))
 
     async def retry_after(self, keys: Iterable[str]) -> float | None:
         args = [self.max_failures, _ms(self.window)]

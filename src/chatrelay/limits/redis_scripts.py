@@ -157,6 +157,35 @@ return wait
 """
 )
 
+# KEYS: one failure log per key. ARGV: max failures, window ms, the attempt's id. The check
+# and the count in one step (two round trips let a parallel burst pass the check together):
+# answers the milliseconds until every key may try again, counting nothing, or -1 when the
+# attempt was counted against every key.
+THROTTLE_ATTEMPT = (
+    _NOW
+    + """
+local now = now_ms()
+local max = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local wait = -1
+for _, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local n = redis.call('ZCARD', key)
+  if n >= max then
+    local entry = redis.call('ZRANGE', key, n - max, n - max, 'WITHSCORES')
+    wait = math.max(wait, tonumber(entry[2]) + window - now)
+  end
+end
+if wait >= 0 then return math.max(1, wait) end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[3])
+  redis.call('ZREMRANGEBYRANK', key, 0, -(max + 1))
+  redis.call('PEXPIRE', key, window)
+end
+return -1
+"""
+)
+
 # KEYS: one failure log per key. ARGV: max failures, window ms, a unique member.
 THROTTLE_FAIL = (
     _NOW

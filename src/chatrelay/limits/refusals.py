@@ -31,6 +31,31 @@ def rate_limited(wait: float, *, limit: str) -> ChatRelayError:
     )
 
 
+def too_many_new_guests(wait: float, *, limit: str) -> ChatRelayError:
+    seconds = _seconds(wait)
+    return ChatRelayError(
+        429,
+        f"Too many new guests from your address (limit {limit}, CHATRELAY_GUEST_CREATE_LIMIT). "
+        "Keep the session cookie you were given (a browser does), or sign in; "
+        f"else try again in {seconds} seconds.",
+        code="too_many_guests",
+        type=RATE_LIMIT_ERROR,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def too_many_registrations(wait: float, *, limit: str) -> ChatRelayError:
+    seconds = _seconds(wait)
+    return ChatRelayError(
+        429,
+        f"Too many accounts created from your address (limit {limit}, "
+        f"CHATRELAY_REGISTER_LIMIT). Try again in {seconds} seconds.",
+        code="too_many_attempts",
+        type=RATE_LIMIT_ERROR,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 def too_many_streams(limit: int) -> ChatRelayError:
     return ChatRelayError(
         429,
@@ -43,14 +68,30 @@ def too_many_streams(limit: int) -> ChatRelayError:
 
 
 def budget_exceeded(
-    *, needed: int, remaining: int, limit: int, period: str, resets_at: datetime, now: datetime
+    *,
+    needed: int,
+    remaining: int,
+    limit: int,
+    period: str,
+    resets_at: datetime,
+    now: datetime,
+    address: bool = False,
 ) -> ChatRelayError:
+    """``address``: the budget all guests of the client's address share, not the user's."""
     reset = resets_at.strftime("%Y-%m-%d %H:%M UTC")
+    if address:
+        whose = (
+            "The token budget shared by the guests of your address "
+            "(CHATRELAY_GUEST_ADDRESS_TOKEN_BUDGET) is used up"
+        )
+        left, then = f"{remaining} of its {limit}", "signing in, or asking for fewer max_tokens,"
+    else:
+        whose = "Your token budget is used up"
+        left, then = f"{remaining} of your {limit}", "asking for fewer max_tokens"
     return ChatRelayError(
         429,
-        f"Your token budget is used up for this {period}: this request may need {needed} tokens "
-        f"(max_tokens + prompt) and {remaining} of your {limit} remain. It resets at {reset}; "
-        "asking for fewer max_tokens may fit now.",
+        f"{whose} for this {period}: this request may need {needed} tokens "
+        f"(max_tokens + prompt) and {left} remain. It resets at {reset}; {then} may fit now.",
         code="budget_exceeded",
         type=RATE_LIMIT_ERROR,
         headers={"Retry-After": str(_seconds((resets_at - now).total_seconds()))},

@@ -8,7 +8,7 @@ through when failing open), recording a failure or a reset is skipped with a war
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from chatrelay.auth.throttle import SignInThrottle
@@ -26,6 +26,19 @@ class FailSafeSignInThrottle:
     def __init__(self, inner: SignInThrottle, quotas: Quotas) -> None:
         self._inner = inner
         self._quotas = quotas
+
+    async def attempt(self, keys: Sequence[str], *, attempt_id: str) -> float | None:
+        try:
+            return await self._inner.attempt(keys, attempt_id=attempt_id)
+        except LimitStoreDown as exc:
+            self._quotas.store_down(exc)  # 503 unless failing open
+            return None
+
+    async def forgive(self, key: str, *, attempt_id: str) -> None:
+        try:
+            await self._inner.forgive(key, attempt_id=attempt_id)
+        except LimitStoreDown:
+            log.warning("could not forgive a sign-in attempt: the limits store is down")
 
     async def retry_after(self, keys: Iterable[str]) -> float | None:
         try:

@@ -17,8 +17,11 @@ from chatrelay.store.models import Session as SessionRow
 # Users
 
 
-async def create_guest(session: AsyncSession) -> User:
+async def create_guest(session: AsyncSession, *, user_id: str | None = None) -> User:
+    """A guest; ``user_id`` when its id was handed out before it was stored."""
     guest = User(username=None, password_hash=None, is_admin=False)
+    if user_id is not None:
+        guest.id = user_id
     session.add(guest)
     await session.flush()
     return guest
@@ -132,6 +135,46 @@ async def extend_session(session: AsyncSession, *, token_hash: str, expires_at: 
 
 async def delete_session(session: AsyncSession, *, token_hash: str) -> None:
     await session.execute(delete(SessionRow).where(SessionRow.token_hash == token_hash))
+
+
+# Pruning (store/pruning.py): each call deletes at most ``limit`` rows, so that one short
+# transaction never holds SQLite's write lock for long; the caller repeats while it is full.
+
+
+async def delete_expired_sessions(session: AsyncSession, *, now: datetime, limit: int) -> int:
+    expired = (
+        select(SessionRow.token_hash).where(SessionRow.expires_at <= now).limit(limit).subquery()
+    )
+    result = await session.execute(
+        delete(SessionRow).where(SessionRow.token_hash.in_(select(expired.c.token_hash)))
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def delete_abandoned_guests(
+    session: AsyncSession, *, now: datetime, created_before: datetime, limit: int
+) -> int:
+    """Guests created before ``created_before`` that nobody can be any more (no unexpired
+    session: the cookie is the only way to be a guest) or that have no conversation. Their
+    conversations, messages and sessions go with them (ON DELETE CASCADE); the usage ledger
+    keeps their spending (it has no foreign keys). ``created_before`` leaves alone a guest
+    whose first conversation is being written."""
+    live_session = select(SessionRow.token_hash).where(
+        SessionRow.user_id == User.id, SessionRow.expires_at > now
+    )
+    conversation = select(Conversation.id).where(Conversation.user_id == User.id)
+    abandoned = (
+        select(User.id)
+        .where(
+            User.username.is_(None),
+            User.created_at < created_before,
+            ~live_session.exists() | ~conversation.exists(),
+        )
+        .limit(limit)
+        .subquery()
+    )
+    result = await session.execute(delete(User).where(User.id.in_(select(abandoned.c.id))))
+    return int(getattr(result, "rowcount", 0))
 
 
 # API keys
