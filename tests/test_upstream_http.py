@@ -111,8 +111,9 @@ async def test_a_stream_once_over_leaves_no_garbage_for_the_collector(
 
             # Until the body's end after [DONE] (or a dropped connection's close) is handled:
             # at the latest when the drain gives up (DRAIN_SECONDS), which on a loaded machine
-            # (the whole suite before it) came later than 2 s after the stream ended.
-            await wait_until(lambda: not left())
+            # (the whole suite before it) came later than 2 s after the stream ended, and on
+            # a machine running other test suites besides later than 5 s.
+            await wait_until(lambda: not left(), within=20)
     finally:
         gc.enable()
 
