@@ -90,6 +90,7 @@ class GenerationJob:
         "spliceable",
         "started_at",
         "status",
+        "upstream_accepted",
         "upstreams",
         "usage",
     )
@@ -141,6 +142,9 @@ class GenerationJob:
         # The answer's text lives in the buffer only (its tokens as escaped JSON text).
         self.buffer = EventBuffer(self.encoder.content_frame)
         self.status: JobStatus = "pending"
+        # An upstream answered 200 and began its stream: it has read the prompt, which is
+        # billed from then on, even if no token follows (stopped, or failed before one).
+        self.upstream_accepted = False
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.error: ChatRelayError | None = None
@@ -443,6 +447,7 @@ class GenerationJob:
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
+                self.upstream_accepted = True
                 if not self.opened.done():
                     self._open()
                 await stream.relay(attempt.take)

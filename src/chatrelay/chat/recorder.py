@@ -195,6 +195,9 @@ class AnswerStore:
                 text=job.metered_text,
                 messages=job.messages,
                 upstream=served[-1] if served else "",
+                # The prompt is billed once an upstream took it; never more than max_tokens.
+                accepted=job.upstream_accepted,
+                max_completion=job.params.max_tokens,
             )
         except Exception:  # the answer itself must be saved whatever happens to its bill
             log.exception("billing answer %s failed", job.id)

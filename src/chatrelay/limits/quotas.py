@@ -337,22 +337,39 @@ class Quotas:
     # The end of a request
 
     async def bill(
-        self, *, usage: Usage | None, text: str, messages: Sequence[Message], upstream: str
+        self,
+        *,
+        usage: Usage | None,
+        text: str,
+        messages: Sequence[Message],
+        upstream: str,
+        accepted: bool = False,
+        max_completion: int | None = None,
     ) -> BilledUsage:
-        """The tokens an answer cost: the upstream's own count, else counted from its text."""
+        """The tokens an answer cost: the upstream's own count, else counted from its text.
+
+        ``accepted``: an upstream took the request (answered 200), so it read the prompt,
+        which is billed even when no token came (stopped, or failed before the first one).
+        ``max_completion``: the max_tokens the request allowed; an upstream that went past
+        it (or says it did) is not billed for more."""
         if usage is not None and usage.total_tokens > 0:
-            return BilledUsage(usage.prompt_tokens, usage.completion_tokens, "upstream")
+            completion = usage.completion_tokens
+            if max_completion is not None:
+                completion = min(completion, max_completion)
+            return BilledUsage(usage.prompt_tokens, completion, "upstream")
         counter = self.counters.get(upstream, self.estimator)
-        if not text:  # refused, or stopped before a token: nothing was generated
+        if not text and not accepted:  # refused, or stopped before an upstream took it
             return BilledUsage(0, 0, counter.source)
         try:
             prompt = await counter.count_prompt(messages)
-            completion = await counter.count(text)
+            completion = await counter.count(text) if text else 0
         except Exception:  # a broken tokenizer must not lose the bill
             log.exception("counting tokens with %s failed; estimating", upstream)
             counter = self.estimator
             prompt = await counter.count_prompt(messages)
             completion = await counter.count(text)
+        if max_completion is not None:
+            completion = min(completion, max_completion)
         return BilledUsage(prompt, completion, counter.source)
 
     async def settle(
@@ -363,9 +380,19 @@ class Quotas:
         text: str,
         messages: Sequence[Message],
         upstream: str,
+        accepted: bool = False,
+        max_completion: int | None = None,
     ) -> BilledUsage:
-        """Bill the answer and give back every hold. Never raises: the answer must be saved."""
-        billed = await self.bill(usage=usage, text=text, messages=messages, upstream=upstream)
+        """Bill the answer (see :meth:`bill`) and give back every hold. Never raises: the
+        answer must be saved."""
+        billed = await self.bill(
+            usage=usage,
+            text=text,
+            messages=messages,
+            upstream=upstream,
+            accepted=accepted,
+            max_completion=max_completion,
+        )
         await self._let_go(admission, tokens=billed.total)
         return billed
 
