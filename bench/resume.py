@@ -143,8 +143,8 @@ async def run(args: argparse.Namespace, urls: list[str], prefix: str) -> None:
     jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1, shared by both ports
     started = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
-        async with session.get(f"{urls[0]}/api/me") as me:  # one guest for every answer
-            assert me.status == 200
+        async with session.post(f"{urls[0]}/api/auth/guest") as me:  # one guest for every answer
+            assert me.status == 201, me.status
         while len(latencies) < args.resumes:
             batch = await asyncio.gather(
                 *(

@@ -33,7 +33,7 @@ from chatrelay.auth.identity import (
 from chatrelay.auth.passwords import hash_password, verify_password
 from chatrelay.auth.routes import me
 from chatrelay.auth.sessions import end_user_sessions, is_secure, new_token, token_hash
-from chatrelay.auth.throttle import SignInThrottle
+from chatrelay.auth.throttle import SignInThrottle, new_attempt_id
 from chatrelay.errors import ChatRelayError
 from chatrelay.store import users
 from chatrelay.store.database import Database
@@ -66,7 +66,9 @@ async def _check_current_password(request: Request, user: User, password: str) -
     a stolen cookie is not a way to guess the password without the sign-in throttle."""
     throttle: SignInThrottle = request.app.state.sign_in_throttle
     attempts = [f"user:{user.username}"]
-    wait = await throttle.retry_after(attempts)
+    # Checked and counted before the (slow) check in one step, as sign-in does: a parallel
+    # burst cannot slip in between the check and the count (one script with Redis).
+    wait = await throttle.attempt(attempts, attempt_id=new_attempt_id())
     if wait is not None:
         seconds = max(1, math.ceil(wait))
         raise ChatRelayError(
@@ -76,8 +78,6 @@ async def _check_current_password(request: Request, user: User, password: str) -
             type="rate_limit_error",
             headers={"Retry-After": str(seconds)},
         )
-    # Counted before the (slow) check, as sign-in does: a parallel burst cannot slip in.
-    await throttle.record_failure(attempts)
     # Read now, not from the credential cache's copy of the user: it may predate a change.
     async with _database(request).read() as session:
         found = await users.get_user(session, user_id=user.id)

@@ -148,7 +148,7 @@ const conv = (id) => `/api/conversations/${encodeURIComponent(id)}`;
 /** GET /api/usage → {used, reserved, limit, remaining, period, resets_at}; limit null: none. */
 export const getUsage = () => json('/api/usage');
 
-/** GET /api/me → {id, username, is_guest, is_admin}; a first visit becomes a guest. */
+/** GET /api/me → {id, username, is_guest, is_admin}; a visitor without a session is a guest not yet stored (id null). */
 export const getMe = () => json('/api/me');
 export const register = (username, password) =>
   json('/api/auth/register', { method: 'POST', body: { username, password } });
