@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 
 __all__ = [
     "DONE",
+    "EventTooLarge",
     "SSEDecoder",
     "ServerSentEvent",
     "encode_comment",
@@ -51,6 +52,15 @@ _NEWLINE_BYTES_RE = re.compile(rb"\r\n|\r|\n")
 
 DONE: bytes = b"data: [DONE]\n\n"
 """The OpenAI end-of-stream sentinel event."""
+
+MAX_EVENT_BYTES = 1024 * 1024
+"""What one line, or one event's data, may hold by default: far more than any chunk of an LLM
+stream (a whole tool call's arguments at once included), and a bound on what a stream that
+never ends its line holds in memory."""
+
+
+class EventTooLarge(ValueError):
+    """A line, or an event's data, grew past the decoder's ``max_bytes``."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,10 +109,14 @@ class SSEDecoder:
         "_retry",
         "_tail",
         "comments",
+        "max_bytes",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_bytes: int = MAX_EVENT_BYTES) -> None:
         self.comments: int = 0
+        # A line, or an event's data lines together, past this raises EventTooLarge: what
+        # a peer that never ends its line (or its event) makes the decoder hold is bounded.
+        self.max_bytes = max_bytes
         self._last_event_id: str | None = None
         # Unterminated bytes of the current line; never contains CR or LF.
         self._tail = bytearray()
@@ -153,6 +167,8 @@ class SSEDecoder:
             # Fast path: no line ending at all -> just buffer (no re-scan later).
             if _LF not in chunk and _CR not in chunk:
                 self._tail += chunk
+                if len(self._tail) > self.max_bytes:
+                    self._too_large("a line")
                 return []
             lines = chunk.splitlines()
             tail = lines.pop()
@@ -165,6 +181,8 @@ class SSEDecoder:
             self._tail.clear()
         if tail:
             self._tail += tail
+            if len(tail) > self.max_bytes:
+                self._too_large("a line")
 
         out: list[ServerSentEvent] = []
         process = self._process_line
@@ -179,7 +197,21 @@ class SSEDecoder:
                 data_append(raw[6:].decode("utf-8", "replace"))
             else:
                 process(raw.decode("utf-8", "replace"))
+        if self._data and sum(map(len, self._data)) > self.max_bytes:
+            # Data lines with no blank line to end their event (rarely any are left over
+            # between reads: events end within them).
+            self._too_large("an event's data")
         return out
+
+    def _too_large(self, what: str) -> None:
+        size = self.max_bytes
+        self._tail.clear()
+        self._data.clear()
+        if size % (1024 * 1024) == 0:
+            shown = f"{size // (1024 * 1024)} MiB"
+        else:
+            shown = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} bytes"
+        raise EventTooLarge(f"{what} longer than {shown}")
 
     def flush(self) -> list[ServerSentEvent]:
         """Signal end of stream; return the event still pending, if any.

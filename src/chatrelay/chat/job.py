@@ -50,6 +50,13 @@ from chatrelay.upstreams.registry import UpstreamRegistry, unreachable_failure
 
 log = logging.getLogger(__name__)
 
+# Content events an attempt may send past the max_tokens it was asked for (a token split in
+# two events, a last empty one): past that the upstream ignores max_tokens, and the attempt
+# is ended as if it ran out of them. Events, not tokens: counting is one integer compare.
+MAX_TOKENS_SLACK = 16
+# What a stored token count can hold (an SQL INTEGER): an upstream's larger number is a lie.
+MAX_TOKEN_COUNT = 2**31 - 1
+
 JobStatus = Literal["pending", "streaming", "done", "stopped", "error"]
 
 
@@ -309,11 +316,15 @@ class GenerationJob:
             self._set_error(exc)
             await self._record()
             self._abort()
-        except Exception as exc:  # a bug must still end the stream visibly, never silently
+        except Exception:  # a bug must still end the stream visibly, never silently
             log.exception("generation %s failed", self.id)
+            # Not the exception's own text, which may say anything about the server.
             self._set_error(
                 ChatRelayError(
-                    500, f"Internal error: {exc}", code="internal_error", type="server_error"
+                    500,
+                    "Internal error in this server; the details are in the server's log.",
+                    code="internal_error",
+                    type="server_error",
                 )
             )
             await self._record()
@@ -353,9 +364,38 @@ class GenerationJob:
         }
 
     async def _record(self, *, status: str | None = None) -> None:
+        self._bound_usage()
         # Stored before the client sees the end, so a reload right after [DONE] shows it all.
         if self.recorder is not None:
             await self.recorder.finished(self, status=status)
+
+    def _bound_usage(self) -> None:
+        """The upstream's usage as far as it can be believed, once, at the end (not per
+        chunk): no negative count (a credit), no more completion tokens than the request
+        allowed, nothing a stored count cannot hold."""
+        usage = self.usage
+        if usage is None:
+            return
+        prompt = min(max(usage.prompt_tokens, 0), MAX_TOKEN_COUNT)
+        completion = min(max(usage.completion_tokens, 0), self.params.max_tokens)
+        if (prompt, completion) != (usage.prompt_tokens, usage.completion_tokens):
+            log.warning(
+                "answer %s: upstream usage %d+%d not believed, counted as %d+%d",
+                self.id,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                prompt,
+                completion,
+            )
+            self.usage = Usage(prompt, completion)
+
+    def cut_at_length(self) -> bool:
+        """An attempt went past the max_tokens it was sent (and the slack): the answer ends
+        there, as one that ran out of max_tokens does. True: stop reading (the upstream
+        request is closed)."""
+        log.warning("answer %s: upstream %s ignored max_tokens; cut", self.id, self.attempts[-1])
+        self.finish_reason = "length"
+        return True
 
     async def _generate(self) -> None:
         """Attempts on the pool's upstreams until the answer is complete or nothing is left."""
@@ -440,10 +480,11 @@ class GenerationJob:
         if self.answered:
             messages = continuation_messages(self.messages, self.text)
             used = self.usage.completion_tokens if self.usage else self.buffer.content_count()
-            params = replace(params, max_tokens=max(1, params.max_tokens - used))
+            # An upstream's negative count must not lift the limit the next one is sent.
+            params = replace(params, max_tokens=max(1, params.max_tokens - max(used, 0)))
         health = self.pool.health_of(self.model)
         health.request_started()
-        attempt = _Attempt(self, name, health)
+        attempt = _Attempt(self, name, health, params.max_tokens)
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
@@ -530,10 +571,26 @@ class _Attempt:
     An object rather than a closure over the attempt's locals: ~150 bytes of every open
     stream instead of ~780 (a cell per variable)."""
 
-    __slots__ = ("append", "before", "began", "gap", "health", "job", "last", "name", "waiting")
+    __slots__ = (
+        "append",
+        "before",
+        "began",
+        "gap",
+        "health",
+        "job",
+        "last",
+        "left",
+        "name",
+        "waiting",
+    )
 
-    def __init__(self, job: GenerationJob, name: str, health: ModelHealth) -> None:
+    def __init__(
+        self, job: GenerationJob, name: str, health: ModelHealth, max_tokens: int | None = None
+    ) -> None:
         self.job, self.name, self.health = job, name, health
+        # Content events this attempt may still send: the max_tokens it was sent, and slack.
+        sent = job.params.max_tokens if max_tokens is None else max_tokens
+        self.left = sent + MAX_TOKENS_SLACK
         self.append = job.buffer.append_content
         self.waiting = True  # for the first token
         self.began = self.last = time.monotonic()
@@ -553,6 +610,10 @@ class _Attempt:
             return True
         rich = chunk.delta
         if chunk.content or rich is not None:
+            left = self.left
+            if not left:  # past max_tokens and the slack: not the answer's any more
+                return job.cut_at_length()
+            self.left = left - 1
             now = time.monotonic()
             if self.waiting:
                 self.waiting = False

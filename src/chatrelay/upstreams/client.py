@@ -27,10 +27,16 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from chatrelay.errors import UPSTREAM, ChatRelayError
-from chatrelay.sse import SSEDecoder
+from chatrelay.sse import EventTooLarge, SSEDecoder
 from chatrelay.upstreams.chunk import UpstreamChunk
 from chatrelay.upstreams.dialects import DIALECTS, GenerationParams, Message, upstream_error_message
-from chatrelay.upstreams.http1 import ConnectionPool, Exchange, ResponseHead, request_target
+from chatrelay.upstreams.http1 import (
+    ConnectionPool,
+    Exchange,
+    ResponseHead,
+    ResponseHeadTooLarge,
+    request_target,
+)
 
 # An upstream's error body is read for its message only; never let it fill memory.
 MAX_ERROR_BODY = 64 * 1024
@@ -244,6 +250,8 @@ class UpstreamStream:
             for event in self._decoder.feed(data):
                 if self._take(on_chunk, event.data):
                     return
+        except EventTooLarge as exc:  # an upstream failure like any other: failed over
+            self._end(self._failure(f"sent {exc}", kind="bad_event"))
         except BaseException as exc:  # a failure, or the handler's: relay() raises it
             self._end(exc)
 
@@ -434,6 +442,9 @@ class Upstream:
                 head = await exchange.head()
                 self.answered = True
                 return exchange, head
+            except ResponseHeadTooLarge as exc:
+                exchange.close()
+                raise self._refused(f"sent {exc}", "upstream_bad_response") from exc
             except OSError as exc:
                 exchange.close()
                 if attempt == 1 and exchange.reused and not exchange.received_any:

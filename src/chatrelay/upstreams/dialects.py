@@ -67,35 +67,74 @@ def _error_text(raw: Any) -> str:
     return str(raw)
 
 
+class MalformedChunk(ValueError):
+    """An event that is JSON but not a chunk (``choices`` a string, a delta that is a list,
+    content that is a number, ...): skipped like a line that is not JSON."""
+
+
 def parse_openai_chunk(obj: dict[str, Any]) -> UpstreamChunk:
     """Read an OpenAI-shaped chunk; lenient where Livepeer differs (finish_reason "" = not done).
 
     A delta that carries more than text (``tool_calls``, ``reasoning_content``, ``refusal``,
     any field chatrelay does not know) or a choice with ``logprobs`` is kept whole in
     ``chunk.delta``: it is relayed as it came. Plain text, the common case, is read with two
-    dict lookups and a length check (this runs for every token)."""
+    dict lookups and a length check (this runs for every token).
+
+    A chunk of any other shape raises MalformedChunk (a ValueError). Checked without a type
+    test per field on the well-formed path: a wrong container type fails the lookups
+    themselves, caught here; only values that would pass them (content, finish_reason) are
+    tested, and only when they are not what a plain chunk has."""
     if "error" in obj:
         return UpstreamChunk(error=_error_text(obj["error"]))
-    chunk = UpstreamChunk(usage=_usage(obj.get("usage")))
-    choices = obj.get("choices")
-    if choices:
-        choice = choices[0]
-        delta = choice.get("delta") or choice.get("message") or {}
-        content = delta.get("content")
-        if isinstance(content, str):
-            chunk.content = content
-        # More than {"content"} or Livepeer's {"content", "role"}: look closer.
-        if len(delta) > 2 or (len(delta) == 2 and "role" not in delta) or "content" not in delta:
-            rich = _relayed(delta)
-            if len(rich) > ("content" in rich):  # more than text
-                chunk.delta = rich
-        logprobs = choice.get("logprobs")
-        if logprobs is not None:
-            chunk.logprobs = logprobs
-            if chunk.delta is None:
-                chunk.delta = _relayed(delta)
-        chunk.finish_reason = choice.get("finish_reason") or None
+    try:
+        chunk = UpstreamChunk(usage=_usage(obj.get("usage")))
+        choices = obj.get("choices")
+        if choices:
+            choice = choices[0]
+            delta = choice.get("delta") or choice.get("message") or {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                chunk.content = content
+            elif content is not None:
+                raise MalformedChunk(f"content is {type(content).__name__}, not text")
+            # More than {"content"} or Livepeer's {"content", "role"}: look closer.
+            if (
+                len(delta) > 2
+                or (len(delta) == 2 and "role" not in delta)
+                or "content" not in delta
+            ):
+                rich = _relayed(delta)
+                if len(rich) > ("content" in rich):  # more than text
+                    _check_calls(rich)
+                    chunk.delta = rich
+            logprobs = choice.get("logprobs")
+            if logprobs is not None:
+                chunk.logprobs = logprobs
+                if chunk.delta is None:
+                    chunk.delta = _relayed(delta)
+            finish_reason = choice.get("finish_reason")
+            if finish_reason:  # None or "" (Livepeer) while the answer goes on
+                if not isinstance(finish_reason, str):
+                    raise MalformedChunk("finish_reason is not text")
+                chunk.finish_reason = finish_reason
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise MalformedChunk(f"not a chunk's shape ({exc})") from None
     return chunk
+
+
+def _check_calls(delta: dict[str, Any]) -> None:
+    """Tool calls as clients' SDKs read them (a list of objects; the legacy call an object):
+    anything else would break a client that is relayed it. (A loop, not ``all()`` over a
+    generator: this runs for every fragment of a tool call.)"""
+    calls = delta.get("tool_calls")
+    if calls is not None:
+        if type(calls) is not list:
+            raise MalformedChunk("tool_calls is not a list")
+        for call in calls:
+            if type(call) is not dict:
+                raise MalformedChunk("tool_calls holds something not an object")
+    if "function_call" in delta and type(delta["function_call"]) is not dict:
+        raise MalformedChunk("function_call is not an object")
 
 
 def _relayed(delta: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +240,10 @@ class LivepeerDialect:
                 tokens = obj.get("tokens_used")
                 usage = Usage(0, int(tokens)) if isinstance(tokens, int) else None
                 return UpstreamChunk(finish_reason="stop", usage=usage, done=True)
-            return UpstreamChunk(content=str(obj["chunk"]))
+            text = obj["chunk"]
+            if not isinstance(text, str):
+                raise MalformedChunk("chunk is not text")
+            return UpstreamChunk(content=text)
         return parse_openai_chunk(obj)
 
 

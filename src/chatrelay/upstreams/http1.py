@@ -48,6 +48,10 @@ from chatrelay.upstreams.proxy import MAX_CONNECT_ANSWER, Proxy, proxy_for
 KEEPALIVE_SECONDS = 15.0
 # How long a response's rest may take to come once its reader is done (see Exchange.close).
 DRAIN_SECONDS = 1.0
+# What a response's status line and headers may take, 1xx interim ones included: an LLM
+# server's are a few hundred bytes, and httptools holds an unfinished header line whole
+# (without a bound, a never-ending header grows the process). As uvicorn bounds a request's.
+MAX_RESPONSE_HEAD = 64 * 1024
 USER_AGENT = f"chatrelay/{__version__}"
 _SSL_CONTEXT: ssl.SSLContext | None = None
 log = logging.getLogger(__name__)
@@ -75,6 +79,13 @@ def _ignore(data: bytes) -> None:
     """What comes after the reader is done."""
 
 
+class ResponseHeadTooLarge(ConnectionError):
+    """A response's head went past MAX_RESPONSE_HEAD (the connection is dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"response headers larger than {MAX_RESPONSE_HEAD // 1024} KiB")
+
+
 class ResponseHead:
     __slots__ = ("headers", "status")
 
@@ -91,6 +102,8 @@ class Exchange(asyncio.Protocol):
         "_body_kind",
         "_complete",
         "_head",
+        "_head_bytes",
+        "_header_size",
         "_headers",
         "_interim",
         "_keep_alive",
@@ -127,6 +140,10 @@ class Exchange(asyncio.Protocol):
         self._keep_alive = False  # the server lets the connection be used again
         self._interim = False  # reading a 1xx (100 Continue, 103): the answer comes after it
         self._body_kind = ""  # "length", "chunked" or "" (ends when the connection closes)
+        # Bytes received while the head is still coming (interim responses' too); None once
+        # the final head has come: the body's reads are not counted.
+        self._head_bytes: int | None = 0
+        self._header_size = 0  # the head's headers as parsed so far
 
     # ------------------------------------------------------------------ the caller's side
 
@@ -209,12 +226,22 @@ class Exchange(asyncio.Protocol):
             self._drop(ConnectionResetError("the server sent data nobody asked for"))
             return
         self._received = True
+        head_bytes = self._head_bytes
+        if head_bytes is not None:
+            # Checked once the parser has seen the data: a read that completes the head may
+            # hold body bytes too (on_header counts the head itself exactly).
+            self._head_bytes = head_bytes + len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:  # raised by a body callback
+        except httptools.HttpParserCallbackError as exc:  # raised by a callback of ours
             self._drop(exc.__context__ or exc)
+            return
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._drop(ConnectionError(f"malformed HTTP response: {exc!r}"))
+            return
+        head_bytes = self._head_bytes
+        if head_bytes is not None and head_bytes > MAX_RESPONSE_HEAD:
+            self._drop(ResponseHeadTooLarge())
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself; connection_lost says what it means
@@ -232,6 +259,10 @@ class Exchange(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        # Exactly, also within one read that holds the whole head: what it takes on the wire.
+        size = self._header_size = self._header_size + len(name) + len(value) + 4
+        if size > MAX_RESPONSE_HEAD:
+            raise ResponseHeadTooLarge
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -243,6 +274,7 @@ class Exchange(asyncio.Protocol):
             # The proxy's answer, not the upstream's: said as such (data_received drops the
             # connection with it), like a refused CONNECT.
             raise self._pool.forwarding_proxy.refused(status, "the request")
+        self._head_bytes = None  # the head is whole: from here on, the body
         # Asked now: once the message is complete the parser has forgotten it.
         self._keep_alive = self._parser.should_keep_alive()
         headers = self._headers
