@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from chatrelay.config import Settings
-from chatrelay.error_details import shows_details
+from chatrelay.error_details import for_client, shows_details
+from chatrelay.upstreams.client import UpstreamFailure
 from tests.conftest import RelayFactory, free_port
 from tests.fake_upstream import FakeUpstream, livepeer_chunk
 from tests.sse_client import read_answer, user
@@ -108,3 +109,16 @@ def test_details_default_on_for_loopback_only() -> None:
     assert not shows_details(Settings(host="0.0.0.0", allowed_hosts="*"))
     assert not shows_details(Settings(host="chat.example.com"))
     assert shows_details(Settings(host="0.0.0.0", detailed_errors=True))
+
+
+def test_every_upstream_failure_kind_has_its_own_summary() -> None:
+    """Each way an upstream can fail is told as itself, not as the catch-all."""
+    generic = for_client(
+        UpstreamFailure("x", kind="no_such_kind", code="upstream_error"), detailed=False
+    ).message
+    for kind in ("upstream_unreachable", "upstream_bad_response", "bad_event", "stall", "cut"):
+        told = for_client(
+            UpstreamFailure("at http://10.0.0.7:8935 x", kind=kind, code=kind), detailed=False
+        )
+        assert told.message != generic, kind
+        assert "10.0.0.7" not in told.message

@@ -44,6 +44,9 @@ _UPSTREAM_SUMMARIES = {
     "cut": f"The model's server ended the answer before it was finished. {_SEND_AGAIN}",
     "stream_error": f"The model's server reported an error mid-answer. {_SEND_AGAIN}",
     "bad_event": f"The model's server sent data that could not be read. {_AGAIN} {_TELL}",
+    "upstream_bad_response": (
+        f"The model's server sent a response that could not be read. {_AGAIN} {_TELL}"
+    ),
 }
 _UPSTREAM_STATUS_SUMMARIES = {
     400: "refused the request as invalid. Check what was sent: its length, model and parameters.",
