@@ -390,18 +390,19 @@ async def test_memory_throttle_window_slides() -> None:
     now = [1000.0]
     throttle = MemorySignInThrottle(max_failures=2, window=60, clock=lambda: now[0])
     keys = ["user:a", "ip:1"]
-    assert await throttle.retry_after(keys) is None
-    await throttle.record_failure(keys)
+    assert await throttle.attempt(keys, attempt_id="1") is None
     now[0] += 10
-    await throttle.record_failure(keys)
-    assert await throttle.retry_after(keys) == pytest.approx(50)
-    assert await throttle.retry_after(["ip:2"]) is None
+    assert await throttle.attempt(keys, attempt_id="2") is None
+    # Refused, and not counted: the wait is until the first failure leaves the window.
+    assert await throttle.attempt(keys, attempt_id="3") == pytest.approx(50)
+    assert await throttle.attempt(["ip:2"], attempt_id="4") is None
     now[0] += 50
-    assert await throttle.retry_after(keys) is None  # the first failure left the window
+    assert await throttle.attempt(keys, attempt_id="5") is None  # the first left the window
+    await throttle.forgive("ip:1", attempt_id="5")  # it succeeded: ip:1 keeps attempt 2 only
     await throttle.reset("user:a")
-    await throttle.record_failure(["user:a"])
-    assert await throttle.retry_after(["user:a"]) is None
-    assert await throttle.retry_after(["ip:1"]) is None  # one failure inside the window
+    assert await throttle.attempt(["user:a"], attempt_id="6") is None
+    assert await throttle.attempt(["ip:1"], attempt_id="7") is None  # attempts 2 and 7
+    assert await throttle.attempt(["ip:1"], attempt_id="8") == pytest.approx(10)
 
 
 async def _guest_with_a_conversation(relay: RunningRelay, guest_id: str) -> tuple[str, str]:

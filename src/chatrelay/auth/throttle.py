@@ -43,12 +43,6 @@ class SignInThrottle(Protocol):
         """The attempt succeeded: it no longer counts against ``key``."""
         ...
 
-    async def retry_after(self, keys: Iterable[str]) -> float | None:
-        """Seconds until any of ``keys`` may try again, or None if all may try now."""
-        ...
-
-    async def record_failure(self, keys: Iterable[str]) -> None: ...
-
     async def reset(self, key: str) -> None:
         """Forget ``key``'s failures (a successful sign-in clears its username's count)."""
         ...
@@ -97,12 +91,6 @@ class MemorySignInThrottle:
         if failures is not None:
             for entry in [entry for entry in failures if entry[1] == attempt_id]:
                 failures.remove(entry)
-
-    async def retry_after(self, keys: Iterable[str]) -> float | None:
-        return self._wait(keys)
-
-    async def record_failure(self, keys: Iterable[str]) -> None:
-        self._record(keys, new_attempt_id())
 
     def _wait(self, keys: Iterable[str]) -> float | None:
         now = self._clock()

@@ -40,7 +40,7 @@ class RedisLimits:
             name: client.register_script(getattr(lua, name))
             for name in (
                 "RESERVE", "SETTLE", "STATE", "RENEW", "RATE_HIT", "SLOT_ACQUIRE",
-                "THROTTLE_WAIT", "THROTTLE_FAIL", "THROTTLE_ATTEMPT",
+                "THROTTLE_ATTEMPT",
             )
         }  # fmt: skip
         self.budgets = RedisBudgetStore(self)
@@ -176,15 +176,6 @@ class RedisSignInThrottle:
     async def forgive(self, key: str, *, attempt_id: str) -> None:
         client = self._redis.client
         await self._redis._guard(client.zrem(self._keys([key])[0], attempt_id))
-
-    async def retry_after(self, keys: Iterable[str]) -> float | None:
-        args = [self.max_failures, _ms(self.window)]
-        wait_ms = int(await self._redis.run("THROTTLE_WAIT", self._keys(keys), args))
-        return None if wait_ms < 0 else wait_ms / 1000
-
-    async def record_failure(self, keys: Iterable[str]) -> None:
-        args = [self.max_failures, _ms(self.window), secrets.token_hex(8)]
-        await self._redis.run("THROTTLE_FAIL", self._keys(keys), args)
 
     async def reset(self, key: str) -> None:
         await self._redis.delete(self._keys([key])[0])

@@ -136,27 +136,6 @@ return 1
 """
 )
 
-# KEYS: one failure log per key. ARGV: max failures, window ms. Answers the milliseconds until
-# every key may try again, or -1 when all may now.
-THROTTLE_WAIT = (
-    _NOW
-    + """
-local now = now_ms()
-local max = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local wait = -1
-for _, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local n = redis.call('ZCARD', key)
-  if n >= max then
-    local entry = redis.call('ZRANGE', key, n - max, n - max, 'WITHSCORES')
-    wait = math.max(wait, tonumber(entry[2]) + window - now)
-  end
-end
-return wait
-"""
-)
-
 # KEYS: one failure log per key. ARGV: max failures, window ms, the attempt's id. The check
 # and the count in one step (two round trips let a parallel burst pass the check together):
 # answers the milliseconds until every key may try again, counting nothing, or -1 when the
@@ -183,19 +162,5 @@ for _, key in ipairs(KEYS) do
   redis.call('PEXPIRE', key, window)
 end
 return -1
-"""
-)
-
-# KEYS: one failure log per key. ARGV: max failures, window ms, a unique member.
-THROTTLE_FAIL = (
-    _NOW
-    + """
-local now = now_ms()
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, ARGV[3])
-  redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(ARGV[1]) + 1))
-  redis.call('PEXPIRE', key, ARGV[2])
-end
-return 0
 """
 )

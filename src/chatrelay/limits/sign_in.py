@@ -8,7 +8,7 @@ through when failing open), recording a failure or a reset is skipped with a war
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chatrelay.auth.throttle import SignInThrottle
@@ -39,19 +39,6 @@ class FailSafeSignInThrottle:
             await self._inner.forgive(key, attempt_id=attempt_id)
         except LimitStoreDown:
             log.warning("could not forgive a sign-in attempt: the limits store is down")
-
-    async def retry_after(self, keys: Iterable[str]) -> float | None:
-        try:
-            return await self._inner.retry_after(keys)
-        except LimitStoreDown as exc:
-            self._quotas.store_down(exc)  # 503 unless failing open
-            return None
-
-    async def record_failure(self, keys: Iterable[str]) -> None:
-        try:
-            await self._inner.record_failure(keys)
-        except LimitStoreDown:
-            log.warning("could not record a failed sign-in: the limits store is down")
 
     async def reset(self, key: str) -> None:
         try:
