@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-relay bench clean
+.PHONY: run test test-unit lint bench-relay bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "chatrelay needs Python 3.11+"'
@@ -46,6 +46,10 @@ test: $(STAMP)
 	@command -v npm >/dev/null 2>&1 && $(MAKE) --no-print-directory $(JS_STAMP) || \
 		echo "tests/js not installed (npm ci): the tests that need it will skip"
 	$(BIN)/pytest
+
+# The pure parts on their own (tests/unit/: no sockets, no databases, no browser): seconds.
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
