@@ -196,8 +196,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
 
 def _without_fastapi_telemetry() -> dict[str, Any]:
     """FastAPI 0.16x's own OpenTelemetry hooks off: chatrelay has its Prometheus metrics and
-    request log, and the hooks' "is anyone listening?" check cost ~1% of the CPU under load,
-    on every request. (Older FastAPI has no such argument.)"""
+    request log, and the hooks' "is anyone listening?" check costs CPU on every request
+    (docs/performance.md#fastapi-telemetry). (Older FastAPI has no such argument.)"""
     if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
         return {}
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
@@ -206,8 +206,8 @@ def _without_fastapi_telemetry() -> dict[str, Any]:
 def _tune_gc() -> None:
     """Keep the garbage collector from pausing every stream at once.
 
-    Under load, full collections of the whole heap took 70-190 ms, and every open stream
-    waited for them (the stalls in docs/benchmarks.md). What exists once the server has started
+    Under load, full collections of the whole heap were long, and every open stream waited
+    for them (docs/performance.md#gc). What exists once the server has started
     (modules, the app, pydantic models) lives as long as the process: frozen, it is never
     scanned again; and young collections run every 10,000 allocations instead of 700.
     """

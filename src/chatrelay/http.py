@@ -4,8 +4,8 @@ The ``send`` wrappers here and in the other middlewares are plain functions that
 inner ``send``'s awaitable, not ``async def``s: they run for every token of every stream, and
 an ``async def`` layer costs a coroutine object and a frame each time. So are the middlewares'
 own ``__call__``s where nothing is left to do once the inner app is done: they return its
-awaitable, and no frame of theirs is kept for as long as a stream lasts (~300 bytes each, and
-one fewer level for every resumption of the request's task to pass through).
+awaitable, and no frame of theirs is kept for as long as a stream lasts (less memory, and
+one fewer level for every resumption of the request's task: docs/performance.md#middlewares).
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ Usage::
     # added first: the innermost of the app's middlewares, so they all still run
 
 Why: FastAPI's request handling (its exception middleware and exit stack, routing through the
-included routers, dependency solving) cost ~0.3 ms of CPU an answer and ~4 KB of every open
-stream, and one more layer that every token's write goes through (the experiment
-``lean-route`` in bench/systems.py, docs/benchmarks.md).
+included routers, dependency solving) costs CPU on every answer and memory in every open
+stream, and is one more layer that every token's write goes through
+(docs/performance.md#served-endpoint).
 """
 
 from __future__ import annotations

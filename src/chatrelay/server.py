@@ -5,11 +5,11 @@ Usage::
     serve(app, host="127.0.0.1", port=8000)   # returns after a clean shutdown (SIGINT/SIGTERM)
 
 uvicorn wakes its main loop ten times a second, whether or not anything happens, to see if it
-should exit and to refresh the ``Date`` header once a second: that alone was ~40 % of an idle
-chatrelay's CPU (1.1 of 2.6 ms per second). Here the loop wakes once a second, and at once on
-a shutdown signal, so stopping is as quick as before; the ``Date`` header stays exact to the
-second. uvicorn offers no setting for it, so its ``main_loop`` is overridden (it has kept that
-shape since before the oldest uvicorn chatrelay allows).
+should exit and to refresh the ``Date`` header once a second: a large share of an idle
+chatrelay's CPU (docs/performance.md#main-loop-tick). Here the loop wakes once a second, and
+at once on a shutdown signal, so stopping is as quick as before; the ``Date`` header stays
+exact to the second. uvicorn offers no setting for it, so its ``main_loop`` is overridden
+(it has kept that shape since before the oldest uvicorn chatrelay allows).
 """
 
 from __future__ import annotations

@@ -274,9 +274,9 @@ class SSEDecoder:
 
 
 # A frozen dataclass's generated ``__init__`` assigns each field through
-# ``object.__setattr__`` (~0.7 us per event, a third of the decoder's cost).  On
-# the hot path we build events by writing the slots directly; the result is an
-# ordinary, equal, hashable ServerSentEvent.
+# ``object.__setattr__``, a large share of the decoder's cost per event
+# (docs/performance.md#sse-events).  On the hot path we build events by writing
+# the slots directly; the result is an ordinary, equal, hashable ServerSentEvent.
 assert tuple(f.name for f in fields(ServerSentEvent)) == ("data", "event", "id", "retry")
 _object_new = object.__new__
 _set_data = vars(ServerSentEvent)["data"].__set__

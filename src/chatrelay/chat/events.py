@@ -17,13 +17,13 @@ event ``n`` resumes with ``follow(after=n)``. They are added as ``id:`` lines on
 (``ids=True``), not stored: the OpenAI route relays the same frames without them.
 
 Tokens are kept as their escaped JSON text only, back to back in one ``bytearray`` with an
-array of where each event ends (~4 bytes per token besides the text itself), and put between
-the answer's frame template (``data: {"id":...,"content":"`` ... ``"}]}\n\n``) only as they go
-out: a whole frame per token (~240 bytes), even a ``bytes`` object per token (~40 bytes more),
-was most of the memory of an open stream, and finished answers stay for a while so that
-clients can re-attach. The few whole frames (role, ending, error, comments) are kept aside by
-position; they take no room in the token bytes, so the tokens of any run of events are one
-slice, and the text of the answer is one JSON string decode.
+array of where each event ends, and put between the answer's frame template
+(``data: {"id":...,"content":"`` ... ``"}]}\n\n``) only as they go out: a whole frame per
+token, even a ``bytes`` object per token, was most of the memory of an open stream, and
+finished answers stay for a while so that clients can re-attach
+(docs/performance.md#event-buffer). The few whole frames (role, ending, error, comments) are
+kept aside by position; they take no room in the token bytes, so the tokens of any run of
+events are one slice, and the text of the answer is one JSON string decode.
 
 Another API's shape of the same answer (Livepeer's ``/llm``: its own chunk, running usage in
 every one, no ``[DONE]``) is a ``FrameShape`` given to one follower: its tokens go through the
@@ -70,8 +70,9 @@ class FrameShape(Protocol):
 class EventBuffer:
     """In-process, append-only list of SSE events with any number of followers."""
 
-    # Slots, and a list of waiters rather than a set (56 bytes empty, not 216): a finished
-    # answer's buffer is kept a while for re-attaching clients, thousands at once.
+    # Slots, and a list of waiters rather than a set (smaller empty): a finished answer's
+    # buffer is kept a while for re-attaching clients, thousands at once
+    # (docs/performance.md#event-buffer).
     __slots__ = (
         "_closed",
         "_ends",

@@ -334,7 +334,7 @@ class GenerationJob:
             self._count_tokens()
             # Stored and billed: the answer is kept a while for re-attaching clients, but the
             # conversation's history (the question stays, for the request's log line), the
-            # recorder and the task are not needed any more (~1.6 KB of ~6.6 KB an answer).
+            # recorder and the task are not needed any more (docs/performance.md#finished-answers).
             self.messages = self.messages[-1:]
             self.recorder = None
             self._task = None
@@ -568,8 +568,8 @@ def _plus(earlier: Usage | None, current: Usage) -> Usage:
 class _Attempt:
     """What one attempt does with each chunk: ``take`` runs in the socket's read callback.
 
-    An object rather than a closure over the attempt's locals: ~150 bytes of every open
-    stream instead of ~780 (a cell per variable)."""
+    Slots, not a closure over the attempt's locals (a cell per variable): smaller per open
+    stream (docs/performance.md#attempt)."""
 
     __slots__ = (
         "append",

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # A flush this small (a few answers' text, as at low concurrency) is written on the event loop
 # itself, not on the writer thread: the hop there and back (a wake-up of each thread) cost
-# more CPU than the write (one answer's flush: ~170 µs on the thread, ~110 on the loop).
+# more CPU than the write (docs/performance.md#small-writes).
 # Bigger ones stay on the thread, so that the loop never waits long for SQLite.
 SMALL_FLUSH_ROWS = 16
 SMALL_FLUSH_CHARS = 64 * 1024

@@ -72,8 +72,9 @@ def _new_part(incoming: list[Message], api: bool) -> list[Message]:
 class _Expiry:
     """Takes keys out of a dict ``ttl`` seconds after they are added, all with one timer.
 
-    A timer per finished answer (``call_later``) was ~560 bytes of each, kept for the whole
-    ttl; an entry here is ~90. Every key gets the same ttl, so the queue is in expiry order.
+    A timer per finished answer (``call_later``) would be several times an entry's size, kept
+    for the whole ttl (docs/performance.md#finished-answers). Every key gets the same ttl, so
+    the queue is in expiry order.
     """
 
     def __init__(self, entries: dict[str, Any], ttl: float) -> None:

@@ -102,7 +102,8 @@ class ProxyHeaders:
         self.proxies = proxies
         # Whether each peer is a trusted proxy, remembered: parsing the address and testing it
         # against every network took several percent of a request's CPU, and the peers of a
-        # server are few (its proxies). Bounded, for a server exposed to many addresses.
+        # server are few (its proxies; docs/performance.md#proxy-headers). Bounded, for a
+        # server exposed to many addresses.
         self._peer_trusted: dict[str, bool] = {}
 
     def _trusted_peer(self, peer: str | None) -> bool:

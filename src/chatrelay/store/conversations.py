@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from chatrelay.config import Settings
 
 # The tables themselves, for the Core statements of the per-request writes (the ORM's unit
-# of work cost more CPU than everything else a chat request does).
+# of work cost more CPU than everything else a chat request does:
+# docs/performance.md#statements-built-once).
 CONVERSATIONS = cast(Table, Conversation.__table__)
 MESSAGES = cast(Table, Message.__table__)
 USERS = cast(Table, User.__table__)
@@ -491,7 +492,7 @@ _TOUCH_CONVERSATION_OF = (
     update(CONVERSATIONS)
     .where(
         # "=", not "IN": SQLite plans IN (subquery) AND user_id = ? as a search of all the
-        # owner's conversations by the user index (12-16 ms at 100,000 of them).
+        # owner's conversations by the user index (docs/performance.md#touch-conversation).
         CONVERSATIONS.c.id
         == select(MESSAGES.c.conversation_id)
         .where(MESSAGES.c.id == bindparam("b_id"))

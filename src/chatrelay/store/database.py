@@ -113,7 +113,7 @@ def _tune_sqlite(
     if not begin_event:
         # The engines of Database.write begin in _write_with instead: any listener of an
         # engine's own events makes SQLAlchemy dispatch them around every statement, and the
-        # BEGIN below goes through its whole execution path (~50 µs a transaction together).
+        # BEGIN below goes through its whole execution path (docs/performance.md#begin-immediate).
         return
 
     @event.listens_for(engine, "begin")
@@ -133,7 +133,7 @@ class Database:
         options: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
         self.engine = create_async_engine(url, **options)
         # SQLite's async driver hops to its own thread and back for every statement, fetch
-        # and commit: a write transaction of a few statements took ~4 ms, most of it hops.
+        # and commit: most of a write transaction's time (docs/performance.md#writer-thread).
         # The per-request writes (Database.write) run whole on one writer thread with the
         # plain driver instead: one hop per transaction.
         self._sync_engine: Engine | None = None
@@ -148,8 +148,8 @@ class Database:
             _tune_sqlite(self._sync_engine, begin_event=False)
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
             # Small writes (a request's few rows) run on the event loop itself: the hops to the
-            # writer thread and back (two wake-ups) cost more CPU than the write (9-16 % of
-            # all of it, bench/results/20261124T050527Z-inline-writes.json). Its one
+            # writer thread and back (two wake-ups) cost more CPU than the write
+            # (docs/performance.md#small-writes). Its one
             # connection never waits: with another process holding the write lock it fails
             # at once and the write goes to the writer thread, which waits in SQLite's busy
             # handler; and it never checkpoints (CHECKPOINT_EVERY).
@@ -162,11 +162,11 @@ class Database:
             )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Left to itself, a second pooled connection waits in
-        # SQLite's busy handler, which polls with sleeps of up to 100 ms: the long tails of a
-        # busy server. This process's writers queue here instead, in order, and each one
-        # starts the moment the previous one commits (other processes still meet the busy
-        # handler). Never nest two write transactions in one task: the second would wait for
-        # the first forever.
+        # SQLite's busy handler, which polls with sleeps: the long tails of a busy server
+        # (docs/performance.md#writer-lock). This process's writers queue here instead, in
+        # order, and each one starts the moment the previous one commits (other processes still
+        # meet the busy handler). Never nest two write transactions in one task: the second
+        # would wait for the first forever.
         self._writer = asyncio.Lock() if self.is_sqlite else None
 
     @asynccontextmanager

@@ -91,7 +91,7 @@ def _now(connection: Connection) -> Any:
 
 class _Beat(NamedTuple):
     """A beat's statements, built once per dialect: building one (its cache key, its operators)
-    cost more than running it, ~0.6 ms of CPU a beat, most of an idle server's."""
+    cost more than running it (docs/performance.md#statements-built-once)."""
 
     touch: Update
     instances: Select[str, str, int, bool]
@@ -203,7 +203,8 @@ class InstanceHeartbeat:
         """Write the heartbeat and settle the dead's answers; how many answers were settled.
 
         Core statements in one :meth:`Database.write` (on SQLite, whole on the writer thread):
-        through an ORM session each beat cost ~5 ms of CPU, a fifth of an idle server's."""
+        an ORM session costs an idle server much more
+        (docs/performance.md#statements-built-once)."""
         # The running answers are read here, on the event loop: the write runs on a thread.
         settled = await self.db.write(
             partial(self._beat, running=self.running(), listed_at=utcnow())

@@ -10,8 +10,7 @@ Usage::
 
 The HTTP client is chatrelay's own small one (``http1.py``, on httptools): the body goes
 from the socket's read callback through the SSE decoder and the dialect to the answer's
-handler, with no task woken per chunk (bench/http_client_choice.py measures it against
-aiohttp and httpx).
+handler, with no task woken per chunk (docs/performance.md#upstream-http-client).
 """
 
 from __future__ import annotations
@@ -131,9 +130,9 @@ class Watchdog:
     """Calls ``on_expiry`` once ``expires`` (loop time) has passed: the first-token and stall
     timers of a stream.
 
-    Hand-written because ``asyncio.Timeout.reschedule`` per chunk was ~8% of the relay's CPU:
-    a timer-heap insert, a cancelled handle left behind, and on Python 3.11 a ``getpid()``
-    system call (``get_running_loop``) for every token. Here progress is one float store;
+    Hand-written because ``asyncio.Timeout.reschedule`` per chunk is a timer-heap insert, a
+    cancelled handle and (Python 3.11) a ``getpid()`` per token (docs/performance.md#watchdog).
+    Here progress is one float store;
     the one timer checks ``expires`` when it goes off and, if it moved, waits out the rest.
     """
 
@@ -388,8 +387,8 @@ class Upstream:
     ) -> AsyncIterator[UpstreamStream]:
         """Open a streamed answer. Raises UpstreamFailure before the first byte on any failure.
 
-        One context manager, not two nested: each one is kept for as long as the answer
-        streams (a generator, its frame and the manager: ~600 bytes of every open stream)."""
+        One context manager, not two nested: each one is held for as long as the answer
+        streams (docs/performance.md#upstream-stream)."""
         self.active += 1
         try:
             drop, extra = self.config.drop_params, params.extra

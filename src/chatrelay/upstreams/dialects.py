@@ -157,8 +157,8 @@ def add_sampling(body: dict[str, Any], params: GenerationParams) -> None:
 
 
 def _request_body(body: dict[str, Any]) -> bytes:
-    """The JSON body, right-sized: orjson's result holds at least 4 KiB, and a request body
-    lives as long as its stream (thousands at once)."""
+    """The JSON body, right-sized: orjson's result keeps a large buffer, and a request body
+    lives as long as its stream, thousands at once (docs/performance.md#request-body)."""
     return bytes(memoryview(orjson.dumps(body)))
 
 

@@ -13,8 +13,8 @@ Usage::
 Hand-written on top of httptools (the C parser uvicorn uses) because no client library
 offers this shape: aiohttp and httpx hand a body over through a reader that a task must be
 woken to read, one more event-loop turn and task step per chunk on chatrelay's hot path, and
-their per-response objects were ~9 KiB of every open stream
-(bench/http_client_choice.py and docs/benchmarks.md have the measurements). Here the body
+their per-response objects add much to every open stream
+(docs/performance.md#upstream-http-client has the measurements). Here the body
 goes from the socket to the callback within the same callback, and a response is a few
 hundred bytes. It speaks exactly what an LLM endpoint needs: one request at a time per
 connection, keep-alive reuse, Content-Length, chunked and connection-close bodies, TLS,
