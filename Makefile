@@ -60,7 +60,8 @@ bench-relay: $(STAMP)
 	$(BIN)/python bench/relay_latency.py
 
 # Side by side: the mock directly, nginx, chatrelay and LiteLLM (installed on first use into
-# bench/.venv-litellm); results in bench/results/, tables and chart in docs/benchmarks.md.
+# bench/.venv-litellm); results in bench/results/ (out of git unless cited), tables and chart
+# in docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 

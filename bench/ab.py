@@ -9,7 +9,7 @@ round, and what is reported is each one's median and how many rounds each was th
         [--concurrency 8] [--requests 4] [--non-streaming]
 
 ``--a``/``--b`` are what bench/compare.py takes after ``chatrelay:``: ``src=PATH`` (another
-source tree, e.g. a ``git worktree`` of an earlier commit), experiment names, or both
+source tree, e.g. a ``git worktree`` of an earlier commit), names of bench/studies/, or both
 joined with ``+``; empty is this tree as it is. Streaming rounds report CPU ms per 1,000
 chunks (64 chunks every 20 ms unless ``--chunks``/``--pace-ms`` say otherwise; pace 0 is
 as fast as the chain goes); ``--non-streaming`` rounds report CPU ms per whole answer.
@@ -43,7 +43,7 @@ def one_round(system: System, mock: System, args: argparse.Namespace) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a", default="", help="this tree unless given (src=PATH, experiments)")
+    parser.add_argument("--a", default="", help="this tree unless given (src=PATH, studies)")
     parser.add_argument("--b", required=True, help="e.g. src=/tmp/prev/src")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=8)

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--systems",
         default="direct,nginx,python-floor,chatrelay,litellm",
-        help="comma list; chatrelay:EXP+EXP adds chatrelay with experiments (systems.py)",
+        help="comma list; chatrelay:NAME+NAME adds chatrelay with bench/studies/ or src=PATH",
     )
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--non-streaming", default="1,32", help="C values; empty: none")
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--chatrelay-prelude",
         default="",
-        help="experiments: names from systems.EXPERIMENTS (gc, key-cache; a comma list) "
+        help="studies: names of bench/studies/ files (gc-pauses; a comma list, src=PATH too) "
         "or Python code run in chatrelay's process before it starts",
     )
     args = parser.parse_args(argv)
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> Path:
                     systems.append(start_python_floor(mock))
                 elif name == "chatrelay":
                     systems.append(start_chatrelay(mock, prelude=args.chatrelay_prelude))
-                elif name.startswith("chatrelay:"):  # with experiments: chatrelay:gc,key-cache
+                elif name.startswith("chatrelay:"):  # chatrelay:gc-pauses, chatrelay:src=PATH
                     experiments = name.split(":", 1)[1].replace("+", ",")
                     systems.append(start_chatrelay(mock, prelude=experiments, name=name))
                 elif name == "litellm":

@@ -20,7 +20,7 @@ from systems import start_chatrelay, start_mock
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--systems", default="chatrelay", help="chatrelay[:experiments], ...")
+    parser.add_argument("--systems", default="chatrelay", help="chatrelay[:NAME+NAME], ...")
     args = parser.parse_args()
     mock = start_mock()
     try:

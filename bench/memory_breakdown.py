@@ -1,5 +1,5 @@
 """What each open stream holds: the resident size it adds (``--rss``), or, with tracemalloc
-in chatrelay's process (the ``memory-top`` experiment of bench/systems.py), the Python
+in chatrelay's process (the study bench/studies/memory_top.py), the Python
 objects it holds, by package and by line.
 
     .venv/bin/python bench/memory_breakdown.py [--streams 128] [--top 25]
@@ -48,7 +48,7 @@ def owner(filename: str) -> str:
 
 
 def snapshot(system: System, name: str) -> tracemalloc.Snapshot:
-    """Has the server dump a snapshot (the ``memory-top`` experiment), and loads it."""
+    """Has the server dump a snapshot (the study ``memory-top``), and loads it."""
     assert system.process is not None
     base = Path(tempfile.gettempdir(), f"chatrelay-memory-{system.process.pid}.{name}")
     request, result = Path(f"{base}.request"), Path(f"{base}.snapshot")

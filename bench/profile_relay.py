@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument(
         "--non-streaming", action="store_true", help="whole answers: the per-request cost alone"
     )
-    parser.add_argument("--prelude", default="", help="an experiment, as in compare.py")
+    parser.add_argument("--prelude", default="", help="studies or src=PATH, as in compare.py")
     parser.add_argument("--bytes", type=int, default=20, help="text bytes of a chunk")
     parser.add_argument(
         "--kind", choices=("text", "tool", "logprobs"), default="text", help="what each chunk is"

@@ -46,7 +46,7 @@ def _runs(result: dict[str, Any], kind: str) -> dict[tuple[int, str], dict[str, 
 
 def _systems(result: dict[str, Any]) -> list[str]:
     present = {r["system"] for r in result["runs"]}
-    # chatrelay with experiments ("chatrelay:gc+key-cache") right after chatrelay itself.
+    # chatrelay with studies or another tree ("chatrelay:src=PATH") right after chatrelay.
     variants = sorted(s for s in present if s.startswith("chatrelay:"))
     listed = [s for s in ORDER if s in present]
     if variants:

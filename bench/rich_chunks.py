@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--pace-ms", type=float, default=20.0, help="0: unpaced")
     parser.add_argument("--bytes", type=int, default=96, help="text bytes of a text chunk")
-    parser.add_argument("--chatrelay", default="", help="src=PATH, experiments (as ab.py)")
+    parser.add_argument("--chatrelay", default="", help="src=PATH, studies (as ab.py)")
     args = parser.parse_args()
     mock = start_mock()
     relay = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -305,176 +306,55 @@ def _chatrelay_version(src: Path | None = None) -> str:
     return f"{version('chatrelay')} ({commit}{'+changes' if dirty else ''})"
 
 
-# Proposed changes to chatrelay, tried without editing it: Python run in the server process
-# before it starts (``--chatrelay-prelude gc,key-cache``), so a profile's suggestion can be
-# measured side by side with the code as it is.
-EXPERIMENTS = {
-    # Fewer, shorter collections: objects that live as long as the process (routes, models,
-    # settings, SQLAlchemy's caches) are frozen out of the collector once startup is over,
-    # the young generation is collected every 10,000 allocations instead of 700 and the old
-    # ones far more rarely. Without it, full collections of 80-110 ms under load stall every
-    # open stream at once (see "gc-pauses").
-    "gc": (
-        "import gc, threading\n"
-        "gc.set_threshold(10_000, 50, 100)\n"
-        "threading.Timer(5, gc.freeze).start()\n"
-    ),
-    # The API key's owner looked up once per key per 5 s instead of once per request (a
-    # revoked key would then work for at most 5 s more).
-    "key-cache": (
-        "import time\n"
-        "import chatrelay.auth.identity as _identity\n"
-        "_lookup, _cache = _identity._from_api_key, {}\n"
-        "async def _cached(request, key):\n"
-        "    now = time.monotonic()\n"
-        "    hit = _cache.get(key)\n"
-        "    if hit is not None and now - hit[0] < 5:\n"
-        "        return hit[1]\n"
-        "    found = await _lookup(request, key)\n"
-        "    _cache[key] = (now, found)\n"
-        "    return found\n"
-        "_identity._from_api_key = _cached\n"
-    ),
-    # Every collection over 5 ms, with its generation, in $TMPDIR/chatrelay-gc-<pid>.log.
-    "gc-pauses": (
-        "import gc, os, tempfile, time\n"
-        "_gc_path = os.path.join(tempfile.gettempdir(), f'chatrelay-gc-{os.getpid()}.log')\n"
-        "_gc_log = open(_gc_path, 'a')\n"
-        "_gc_started = [0.0]\n"
-        "def _gc_timed(phase, info):\n"
-        "    if phase == 'start':\n"
-        "        _gc_started[0] = time.perf_counter()\n"
-        "        return\n"
-        "    pause = (time.perf_counter() - _gc_started[0]) * 1000\n"
-        "    if pause > 5:\n"
-        "        _gc_log.write(f\"gen{info['generation']} {pause:.1f} ms\\n\")\n"
-        "        _gc_log.flush()\n"
-        "gc.callbacks.append(_gc_timed)\n"
-    ),
-    # Where the memory goes: tracemalloc snapshots, taken when bench/memory_breakdown.py asks
-    # (a file $TMPDIR/chatrelay-memory-<pid>.<idle|open>.request), written beside it as
-    # .snapshot. Slows the server down (run it at a C it still keeps up with).
-    "memory-top": (
-        "import os, tempfile, threading, time, tracemalloc\n"
-        "tracemalloc.start(1)\n"
-        "_mem_path = os.path.join(tempfile.gettempdir(), f'chatrelay-memory-{os.getpid()}')\n"
-        "def _mem_watch():\n"
-        "    while True:\n"
-        "        time.sleep(0.2)\n"
-        "        for name in ('idle', 'open', 'after'):\n"
-        "            if os.path.exists(f'{_mem_path}.{name}.request'):\n"
-        "                tracemalloc.take_snapshot().dump(f'{_mem_path}.{name}.snapshot')\n"
-        "                os.remove(f'{_mem_path}.{name}.request')\n"
-        "threading.Thread(target=_mem_watch, daemon=True).start()\n"
-    ),
-    # (A probe) a full collection every second, with what it found logged to
-    # $TMPDIR/chatrelay-gc-found-<pid>.log: how much of the memory per stream is cyclic garbage
-    # that waits for the rare full collections. Stalls streams (a full collection is long).
-    "gc-every-second": (
-        "import gc, os, tempfile, threading, time\n"
-        "_found_path = f'chatrelay-gc-found-{os.getpid()}.log'\n"
-        "_found = open(os.path.join(tempfile.gettempdir(), _found_path), 'a')\n"
-        "def _collect_often():\n"
-        "    while True:\n"
-        "        time.sleep(1)\n"
-        "        _found.write(f'{gc.collect()}\\n')\n"
-        "        _found.flush()\n"
-        "threading.Thread(target=_collect_often, daemon=True).start()\n"
-    ),
-    # Finished answers forgotten at once instead of kept for re-attaching clients: how much
-    # of the memory per stream is theirs.
-    "no-finished-jobs": "import os\nos.environ['CHATRELAY_FINISHED_JOB_TTL'] = '0'\n",
-    # SQLite writers wait for each other in the event loop (one asyncio.Lock) instead of in
-    # SQLite's busy handler, which sleeps 1, 2, 5, ... up to 100 ms between retries even when
-    # the lock was freed a microsecond later (the all-threads profile: ~40% of the samples).
-    "sqlite-writer-lock": (
-        "import asyncio, contextlib\n"
-        "from chatrelay.store import database as _database\n"
-        "_transaction, _locks = _database.Database.transaction, {}\n"
-        "@contextlib.asynccontextmanager\n"
-        "async def _serialised(self):\n"
-        "    lock = _locks.setdefault(id(self), asyncio.Lock())\n"
-        "    async with lock, _transaction(self) as session:\n"
-        "        yield session\n"
-        "_database.Database.transaction = _serialised\n"
-    ),
-    # SQLite's per-request writes run on the event loop itself instead of the writer thread:
-    # no hop (a wake-up of each thread) per write, but the loop waits for SQLite meanwhile.
-    "inline-writes": (
-        "from chatrelay.store import database as _database\n"
-        "async def _write_inline(self, work):\n"
-        "    if self._sync_engine is None:\n"
-        "        async with self.engine.begin() as connection:\n"
-        "            return await connection.run_sync(work)\n"
-        "    async with self._writer:\n"
-        "        return _database._write_with(self._sync_engine, work)\n"
-        "_database.Database.write = _write_inline\n"
-    ),
-    # POST /v1/chat/completions served without FastAPI's request handling (routing through
-    # the included routers, dependency solving, its exit stacks): a plain ASGI endpoint ahead
-    # of the routes reads the body, validates it with pydantic, finds the API key's user and
-    # calls the same endpoint function. What a leaner request path would save. (Landed as
-    # chatrelay/served.py, which hands bad requests back to FastAPI's route; this copy answers
-    # them itself and is kept only to reproduce the measurement in docs/benchmarks.md.)
-    "lean-route": (
-        "import chatrelay.app as _app\n"
-        "from fastapi.exceptions import RequestValidationError as _Invalid\n"
-        "from pydantic import ValidationError as _PydanticError\n"
-        "from starlette.requests import Request as _Request\n"
-        "from starlette.routing import Route as _Route\n"
-        "from chatrelay import openai_api as _api\n"
-        "class _Lean:\n"
-        "    async def __call__(self, scope, receive, send):\n"
-        "        request = _Request(scope, receive)\n"
-        "        try:\n"
-        "            body = _api.CompletionRequest.model_validate_json(await request.body())\n"
-        "        except _PydanticError as error:\n"
-        "            raise _Invalid([{**e, 'loc': ('body', *e['loc'])} for e in error.errors()])\n"
-        "        user = await _api.api_user(request)\n"
-        "        conversation = request.headers.get('x-conversation-id')\n"
-        "        response = await _api.chat_completions(body, request, user, conversation)\n"
-        "        await response(scope, receive, send)\n"
-        "_create = _app.create_app\n"
-        "def _create_lean(*args, **kwargs):\n"
-        "    app = _create(*args, **kwargs)\n"
-        "    lean = _Route('/v1/chat/completions', endpoint=_Lean(), methods=['POST'])\n"
-        "    app.router.routes.insert(0, lean)\n"
-        "    return app\n"
-        "_app.create_app = _create_lean\n"
-    ),
-}
-
-
-# Experiments that are environment variables of chatrelay's process (the allocators: they
-# must be set before Python starts).
-ENV_EXPERIMENTS = {
-    # Python's objects from the C library's malloc instead of its own small-object arenas.
-    "malloc": {"PYTHONMALLOC": "malloc"},
-    # One glibc malloc arena for all threads (the SQLite writer thread has its own otherwise).
-    "one-arena": {"MALLOC_ARENA_MAX": "1"},
-}
-
+# Studies: Python run in the server process before chatrelay starts (``--chatrelay-prelude
+# gc-pauses``, or a system ``chatrelay:gc-pauses``), one file each in bench/studies/ (see its
+# README). Experiments whose conclusions are in docs/benchmarks.md were retired from here.
+STUDIES = BENCH / "studies"
 
 # ``src=PATH``: chatrelay's code from another checkout's src/ (an older commit, say, for a
 # before/after comparison in one interleaved run: ``git worktree add /tmp/base <commit>``,
 # then ``--systems chatrelay,chatrelay:src=/tmp/base/src``).
 SOURCE = "src="
 
+# A comma list of these is study names (and src=PATH); anything else is Python code as it is.
+_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
 
 def _names(names_or_code: str) -> list[str]:
     return [n.strip() for n in names_or_code.split(",") if n.strip()]
 
 
-def _known(name: str) -> bool:
-    return name in EXPERIMENTS or name in ENV_EXPERIMENTS or name.startswith(SOURCE)
+def study_path(name: str) -> Path | None:
+    path = STUDIES / f"{name.replace('-', '_')}.py"
+    return path if path.is_file() else None
+
+
+def studies() -> list[Path]:
+    return sorted(STUDIES.glob("*.py"))
+
+
+def _are_names(names: list[str]) -> bool:
+    return bool(names) and all(n.startswith(SOURCE) or _NAME.fullmatch(n) for n in names)
 
 
 def prelude_code(names_or_code: str) -> str:
-    """Named experiments (comma list) or Python code as it is."""
+    """Named studies (comma list, with or without ``src=PATH``) or Python code as it is."""
     names = _names(names_or_code)
-    if names and all(_known(n) for n in names):
-        return "".join(EXPERIMENTS.get(n, "") for n in names)
-    return names_or_code
+    if not _are_names(names):
+        return names_or_code
+    code = []
+    for name in names:
+        if name.startswith(SOURCE):
+            continue
+        path = study_path(name)
+        if path is None:
+            known = ", ".join(p.stem.replace("_", "-") for p in studies())
+            raise SystemExit(
+                f"no study {name!r} in bench/studies/ ({known}); retired experiments: "
+                "docs/benchmarks.md"
+            )
+        code.append(f"__import__('runpy').run_path({str(path)!r})\n")
+    return "".join(code)
 
 
 def source_of(names_or_code: str) -> Path | None:
@@ -484,18 +364,16 @@ def source_of(names_or_code: str) -> Path | None:
 
 
 def experiment_env(names_or_code: str) -> dict[str, str]:
-    env = {k: v for n in _names(names_or_code) for k, v in ENV_EXPERIMENTS.get(n, {}).items()}
     source = source_of(names_or_code)
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-    return env
+    return {"PYTHONPATH": str(source)} if source is not None else {}
 
 
 def start_chatrelay(
     mock: System, *, prelude: str = "", name: str = "chatrelay", **extra_env: str
 ) -> System:
-    """``prelude``: Python run in the server process before chatrelay starts, for experiments
-    (e.g. ``import gc; gc.set_threshold(10_000, 50, 100)``); shown in the settings."""
+    """``prelude``: studies of bench/studies/ and ``src=PATH`` (a comma list), or Python code,
+    run in the server process before chatrelay starts (e.g. ``import gc; gc.freeze()``);
+    shown in the settings."""
     workdir = tempfile.mkdtemp(prefix="bench-chatrelay-")
     port = free_port()
     mock_base = mock.url.rsplit("/v1/", 1)[0]
@@ -520,7 +398,8 @@ def start_chatrelay(
         serve = [
             sys.executable,
             "-c",
-            f"{prelude}\nfrom chatrelay.cli import main\nmain()",
+            # As ``python -m chatrelay`` (in whichever tree is on the path), after the prelude.
+            f"{prelude}\nimport runpy\nrunpy.run_module('chatrelay', run_name='__main__')",
             "serve",
         ]
     # An account and an API key, made the way an operator would, before the server starts.
@@ -539,10 +418,11 @@ def start_chatrelay(
         text=True,
         cwd=workdir,
     ).stdout.strip()
-    log = open(Path(workdir, "chatrelay.log"), "wb")  # noqa: SIM115 (lives as long as the process)
-    process = subprocess.Popen(
-        [*serve, "--port", str(port)], env=env, stdout=log, stderr=log, cwd=workdir
-    )
+    # The server writes to its own copy of the descriptor: ours is closed once it has it.
+    with open(Path(workdir, "chatrelay.log"), "wb") as log:
+        process = subprocess.Popen(
+            [*serve, "--port", str(port)], env=env, stdout=log, stderr=log, cwd=workdir
+        )
     wait_for_http(f"http://{HOST}:{port}/healthz", 60, process)
     settings = {
         "workers": 1,
@@ -626,26 +506,26 @@ def start_litellm(mock: System) -> System:
         text=True,
         env=env,
     ).stdout.strip()
-    log = open(Path(workdir, "litellm.log"), "wb")  # noqa: SIM115 (lives as long as the process)
-    process = subprocess.Popen(
-        [
-            str(LITELLM_VENV / "bin" / "litellm"),
-            "--config",
-            str(config),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--num_workers",
-            "1",
-            "--telemetry",
-            "False",
-        ],
-        env=env,
-        stdout=log,
-        stderr=log,
-        cwd=workdir,
-    )
+    with open(Path(workdir, "litellm.log"), "wb") as log:  # the server has its own copy
+        process = subprocess.Popen(
+            [
+                str(LITELLM_VENV / "bin" / "litellm"),
+                "--config",
+                str(config),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+                "--telemetry",
+                "False",
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+            cwd=workdir,
+        )
     wait_for_http(f"http://{HOST}:{port}/health/liveliness", 180, process)
     system = System(
         name="litellm",

@@ -6,10 +6,13 @@ that is not 127.0.0.1. Asserts on figures being there, never on timings: the mac
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +90,99 @@ def test_driver_refuses_targets_other_than_loopback() -> None:
         )
         assert run.returncode != 0
         assert "refused" in run.stderr, run.stderr
+
+
+def test_every_study_runs_before_chatrelay_on_todays_code(tmp_path: Path) -> None:
+    """Each file of bench/studies/, by its name as the harness takes it, runs in a process that
+    then imports chatrelay's app, as in the server (a study that imports a name the code no
+    longer has fails here)."""
+    studies = sorted(p.stem.replace("_", "-") for p in (BENCH / "studies").glob("*.py"))
+    assert studies
+    for name in studies:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {str(BENCH)!r}); import systems\n"
+                f"exec(systems.prelude_code({name!r}))\n"
+                "from chatrelay.app import create_app\n",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},
+        )
+        assert run.returncode == 0, (name, run.stderr[-3000:])
+
+
+def test_a_retired_or_unknown_study_is_refused_not_run_as_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import systems
+
+    for names in ("inline-writes", "gc-pauses,no-such-study"):
+        with pytest.raises(SystemExit, match="no study"):
+            systems.prelude_code(names)
+    assert systems.prelude_code("import gc; gc.freeze()") == "import gc; gc.freeze()"
+
+
+def test_chatrelay_runs_another_trees_code_with_a_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``chatrelay:src=PATH+gc-pauses`` (compare.py, ab.py): the server runs the code of the
+    other tree, with the study run in its own process first."""
+    other = tmp_path / "other" / "src"
+    shutil.copytree(
+        ROOT / "src" / "chatrelay",
+        other / "chatrelay",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    init = other / "chatrelay" / "__init__.py"
+    marker = tmp_path / "imported-from-the-other-tree"
+    init.write_text(init.read_text() + f"\nopen({str(marker)!r}, 'a').close()\n")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.syspath_prepend(str(BENCH))
+    import systems
+
+    mock = systems.start_mock(chunks=4, pace_ms=1)
+    try:
+        relay = systems.start_chatrelay(mock, prelude=f"src={other},gc-pauses", name="other")
+        try:
+            assert relay.process is not None and marker.exists()
+            assert (tmp_path / f"chatrelay-gc-{relay.process.pid}.log").exists()
+            request = urllib.request.Request(
+                relay.url,
+                data=json.dumps(
+                    {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+                ).encode(),
+                headers={
+                    "Authorization": f"Bearer {relay.api_key}",
+                    "Content-Type": "application/json",
+                },
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.load(response)
+            assert answer["choices"][0]["message"]["content"]
+        finally:
+            relay.stop()
+    finally:
+        mock.stop()
+
+
+def test_every_bench_script_imports_against_todays_code() -> None:
+    """The scripts the docs cite import chatrelay's modules (some its internals): one that
+    names something the code no longer has fails here, not when someone next runs it."""
+    scripts = sorted(p.stem for p in BENCH.glob("*.py"))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import importlib, sys; sys.path.insert(0, {str(BENCH)!r})\n"
+            f"for name in {scripts!r}: importlib.import_module(name)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
