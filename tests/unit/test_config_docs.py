@@ -8,6 +8,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from chatrelay import config_docs
 from chatrelay.config import Settings, UpstreamSpec
 
@@ -37,7 +39,7 @@ def test_every_setting_is_described_in_one_section_of_the_page() -> None:
     assert undescribed == [], "give these a description= in config.py"
 
 
-def test_the_page_names_the_variables_settings_read(monkeypatch: object) -> None:
+def test_the_page_names_the_variables_settings_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """A row's variable is the one Settings really reads: set it, and the field changes."""
     page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `([A-Z0-9_]+)` \| `([a-z0-9_]+)` \|", page, re.MULTILINE))
@@ -52,7 +54,7 @@ def test_the_page_names_the_variables_settings_read(monkeypatch: object) -> None
         "CHATRELAY_TRUSTED_PROXIES": "10.0.0.0/8",
     }
     for name, value in env.items():
-        monkeypatch.setenv(name, value)  # type: ignore[attr-defined]
+        monkeypatch.setenv(name, value)
     settings = Settings()
     assert settings.livepeer_gateway_urls == ["http://a.example", "http://b.example"]
     assert settings.openai_api_key == "sk-test"
