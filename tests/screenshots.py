@@ -1,4 +1,4 @@
-"""Screenshots of the chat page's main states for the README, into docs/screenshots/.
+"""Screenshots of the chat page's main states (README, docs/page.md), into docs/screenshots/.
 
     .venv/bin/python -m tests.screenshots [OUT_DIR]
 

@@ -269,7 +269,7 @@ async def test_tls_upstream_verified_against_trusted_certificates(
             await answer_of(upstream)
         assert refused.value.code == "upstream_unreachable"
         assert "CERTIFICATE_VERIFY_FAILED" in refused.value.message
-    # Trusted (SSL_CERT_FILE, as the README says): the answer comes through TLS.
+    # Trusted (SSL_CERT_FILE, as docs/api.md says): the answer comes through TLS.
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     monkeypatch.setattr(http1, "_SSL_CONTEXT", None)
     async with upstream_at(url) as upstream:
