@@ -22,9 +22,9 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from chatrelay.config import Settings
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import RunningRelay, serve
+from tests.e2e.test_web_resume import behind_proxy
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.limits_helpers import needed
-from tests.test_web_resume import behind_proxy
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 DESKTOP = {"width": 1100, "height": 720}

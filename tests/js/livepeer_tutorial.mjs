@@ -1,6 +1,6 @@
 // The Livepeer docs' Next.js chatbot ("Chatbot with Livepeer LLM", docs.livepeer.org
 // v2/developers/build/tutorials/build-a-chatbot-with-livepeer-llm), replayed on Node 20 with
-// no packages (tests/test_livepeer_gateway.py runs it against chatrelay's POST /llm):
+// no packages (tests/e2e/test_livepeer_gateway.py runs it against chatrelay's POST /llm):
 //
 // * its route handler, src/app/api/chat/route.ts, as written (TypeScript types taken out),
 //   served by a tiny stand-in for Next's runtime: an HTTP server that hands each request to

@@ -1,5 +1,5 @@
 // Real JavaScript clients of chatrelay's /v1 (issue 20, items 7 and 10), run on Node 20 by
-// tests/test_js_sdk_clients.py against a chatrelay with a fake upstream behind it:
+// tests/e2e/test_js_sdk_clients.py against a chatrelay with a fake upstream behind it:
 //
 // * the AI SDK (`ai` 6 with `@ai-sdk/openai` 3, its Chat Completions model) doing a tool
 //   round trip with generateText and with streamText, structured output with generateObject

@@ -26,6 +26,7 @@ from chatrelay.livepeer_api import LivepeerFrames
 from chatrelay.served import ServedEndpoints, ServedRoute
 from chatrelay.upstreams.chunk import Usage
 from tests.conftest import RunningRelay, serve
+from tests.e2e.test_openai_api import api_key
 from tests.fake_upstream import (
     MODEL,
     FakeResponse,
@@ -35,9 +36,8 @@ from tests.fake_upstream import (
 )
 from tests.polling import wait_until
 from tests.sse_client import read_answer
-from tests.test_openai_api import api_key
 
-TUTORIAL = Path(__file__).parent / "js" / "livepeer_tutorial.mjs"
+TUTORIAL = Path(__file__).parent.parent / "js" / "livepeer_tutorial.mjs"
 QUESTION = [{"role": "user", "content": "What is Livepeer?"}]
 
 

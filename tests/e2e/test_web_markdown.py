@@ -10,8 +10,8 @@ import re
 
 from playwright.async_api import Browser, Request, expect
 
+from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
-from tests.test_web_page import open_chat
 
 RICH = (
     "## Steps\n"

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import RunningRelay
+from tests.e2e.test_openai_api import api_key, client_for
 from tests.fake_upstream import (
     DROP,
     MODEL,
@@ -24,7 +25,6 @@ from tests.fake_upstream import (
     vllm_tool_call_events,
 )
 from tests.polling import wait_until
-from tests.test_openai_api import api_key, client_for
 
 GPT = "gpt-test"
 WEATHER_TOOL = {

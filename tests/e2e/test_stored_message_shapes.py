@@ -29,9 +29,9 @@ from chatrelay.store.conversations import (
 from chatrelay.store.database import Database, upgrade_database
 from chatrelay.store.users import create_guest
 from chatrelay.text import message_text
+from tests.e2e.test_openai_api import api_key
 from tests.fake_upstream import livepeer_events, openai_events, vllm_tool_call_events
 from tests.sse_client import read_answer, user
-from tests.test_openai_api import api_key
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(300)).decode()
 WEATHER_CALL = {

@@ -20,8 +20,8 @@ import pytest
 from chatrelay.config import EMBEDDED_MODEL, Settings
 from chatrelay.store.database import Database
 from tests.conftest import RelayFactory, serve
+from tests.e2e.test_auth import browser, register
 from tests.sse_client import DONE, read_answer, user
-from tests.test_auth import browser, register
 
 
 def mode(path: Path) -> int:

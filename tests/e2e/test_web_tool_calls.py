@@ -18,9 +18,9 @@ from sqlalchemy import text
 from chatrelay.store import conversations
 from chatrelay.store.database import Database
 from tests.browser import WAIT_MS
+from tests.e2e.test_openai_api import api_key
+from tests.e2e.test_web_page import ChatPage, open_chat
 from tests.fake_upstream import livepeer_events, openai_events, vllm_tool_call_events
-from tests.test_openai_api import api_key
-from tests.test_web_page import ChatPage, open_chat
 
 HOSTILE_NAME = '<img src=x onerror="window.__pwned=1">'
 HOSTILE_ARGUMENTS = '{"html": "<script>window.__pwned=2</script>", "n": 1}'

@@ -13,7 +13,7 @@ errors that really happen.
 
 Bounded: ``FUZZ_MAX_EXAMPLES`` (default 25) requests per operation and mode, the whole
 module in about 20 s on 2 cores. For a deeper hunt: ``FUZZ_MAX_EXAMPLES=500 pytest
-tests/test_fuzz_api.py``. Failures print the shrunk request as a curl command.
+tests/e2e/test_fuzz_api.py``. Failures print the shrunk request as a curl command.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from chatrelay.app import create_app
 from chatrelay.auth.sessions import COOKIE_NAME
 from chatrelay.config import Settings
 from tests.conftest import RunningRelay
+from tests.e2e.test_openai_api import api_key
 from tests.fake_upstream import FakeUpstream, livepeer_events
-from tests.test_openai_api import api_key
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
 REQUEST_TIMEOUT = 10

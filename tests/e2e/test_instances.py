@@ -14,10 +14,10 @@ from chatrelay.store.database import Database
 from chatrelay.store.instances import InstanceHeartbeat, settle_dead_instances
 from chatrelay.store.models import Conversation, Instance, Message, User, utcnow
 from tests.conftest import REDIS_URL
+from tests.e2e.test_resume import read_rest, read_some
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until
 from tests.sse_client import DONE, user
-from tests.test_resume import read_rest, read_some
 
 WORDS = [f" w{i}" for i in range(80)]
 SECRET = "one-secret-for-every-instance"

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_crash_recovery import start_server_process
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.limits_helpers import ask, needed, usage_of
 from tests.polling import wait_until
 from tests.sse_client import read_answer
-from tests.test_crash_recovery import start_server_process
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 QUESTION = "Shared?"

@@ -22,11 +22,11 @@ from chatrelay.cors import CorsPolicy
 from chatrelay.upstreams.sidecar import free_port
 from tests.browser import WAIT_MS
 from tests.conftest import RunningRelay
+from tests.e2e.test_openai_api import MODEL, api_key
 from tests.fake_upstream import FakeUpstream, livepeer_events
-from tests.test_openai_api import MODEL, api_key
 
-PAGE_DIR = Path(__file__).parent / "cors_page"
-OPENAI_JS = Path(__file__).parent / "js" / "node_modules" / "openai"
+PAGE_DIR = Path(__file__).parent.parent / "cors_page"
+OPENAI_JS = Path(__file__).parent.parent / "js" / "node_modules" / "openai"
 APP = "http://127.0.0.1:5173"  # a listed origin for the plain HTTP tests
 STRANGER = "http://127.0.0.1:6666"
 CHAT = "/v1/chat/completions"

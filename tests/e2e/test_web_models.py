@@ -10,8 +10,8 @@ import re
 from playwright.async_api import Browser, expect
 
 from chatrelay.config import LIVEPEER_MODELS
+from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_events
-from tests.test_web_page import open_chat
 
 DEFAULT = LIVEPEER_MODELS[0]
 OTHER = LIVEPEER_MODELS[1]

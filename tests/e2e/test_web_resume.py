@@ -15,9 +15,9 @@ from playwright.async_api import Browser, Request, expect
 
 from chatrelay.upstreams.sidecar import free_port
 from tests.conftest import RunningRelay
+from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until
-from tests.test_web_page import open_chat
 
 TOKENS = [f" t{i}" for i in range(60)]
 FULL = "".join(TOKENS).strip()

@@ -11,8 +11,8 @@ from typing import Any
 
 from playwright.async_api import Browser, Locator, Page, Request, expect
 
+from tests.e2e.test_web_page import ChatPage, open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
-from tests.test_web_page import ChatPage, open_chat
 
 PASSWORD = "correct horse battery"
 # The browser itself logs refused requests ("the server responded with a status of 401").

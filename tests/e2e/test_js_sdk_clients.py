@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningRelay
+from tests.e2e.test_openai_api import api_key
 from tests.fake_upstream import (
     DROP,
     FakeResponse,
@@ -30,9 +31,8 @@ from tests.fake_upstream import (
     openai_events,
     vllm_tool_call_events,
 )
-from tests.test_openai_api import api_key
 
-JS = Path(__file__).parent / "js"
+JS = Path(__file__).parent.parent / "js"
 SCRIPT = JS / "sdk_clients.mjs"
 PACKAGES = ("ai", "@ai-sdk/openai", "openai", "zod")
 MODEL = "gpt-test"

@@ -15,6 +15,7 @@ import pytest
 
 from chatrelay.sse import SSEDecoder
 from tests.conftest import RunningRelay
+from tests.e2e.test_openai_api import api_key, client_for
 from tests.fake_upstream import (
     MODEL,
     FakeResponse,
@@ -26,7 +27,6 @@ from tests.fake_upstream import (
 )
 from tests.polling import wait_until
 from tests.sse_client import DONE, StreamedAnswer, read_answer, user
-from tests.test_openai_api import api_key, client_for
 
 
 async def chat(relay: RunningRelay, body: dict[str, Any]) -> tuple[httpx.Response, StreamedAnswer]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_admin_cli import run
+from tests.e2e.test_crash_recovery import start_server_process
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.sse_client import DONE, events_of, user
-from tests.test_admin_cli import run
-from tests.test_crash_recovery import start_server_process
 
 
 def server_env(fake: FakeUpstream, tmp_path: Path, database_url: str) -> dict[str, str]:

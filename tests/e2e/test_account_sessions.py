@@ -19,8 +19,8 @@ from chatrelay.auth.sessions import COOKIE_NAME
 from chatrelay.store import users
 from chatrelay.store.models import Session as SessionRow
 from tests.conftest import RelayFactory, RunningRelay
-from tests.test_admin_cli import run
-from tests.test_auth import PASSWORD, browser, db_of, error_code, login, me, register
+from tests.e2e.test_admin_cli import run
+from tests.e2e.test_auth import PASSWORD, browser, db_of, error_code, login, me, register
 
 NEW_PASSWORD = "a much better passphrase"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 from playwright.async_api import Browser, expect
 
+from tests.e2e.test_web_conversations import REFUSALS, rows, sign_in_dialog, submit_credentials
+from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream
-from tests.test_web_conversations import REFUSALS, rows, sign_in_dialog, submit_credentials
-from tests.test_web_page import open_chat
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a much better passphrase"

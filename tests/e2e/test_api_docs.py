@@ -14,8 +14,8 @@ from playwright.async_api import Browser, ConsoleMessage, Request, expect
 from chatrelay.api_docs import ERROR_REF
 from tests.browser import RECORD_CSP_VIOLATIONS, WAIT_MS
 from tests.conftest import RunningRelay
+from tests.e2e.test_openai_api import api_key
 from tests.fake_upstream import FakeUpstream, livepeer_events
-from tests.test_openai_api import api_key
 
 # What each operation answers: its 2xx and at least these errors (read from the routes, the
 # dependencies they use, errors.py, limits/refusals.py and the middleware). A new route must

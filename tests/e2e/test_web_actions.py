@@ -12,10 +12,10 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
+from tests.e2e.test_web_conversations import REFUSALS, ChatRequests, api, ask, hash_id
+from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeResponse, FakeUpstream, livepeer_events
 from tests.polling import wait_until
-from tests.test_web_conversations import REFUSALS, ChatRequests, api, ask, hash_id
-from tests.test_web_page import open_chat
 
 
 async def test_regenerate_replaces_the_last_answer(

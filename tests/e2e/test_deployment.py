@@ -22,15 +22,15 @@ import httpx
 import pytest
 
 from chatrelay.upstreams.sidecar import free_port
+from tests.e2e.test_crash_recovery import wait_healthy
+from tests.e2e.test_resume import read_rest, read_some
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until
 from tests.sse_client import DONE, content_of, events_with_ids, user
-from tests.test_crash_recovery import wait_healthy
-from tests.test_resume import read_rest, read_some
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
-DEPLOY = Path(__file__).parent.parent / "docs" / "deploy"
+DEPLOY = Path(__file__).parents[2] / "docs" / "deploy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WORDS = [f" w{i}" for i in range(150)]
 WHOLE = "".join(WORDS)

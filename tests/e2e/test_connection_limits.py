@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
+from tests.e2e.test_crash_recovery import start_server_process
 from tests.fake_upstream import FakeUpstream
-from tests.test_crash_recovery import start_server_process
 
 # Generous bound for what must happen: no test waits this long unless the server never acts.
 BOUND = 30.0

@@ -16,10 +16,10 @@ import pytest
 
 from chatrelay.store import users as user_store
 from chatrelay.store.models import Message
+from tests.e2e.test_resume import read_rest
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.polling import wait_until
 from tests.sse_client import DONE, read_answer, user
-from tests.test_resume import read_rest
 
 ANSWERS = 24
 PASSWORD = "a long enough password"

@@ -25,7 +25,7 @@ from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig
 from chatrelay.upstreams.dialects import DIALECTS, GenerationParams
 from chatrelay.upstreams.llama_server import LlamaServerDialect
 from tests.conftest import RunningRelay, serve
-from tests.test_openai_api import api_key, client_for
+from tests.e2e.test_openai_api import api_key, client_for
 
 WEATHER_TOOL: Any = {
     "type": "function",
