@@ -13,7 +13,6 @@ every other sign-in route.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -35,6 +34,7 @@ from chatrelay.auth.routes import me
 from chatrelay.auth.sessions import end_user_sessions, is_secure, new_token, token_hash
 from chatrelay.auth.throttle import SignInThrottle, new_attempt_id
 from chatrelay.errors import ChatRelayError
+from chatrelay.limits.refusals import too_many_failures
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow
@@ -70,14 +70,7 @@ async def _check_current_password(request: Request, user: User, password: str) -
     # burst cannot slip in between the check and the count (one script with Redis).
     wait = await throttle.attempt(attempts, attempt_id=new_attempt_id())
     if wait is not None:
-        seconds = max(1, math.ceil(wait))
-        raise ChatRelayError(
-            429,
-            f"Too many wrong passwords. Try again in {seconds} seconds.",
-            code="too_many_attempts",
-            type="rate_limit_error",
-            headers={"Retry-After": str(seconds)},
-        )
+        raise too_many_failures(wait, what="wrong passwords")
     # Read now, not from the credential cache's copy of the user: it may predate a change.
     async with _database(request).read() as session:
         found = await users.get_user(session, user_id=user.id)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -30,6 +29,7 @@ from chatrelay.auth.sessions import is_secure, new_token, token_hash
 from chatrelay.auth.throttle import SignInThrottle, new_attempt_id
 from chatrelay.errors import ChatRelayError
 from chatrelay.limits.quotas import Quotas
+from chatrelay.limits.refusals import too_many_failures
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow
@@ -221,14 +221,7 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
     attempt = new_attempt_id()
     wait = await throttle.attempt([user_key, address_key], attempt_id=attempt)
     if wait is not None:
-        seconds = max(1, math.ceil(wait))
-        raise ChatRelayError(
-            429,
-            f"Too many failed sign-ins. Try again in {seconds} seconds.",
-            code="too_many_attempts",
-            type="rate_limit_error",
-            headers={"Retry-After": str(seconds)},
-        )
+        raise too_many_failures(wait, what="failed sign-ins")
     async with _database(request).transaction() as session:
         account = await users.get_user_by_username(session, username=username)
     if account is None or account.password_hash is None:

@@ -44,6 +44,18 @@ def too_many_new_guests(wait: float, *, limit: str) -> ChatRelayError:
     )
 
 
+def too_many_failures(wait: float, *, what: str) -> ChatRelayError:
+    """The sign-in throttle's refusal (sign-in, a password change): ``what`` failed too often."""
+    seconds = _seconds(wait)
+    return ChatRelayError(
+        429,
+        f"Too many {what}. Try again in {seconds} seconds.",
+        code="too_many_attempts",
+        type=RATE_LIMIT_ERROR,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 def too_many_registrations(wait: float, *, limit: str) -> ChatRelayError:
     seconds = _seconds(wait)
     return ChatRelayError(
