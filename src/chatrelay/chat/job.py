@@ -84,6 +84,7 @@ class GenerationJob:
         "finish_reason",
         "first_token_at",
         "id",
+        "logprobs_at",
         "messages",
         "model",
         "opened",
@@ -92,7 +93,6 @@ class GenerationJob:
         "policy",
         "pool",
         "recorder",
-        "rich_at",
         "served_by",
         "spliceable",
         "started_at",
@@ -140,7 +140,7 @@ class GenerationJob:
         self.detailed_errors = detailed_errors  # CHATRELAY_DETAILED_ERRORS
         # Where the deltas with logprobs are among the events (None when there are none): a
         # whole answer's logprobs are gathered from them when asked, not kept per token.
-        self.rich_at: array[int] | None = None
+        self.logprobs_at: array[int] | None = None
         self._rich: RichParts | None = None
         # Whether a failure mid-answer may be continued elsewhere: not once part of a tool
         # call, or of a JSON answer, is out (a continuation cannot be spliced into JSON).
@@ -196,7 +196,7 @@ class GenerationJob:
     def logprobs_of_answer(self) -> dict[str, Any] | None:
         """A whole answer's ``choices[0].logprobs``, from its relayed frames (once, at the
         end: a streamed answer's logprobs are only relayed, never held)."""
-        at = self.rich_at
+        at = self.logprobs_at
         if at is None:
             return None
         content: list[Any] = []
@@ -510,9 +510,9 @@ class GenerationJob:
             rich = self._rich = RichParts()
         rich.take(delta)  # from the parsed delta, now: gathering it later means parsing again
         if chunk.logprobs is not None:
-            at = self.rich_at
+            at = self.logprobs_at
             if at is None:
-                at = self.rich_at = array("I")
+                at = self.logprobs_at = array("I")
             at.append(len(self.buffer))
         escaped = orjson.dumps(chunk.content)[1:-1] if chunk.content else b""
         self.buffer.append_rich(self.encoder.rich(delta, chunk.logprobs), escaped)
