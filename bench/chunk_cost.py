@@ -3,7 +3,7 @@ bytes a follower sends (the dialect's parse, the answer's take, the follower's f
 
 Issue 20 asks that plain text cost no more than before and that a tool-call or logprobs
 chunk cost no more than a text chunk of the same size. This measures each kind of event
-with the real objects (OpenAIDialect, GenerationJob and its attempt, EventBuffer), the best
+with the real objects (OpenAIDialect, Answer and its attempt, EventBuffer), the best
 of several repeats of many events each, so that the numbers compare code, not load:
 
     .venv/bin/python bench/chunk_cost.py                         # this tree
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from chatrelay.chat.job import GenerationJob, _Attempt
+from chatrelay.answers.answer import Answer, _Attempt
 from chatrelay.upstreams.dialects import GenerationParams, OpenAIDialect
 from chatrelay.upstreams.health import ModelHealth
 
@@ -62,7 +62,7 @@ def kinds() -> dict[str, str]:
 
 async def one_run_us(data: str) -> float:
     """µs of CPU per event, parse + take + the follower's frame, over EVENTS events."""
-    job = GenerationJob(
+    answer = Answer(
         message_id="msg_bench",
         pool=None,  # type: ignore[arg-type]  # only stored; no attempt is made here
         model="gpt-test",
@@ -71,8 +71,8 @@ async def one_run_us(data: str) -> float:
         owner_id="usr_bench",
         conversation_id="conv_bench",
     )
-    attempt = _Attempt(job, "bench", ModelHealth())
-    frame, take, parse = job.buffer.frame, attempt.take, OpenAIDialect().parse_event
+    attempt = _Attempt(answer, "bench", ModelHealth())
+    frame, take, parse = answer.buffer.frame, attempt.take, OpenAIDialect().parse_event
     began = time.process_time()
     for index in range(EVENTS):
         take(parse(data))
@@ -81,7 +81,7 @@ async def one_run_us(data: str) -> float:
 
 
 async def main() -> None:
-    rich = hasattr(GenerationJob, "relay_rich")
+    rich = hasattr(Answer, "relay_rich")
     measured = {name: data for name, data in kinds().items() if rich or "text" in name}
     best = dict.fromkeys(measured, float("inf"))
     # Round after round, each kind in turn: this VM's speed drifts by tens of per cent from

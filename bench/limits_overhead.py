@@ -38,10 +38,10 @@ from chatrelay.limits.periods import PeriodWindow
 from chatrelay.limits.quotas import Caller, Quotas
 from chatrelay.limits.redis_backend import RedisLimits
 from chatrelay.upstreams.chunk import Usage
-from chatrelay.upstreams.dialects import Message
+from chatrelay.upstreams.dialects import UpstreamMessage
 from relay_latency import ROOT, free_port, start_mock, wait_for_port
 
-MESSAGES: list[Message] = [{"role": "user", "content": "How much does this cost?"}]
+MESSAGES: list[UpstreamMessage] = [{"role": "user", "content": "How much does this cost?"}]
 LIMITS = {
     "rate_limit": "100000000/minute",
     "max_streams_per_ip": 1_000_000,

@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 
 def owner(filename: str) -> str:
-    """``chatrelay/chat/job.py``, or the package (``aiohttp``), or the stdlib module."""
+    """``chatrelay/answers/answer.py``, or the package (``aiohttp``), or the stdlib module."""
     for marker in ("src/chatrelay/", "site-packages/", "python3.11/"):
         if marker in filename:
             rest = filename.split(marker, 1)[1]

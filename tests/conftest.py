@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 
+from chatrelay.answers.service import ChatService
 from chatrelay.app import create_app
-from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
 from chatrelay.upstreams.sidecar import free_port
 from tests.fake_upstream import FakeUpstream

@@ -21,30 +21,30 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
-from chatrelay.api_docs import install_api_docs
-from chatrelay.auth.account_routes import router as account_router
-from chatrelay.auth.csrf import CsrfProtection
-from chatrelay.auth.routes import router as auth_router
+from chatrelay.answers.service import ChatService
 from chatrelay.auth.sessions import SessionCookieWriter
 from chatrelay.auth.setup import install_auth_state
-from chatrelay.chat.conversation_routes import router as conversation_router
-from chatrelay.chat.routes import router as chat_router
-from chatrelay.chat.service import ChatService
 from chatrelay.config import Settings
-from chatrelay.cors import ApiCors, CorsPolicy
 from chatrelay.error_details import shows_details
 from chatrelay.errors import install_error_handlers
-from chatrelay.hosts import AllowedHosts, HostAllowList
-from chatrelay.http import BodySizeLimit, SecurityHeaders
+from chatrelay.http.api_docs import install_api_docs
+from chatrelay.http.cors import ApiCors, CorsPolicy
+from chatrelay.http.csrf import CsrfProtection
+from chatrelay.http.hosts import AllowedHosts, HostAllowList
+from chatrelay.http.middleware import BodySizeLimit, SecurityHeaders
+from chatrelay.http.routes.account import router as account_router
+from chatrelay.http.routes.auth import router as auth_router
+from chatrelay.http.routes.chat import router as chat_router
+from chatrelay.http.routes.conversations import router as conversation_router
+from chatrelay.http.routes.limits import router as usage_router
+from chatrelay.http.routes.livepeer import install_livepeer_gateway
+from chatrelay.http.routes.openai import router as openai_router
+from chatrelay.http.routes.openai import served_endpoints
+from chatrelay.http.served import ServedEndpoints
 from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
 from chatrelay.limits.quotas import Quotas
-from chatrelay.limits.routes import router as usage_router
 from chatrelay.limits.tokens import LlamaVocabCounter
-from chatrelay.livepeer_api import install_livepeer_gateway
 from chatrelay.observability import RequestLog, metrics_endpoint
-from chatrelay.openai_api import router as openai_router
-from chatrelay.openai_api import served_endpoints
-from chatrelay.served import ServedEndpoints
 from chatrelay.store.database import Database, database_url
 from chatrelay.store.pruning import Pruner
 from chatrelay.upstreams.monitor import UpstreamMonitor
@@ -176,7 +176,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     # Innermost: the hot endpoints served without FastAPI's request handling (the routes
-    # above document them and answer what they decline: chatrelay/served.py).
+    # above document them and answer what they decline: chatrelay/http/served.py).
     app.add_middleware(ServedEndpoints, endpoints=served_endpoints())
     app.add_middleware(SessionCookieWriter)
     cors = CorsPolicy.parse(settings.cors_origins)

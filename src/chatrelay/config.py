@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         "request id; the details go to the log only. Unset: on when bound to loopback, else off.",
     )
 
-    # What `chatrelay serve` allows each client connection (chatrelay/connection_limits.py),
+    # What `chatrelay serve` allows each client connection (chatrelay/http/connection_limits.py),
     # so that it may face the internet without a proxy.
     max_header_bytes: int = Field(
         default=64 * 1024,

@@ -93,7 +93,7 @@ def metrics_response(registry_source: Any = None) -> Response:
 
 
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# The id of the request being handled: also in the tasks it starts (an answer's job), so that
+# The id of the request being handled: also in the tasks it starts (an answer's answer), so that
 # what they log and tell the client can name it (chatrelay/error_details.py).
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -124,7 +124,7 @@ class RequestLog:
         started = time.perf_counter()
         status = 500
 
-        def send_with_id(message: Message) -> Awaitable[None]:  # not async: see http.py
+        def send_with_id(message: Message) -> Awaitable[None]:  # not async: see http/middleware.py
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -159,12 +159,12 @@ class RequestLog:
         user = getattr(identity, "user", None)
         if user is not None:
             fields["user_id"] = user.id
-        job = state.get("job")
-        if job is not None:
-            fields.update(job.log_fields())
+        answer = state.get("answer")
+        if answer is not None:
+            fields.update(answer.log_fields())
             if self.log_content:
-                fields["question"] = message_text(job.messages[-1]) if job.messages else ""
-                fields["answer"] = job.text
+                fields["question"] = message_text(answer.messages[-1]) if answer.messages else ""
+                fields["answer"] = answer.text
         return fields
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from chatrelay.store import users as user_store
-from chatrelay.store.models import Message
+from chatrelay.store.models import MessageRow
 from tests.e2e.test_resume import read_rest
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.polling import wait_until
@@ -85,12 +85,12 @@ async def test_answers_ending_while_the_guest_signs_in_keep_their_ending(
         )
         await asyncio.wait_for(inside.wait(), 10)
         gate.set()
-        await wait_until(lambda: not relay.service.answers.active, within=10)
+        await wait_until(lambda: not relay.service.answer_store.active, within=10)
         go_on.set()
         signed_in = await login
         assert signed_in.status_code == 200, signed_in.text
         streamed = [await read_answer(r) for r in responses]
-        await wait_until(lambda: not relay.service.jobs, within=20)
+        await wait_until(lambda: not relay.service.answers, within=20)
         stored = await stored_answers(relay.client, responses)
         assert all(a.text == "Hi there" and a.events[-1] == DONE for a in streamed)
         assert [(a["status"], a["content"]) for a in stored] == [("complete", "Hi there")] * ANSWERS
@@ -119,7 +119,7 @@ async def test_answers_on_another_instance_keep_their_ending(
         assert signed_in.status_code == 200, signed_in.text
         gate.set()
         streamed = [await read_answer(r) for r in responses]
-        await wait_until(lambda: not a.service.jobs, within=20)
+        await wait_until(lambda: not a.service.answers, within=20)
         stored = await stored_answers(b.client, responses)
         assert all(s.text == "Hi there" and s.events[-1] == DONE for s in streamed)
         assert [(a["status"], a["content"]) for a in stored] == [("complete", "Hi there")] * ANSWERS
@@ -146,10 +146,10 @@ async def test_a_reattach_to_an_answer_its_live_instance_lost_ends(
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
             await read_rest(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         # Its end lost, as a sign-in used to make it: streaming, claimed by this instance.
         async with relay.app.state.db.transaction() as session:
-            row = await session.get(Message, message_id)
+            row = await session.get(MessageRow, message_id)
             assert row is not None and row.instance_id == relay.service.instance_id
             row.status = "streaming"
         # Bounded only so that a stream that never ends fails the test instead of hanging it.

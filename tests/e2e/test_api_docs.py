@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 from playwright.async_api import Browser, ConsoleMessage, Request, expect
 
-from chatrelay.api_docs import ERROR_REF
+from chatrelay.http.api_docs import ERROR_REF
 from tests.browser import RECORD_CSP_VIOLATIONS, WAIT_MS
 from tests.conftest import RunningRelay
 from tests.e2e.test_openai_api import api_key

@@ -24,7 +24,7 @@ from chatrelay.auth.sessions import COOKIE_NAME, token_hash
 from chatrelay.auth.throttle import MemorySignInThrottle
 from chatrelay.store import users
 from chatrelay.store.database import Database
-from chatrelay.store.models import ApiKey, Conversation, Message, User, utcnow
+from chatrelay.store.models import ApiKey, Conversation, MessageRow, User, utcnow
 from chatrelay.store.models import Session as SessionRow
 from tests.conftest import RelayFactory, RunningRelay
 
@@ -410,7 +410,7 @@ async def _guest_with_a_conversation(relay: RunningRelay, guest_id: str) -> tupl
         conversation = Conversation(user_id=guest_id, title="guest chat")
         session.add(conversation)
         await session.flush()
-        message = Message(
+        message = MessageRow(
             conversation_id=conversation.id, user_id=guest_id, seq=0, role="user", content="hi"
         )
         session.add(message)
@@ -432,7 +432,7 @@ async def test_login_moves_a_guests_conversations_to_the_account(
             assert (await me(second))["id"] == account["id"]
         async with db_of(relay).transaction() as session:
             conversation = await session.get(Conversation, conversation_id)
-            message = await session.get(Message, message_id)
+            message = await session.get(MessageRow, message_id)
             assert conversation is not None and message is not None
             assert conversation.user_id == account["id"]
             assert message.user_id == account["id"]

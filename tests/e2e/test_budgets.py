@@ -55,7 +55,7 @@ async def test_fifty_parallel_requests_against_a_budget_for_five(
         for stream in streams:
             await stream.__aexit__(None, None, None)
         assert texts == ["Hi there"] * 5
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         after = await usage_of(relay.client)
         # Settled to what the upstream reported: 42 prompt + 1 completion token each.
         assert (after["used"], after["reserved"]) == (5 * 43, 0)
@@ -112,7 +112,7 @@ async def test_upstream_refusal_releases_everything_and_bills_nothing(
     async with relay_for(guest_token_budget=10_000, **limits_backend) as relay:
         response = await relay.client.post("/api/chat", json=ask(QUESTION, 64))
         assert response.status_code == 502
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
         assert (report["used"], report["reserved"]) == (0, 0)
         [row] = await ledger(relay.app.state.db)
@@ -127,7 +127,7 @@ async def test_mid_answer_failure_bills_the_partial_answer(
         async with relay.client.stream("POST", "/api/chat", json=ask(QUESTION, 64)) as response:
             answer = await read_answer(response)
         assert answer.errors and answer.text == "xyz"
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
         assert (report["used"], report["reserved"]) == (42 + 3, 0)
 
@@ -146,7 +146,7 @@ async def test_client_disconnect_settles_when_the_job_ends(
         report = await usage_of(relay.client)
         assert (report["used"], report["reserved"]) == (0, needed(QUESTION, 64))
         gate.set()
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         # ...and is settled to the whole answer when it ends.
         report = await usage_of(relay.client)
         assert (report["used"], report["reserved"]) == (42 + 1, 0)
@@ -278,7 +278,7 @@ async def test_store_down_fail_open_serves_and_still_ledgers(relay_for, fake: Fa
     async with relay_for(guest_token_budget=10, max_streams_per_ip=1, **settings) as relay:
         assert await chat_text(relay.client, ask(QUESTION, 64)) == "served"
         assert await chat_text(relay.client, ask(QUESTION, 64)) == "served"
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         rows = await ledger(relay.app.state.db)
     assert [(r.prompt_tokens, r.completion_tokens, r.reserved_tokens) for r in rows] == [
         (42, 1, 0),
@@ -305,7 +305,7 @@ async def test_the_embedded_model_is_billed_with_its_own_tokenizer(tmp_path) -> 
         async with relay.client.stream("POST", "/api/chat", json=body, timeout=60) as response:
             assert response.status_code == 200
             answer = await read_answer(response)
-        await wait_until(lambda: not relay.service.jobs, within=10)
+        await wait_until(lambda: not relay.service.answers, within=10)
         [row] = await ledger(relay.app.state.db)
         report = await usage_of(relay.client)
     assert answer.text.strip()

@@ -1,4 +1,5 @@
-"""`chatrelay serve` facing slow and oversized clients on its own (chatrelay/connection_limits.py):
+"""`chatrelay serve` facing slow and oversized clients on its own
+(chatrelay/http/connection_limits.py):
 real sockets against a real server process, as an attacker on the internet would try it."""
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ async def test_connections_beyond_the_limit_are_answered_503(
 @pytest.mark.parametrize("limit", ["max_header_bytes", "header_timeout", "max_connections"])
 def test_the_limits_are_settings(limit: str) -> None:
     from chatrelay.config import Settings
-    from chatrelay.connection_limits import ConnectionLimits
+    from chatrelay.http.connection_limits import ConnectionLimits
 
     value = {"max_header_bytes": 2048, "header_timeout": 3.0, "max_connections": 7}[limit]
     limits = ConnectionLimits.of(Settings(**{limit: value}))

@@ -220,11 +220,11 @@ async def test_answers_are_flushed_on_a_timer_not_per_token(relay_for, fake: Fak
     fake.script = paced(livepeer_events([f" w{i}" for i in range(100)]), 0.01)  # ~1 s
     async with relay_for(finished_job_ttl=30, flush_interval=0.25) as relay:
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
-            job = relay.service.jobs[response.headers["x-message-id"]]
-            recorder = job.recorder  # a finished job lets go of it
+            answer = relay.service.answers[response.headers["x-message-id"]]
+            recorder = answer.recorder  # a finished answer lets go of it
             await response.aread()
-        await wait_until(lambda: job.finished)
-    assert recorder is not None and job.recorder is None
+        await wait_until(lambda: answer.finished)
+    assert recorder is not None and answer.recorder is None
     assert 1 <= recorder.writes <= 8  # a few flushes plus the final write, not 100
 
 
@@ -295,7 +295,7 @@ async def test_streaming_answer_text_is_flushed_while_it_grows(
     async with relay_for(database_url=database_url, flush_interval=0.05) as relay:
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
-            await wait_until(lambda: relay.service.jobs[message_id].text == "partial")
+            await wait_until(lambda: relay.service.answers[message_id].text == "partial")
             content = await content_once_flushed(relay, message_id, tries=100)
             gate.set()
             await response.aread()
@@ -306,7 +306,7 @@ def record_flushes(relay: Any) -> list[tuple[int, bool]]:
     """Each flush's number of answers, and whether it was written on the event loop."""
     from chatrelay.store.conversations import save_answer_texts
 
-    db = relay.service.answers.db
+    db = relay.service.answer_store.db
     write, flushes = db.write, []
 
     async def recorded(work: Any, *, small: bool = False) -> Any:
@@ -324,7 +324,7 @@ async def test_a_big_flush_is_written_whole_on_the_writer_thread(
 ) -> None:
     """More answers, or more text, than the event loop writes itself (SQLite): the writer
     thread writes it, all of it."""
-    from chatrelay.chat.recorder import SMALL_FLUSH_CHARS, SMALL_FLUSH_ROWS
+    from chatrelay.answers.recorder import SMALL_FLUSH_CHARS, SMALL_FLUSH_ROWS
 
     gate = asyncio.Event()
     count, partial_text = SMALL_FLUSH_ROWS + 4, "partial"
@@ -342,9 +342,9 @@ async def test_a_big_flush_is_written_whole_on_the_writer_thread(
                 for i in range(count)
             ]
             ids = [response.headers["x-message-id"] for response in responses]
-            jobs = [relay.service.jobs[i] for i in ids]
-            await wait_until(lambda: all(job.text == partial_text for job in jobs))
-            await relay.service.answers.flush()
+            answers = [relay.service.answers[i] for i in ids]
+            await wait_until(lambda: all(answer.text == partial_text for answer in answers))
+            await relay.service.answer_store.flush()
             async with relay.service.db.read() as session:
                 rows = await session.execute(
                     text("SELECT id, content FROM messages WHERE role = 'assistant'")
@@ -362,7 +362,7 @@ async def test_an_idle_server_does_not_wake_to_flush(relay_for, fake) -> None:
     (one answer, a few bytes) is written on the event loop itself."""
     fake.script = livepeer_events(["Hello"])
     async with relay_for(flush_interval=0.02) as relay:
-        answers = relay.service.answers
+        answers = relay.service.answer_store
         flushes = record_flushes(relay)
         await chat(relay.client, user("hi"))
         await wait_until(lambda: not answers.streaming.is_set())  # the flusher went to sleep
@@ -374,7 +374,7 @@ async def test_an_idle_server_does_not_wake_to_flush(relay_for, fake) -> None:
         fake.script = [livepeer_chunk("partial"), gate, *livepeer_events([" rest"])]
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
-            await wait_until(lambda: relay.service.jobs[message_id].text == "partial")
+            await wait_until(lambda: relay.service.answers[message_id].text == "partial")
             content = await content_once_flushed(relay, message_id, tries=200)
             gate.set()
             await response.aread()

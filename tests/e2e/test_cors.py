@@ -18,7 +18,7 @@ from playwright.async_api import Browser, expect
 
 from chatrelay.app import create_app
 from chatrelay.config import Settings
-from chatrelay.cors import CorsPolicy
+from chatrelay.http.cors import CorsPolicy
 from chatrelay.upstreams.sidecar import free_port
 from tests.browser import WAIT_MS
 from tests.conftest import RunningRelay

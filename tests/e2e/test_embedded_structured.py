@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
-from chatrelay.chat.carriage import cannot_carry
+from chatrelay.answers.carriage import cannot_carry
 from chatrelay.config import EMBEDDED_MODEL, Settings
 from chatrelay.errors import ChatRelayError
 from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatrelay.chat.failover import CONTINUE_INSTRUCTION
+from chatrelay.answers.failover import CONTINUE_INSTRUCTION
 from chatrelay.config import Settings
 from chatrelay.upstreams.registry import UpstreamRegistry, remote_upstream_configs
 from tests.conftest import free_port

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from chatrelay.auth.sessions import COOKIE_NAME
 from chatrelay.store import users
 from chatrelay.store.database import Database
-from chatrelay.store.models import Conversation, Message, User, utcnow
+from chatrelay.store.models import Conversation, MessageRow, User, utcnow
 from chatrelay.store.models import Session as SessionRow
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.limits_helpers import ask, limits_backend, needed
@@ -169,7 +169,7 @@ async def test_dropping_the_cookie_buys_no_budget(
             assert (await read_answer(admitted[0])).text == "Hi there"
             for stream in streams:
                 await stream.__aexit__(None, None, None)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         # Settled (43 tokens): the address's guests have the rest, whoever asks.
         again = await cookieless(relay, "POST", "/api/chat", json=ask(QUESTION, 4000))
         assert again.status_code == 200
@@ -204,7 +204,7 @@ async def test_expired_sessions_and_abandoned_guests_are_pruned(
                 session.add(conversation)
                 await session.flush()
                 session.add(
-                    Message(
+                    MessageRow(
                         conversation_id=conversation.id,
                         user_id=guest.id,
                         seq=0,

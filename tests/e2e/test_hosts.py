@@ -1,4 +1,5 @@
-"""The Host allow-list (chatrelay/hosts.py): DNS rebinding against a real server on loopback."""
+"""The Host allow-list (chatrelay/http/hosts.py): DNS rebinding against a real server on
+loopback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chatrelay.config import Settings
-from chatrelay.hosts import AllowedHosts, AllowedHostsRequired
+from chatrelay.http.hosts import AllowedHosts, AllowedHostsRequired
 from chatrelay.upstreams.sidecar import free_port
 from tests.conftest import RelayFactory
 from tests.fake_upstream import FakeUpstream, livepeer_events

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from chatrelay.store.database import Database
 from chatrelay.store.instances import InstanceHeartbeat, settle_dead_instances
-from chatrelay.store.models import Conversation, Instance, Message, User, utcnow
+from chatrelay.store.models import Conversation, Instance, MessageRow, User, utcnow
 from tests.conftest import REDIS_URL
 from tests.e2e.test_resume import read_rest, read_some
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
@@ -33,7 +33,7 @@ async def test_follow_and_stop_an_answer_running_on_another_instance(
             message_id = response.headers["x-message-id"]
             before, last_id = await read_some(response, 5)
         b.client.cookies.update(a.client.cookies)
-        assert message_id not in b.service.jobs  # B only knows it through Redis
+        assert message_id not in b.service.answers  # B only knows it through Redis
         url = f"/api/messages/{message_id}/stream"
         async with b.client.stream("GET", url, headers={"Last-Event-ID": last_id}) as resumed:
             rest, events, _ = await read_rest(resumed)
@@ -56,7 +56,9 @@ async def test_follow_and_stop_an_answer_running_on_another_instance(
             await read_some(response, 2)
             deleted = await b.client.delete(f"/api/conversations/{conversation_id}")
             assert deleted.status_code == 204
-            await wait_until(lambda: third not in a.service.jobs or a.service.jobs[third].finished)
+            await wait_until(
+                lambda: third not in a.service.answers or a.service.answers[third].finished
+            )
 
 
 async def test_answer_events_in_redis_are_bounded_and_expire(
@@ -70,7 +72,7 @@ async def test_answer_events_in_redis_are_bounded_and_expire(
         key = f"{redis_limits['redis_prefix']}answer:{message_id}"
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
-            await wait_until(lambda: message_id not in relay.service.shared._mirrors)  # type: ignore[union-attr]
+            await wait_until(lambda: message_id not in relay.service.mirror._mirrors)  # type: ignore[union-attr]
             entries = await client.xrange(key)
             ttl = await client.ttl(key)
         finally:
@@ -89,7 +91,7 @@ async def add_streaming_answer(db: Database, instance_id: str | None) -> str:
         conversation = Conversation(user_id=owner.id)
         session.add(conversation)
         await session.flush()
-        answer = Message(
+        answer = MessageRow(
             conversation_id=conversation.id, user_id=owner.id, seq=1, role="assistant",
             content="half an answer", status="streaming", instance_id=instance_id,
         )  # fmt: skip
@@ -100,7 +102,7 @@ async def add_streaming_answer(db: Database, instance_id: str | None) -> str:
 
 async def status_of(db: Database, message_id: str) -> tuple[str, str]:
     async with db.read() as session:
-        message = await session.get(Message, message_id)
+        message = await session.get(MessageRow, message_id)
         assert message is not None
         return message.status, message.content
 
@@ -127,7 +129,7 @@ async def test_dead_instances_are_settled(database_url: str, tmp_path: Path) -> 
         stopped_growing = await add_streaming_answer(db, None)
         growing = await add_streaming_answer(db, None)
         async with db.transaction() as session:
-            (await session.get(Message, stopped_growing)).updated_at = old  # type: ignore[union-attr]
+            (await session.get(MessageRow, stopped_growing)).updated_at = old  # type: ignore[union-attr]
         settled = await db.write(partial(settle_dead_instances, own_id="me", dead_after=15))
         assert settled == 3
         assert await status_of(db, dead) == ("interrupted", "half an answer")
@@ -154,7 +156,7 @@ async def test_an_instance_taken_for_dead_rejoins_with_its_answers(database_url:
         # Another instance took it for dead (a long pause): its row is gone, its answer settled.
         async with db.transaction() as session:
             await session.delete(await session.get(Instance, heartbeat.id))
-            (await session.get(Message, answer)).status = "interrupted"  # type: ignore[union-attr]
+            (await session.get(MessageRow, answer)).status = "interrupted"  # type: ignore[union-attr]
         await heartbeat.beat()
         assert await status_of(db, answer) == ("streaming", "half an answer")
         async with db.read() as session:

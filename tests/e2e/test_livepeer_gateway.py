@@ -20,10 +20,10 @@ import httpx
 import orjson
 import pytest
 
-from chatrelay.chat.encoding import ChunkEncoder
+from chatrelay.answers.frames import ChunkEncoder
 from chatrelay.config import Settings
-from chatrelay.livepeer_api import LivepeerFrames
-from chatrelay.served import ServedEndpoints, ServedRoute
+from chatrelay.http.routes.livepeer import LivepeerFrames
+from chatrelay.http.served import ServedEndpoints, ServedRoute
 from chatrelay.upstreams.chunk import Usage
 from tests.conftest import RunningRelay, serve
 from tests.e2e.test_openai_api import api_key
@@ -293,7 +293,7 @@ async def test_a_failure_after_the_200_is_an_error_event(relay_for, fake: FakeUp
 
 
 async def test_max_tokens_running_out_is_length(relay_for, fake: FakeUpstream) -> None:
-    # The runner says "stop" even then; chatrelay's job knows better, and says so.
+    # The runner says "stop" even then; chatrelay's answer knows better, and says so.
     fake.script = livepeer_events(["one", " two", " three"])
     async with relay_for() as relay:
         key, _ = await api_key(relay)
@@ -311,7 +311,7 @@ async def test_stop_ends_the_stream_with_a_finish_chunk(relay_for, fake: FakeUps
             "POST", "/llm", json=llm_body(), headers=bearer(key)
         ) as response:
             message_id = response.headers["x-message-id"]
-            await wait_until(lambda: relay.service.jobs[message_id].first_token_at is not None)
+            await wait_until(lambda: relay.service.answers[message_id].first_token_at is not None)
             stopped = await relay.client.post(
                 f"/api/messages/{message_id}/stop", headers=bearer(key)
             )
@@ -526,7 +526,7 @@ async def test_a_failure_behind_the_second_chatrelay_reaches_the_first(
 
 
 async def test_the_route_answers_as_the_served_endpoint(relay_for, fake: FakeUpstream) -> None:
-    """POST /llm is served ahead of FastAPI's request handling (chatrelay/served.py); the
+    """POST /llm is served ahead of FastAPI's request handling (chatrelay/http/served.py); the
     plain route behind it answers the same where that layer is not installed."""
     fake.script = livepeer_events(["Same"])
     async with relay_for() as relay:
@@ -558,8 +558,8 @@ async def test_the_route_answers_as_the_served_endpoint(relay_for, fake: FakeUps
 def test_a_chunk_is_the_json_of_its_token_whatever_the_names_hold() -> None:
     """The byte template of a token survives a '%' in the model's name and any token text."""
     encoder = ChunkEncoder("chatcmpl-1", "acme/100%-model")
-    job = SimpleNamespace(encoder=encoder, model=encoder.model, usage=Usage(7, 2))
-    frames = LivepeerFrames(job)  # type: ignore[arg-type]
+    answer = SimpleNamespace(encoder=encoder, model=encoder.model, usage=Usage(7, 2))
+    frames = LivepeerFrames(answer)  # type: ignore[arg-type]
     for token in ['say "%s" 100%', "\n\u2028😀\\", "%d%%"]:
         frame = frames.content(orjson.dumps(token)[1:-1], 3)
         assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
@@ -579,9 +579,9 @@ async def test_a_refused_request_keeps_nothing_of_itself_in_the_error(
         key, _ = await api_key(relay)
         response = await post_llm(relay, llm_body(), key=key)
         assert response.status_code == 500
-        (job,) = relay.service.jobs.values()
-        assert job.error is not None and job.error.__traceback__ is None
-        assert job.error.status == 502  # chatrelay's own, for its own APIs
+        (answer,) = relay.service.answers.values()
+        assert answer.error is not None and answer.error.__traceback__ is None
+        assert answer.error.status == 502  # chatrelay's own, for its own APIs
 
 
 @pytest.mark.parametrize("keep_generating", [False, True])
@@ -602,11 +602,11 @@ async def test_a_client_that_leaves_stops_its_answer_unless_it_asked_not_to(
             async for data in left.aiter_raw():
                 if b'"content":"First"' in data:
                     break
-        job = relay.service.jobs[message_id]
+        answer = relay.service.answers[message_id]
         if keep_generating:
-            await wait_until(lambda: job.buffer.listeners == 0)  # the client is gone
+            await wait_until(lambda: answer.buffer.listeners == 0)  # the client is gone
             gate.set()
-        await job.wait()
+        await answer.wait()
         conversation = (await relay.client.get("/api/conversations", headers=bearer(key))).json()
         stored = (
             await relay.client.get(

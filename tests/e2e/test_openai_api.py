@@ -10,9 +10,10 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
-from chatrelay import openai_api, served
 from chatrelay.auth.api_keys import issue_api_key
-from chatrelay.served import ServedEndpoints, ServedRoute
+from chatrelay.http import served
+from chatrelay.http.routes import openai as openai_api
+from chatrelay.http.served import ServedEndpoints, ServedRoute
 from chatrelay.store import users
 from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
@@ -231,7 +232,7 @@ BAD_REQUESTS = [  # body, content type, with a key, answered by the served endpo
     pytest.param(GOOD, "text/plain", True, False, id="text-plain"),
     pytest.param(GOOD, "application/x-www-form-urlencoded", True, False, id="form"),
     # Well-formed, refused by the endpoint (the app's error handlers answer); messages are
-    # checked by the endpoint itself (chat/api_messages.py), naming the field as written.
+    # checked by the endpoint itself (answers/request_messages.py), naming the field as written.
     pytest.param(
         GOOD.replace(b'"messages"', b'"model": "nope", "messages"'), JSON, True, True, id="model"
     ),
@@ -266,7 +267,7 @@ async def test_the_served_endpoint_refuses_what_the_documented_route_refuses(
     with_key: bool,
     served_itself: bool,
 ) -> None:
-    """POST /v1/chat/completions is served without FastAPI's request handling (served.py);
+    """POST /v1/chat/completions is served without FastAPI's request handling (http/served.py);
     the FastAPI route it shadows documents it and answers what it declines. A bad request
     gets the same answer either way, and counts under the same route."""
     async with relay_for() as relay:
@@ -322,8 +323,8 @@ async def test_a_refused_request_keeps_nothing_of_itself_in_the_error(
         response = await post_well_formed(relay, key)
         assert response.status_code == 502
         assert "bad request upstream" in response.json()["error"]["message"]
-        (job,) = relay.service.jobs.values()
-        assert job.error is not None and job.error.__traceback__ is None
+        (answer,) = relay.service.answers.values()
+        assert answer.error is not None and answer.error.__traceback__ is None
 
 
 @pytest.mark.parametrize(
@@ -374,11 +375,11 @@ async def test_a_client_that_leaves_stops_its_answer_unless_it_asked_not_to(
                 if chunk.choices and chunk.choices[0].delta.content:
                     break
             await stream.close()  # what stream.controller.abort() and abortSignal do
-            job = relay.service.jobs[message_id]
+            answer = relay.service.answers[message_id]
             if keep_generating:
-                await wait_until(lambda: job.buffer.listeners == 0)  # the client is gone
+                await wait_until(lambda: answer.buffer.listeners == 0)  # the client is gone
                 gate.set()
-            await job.wait()
+            await answer.wait()
         conversations = await relay.client.get(
             "/api/conversations", headers={"Authorization": f"Bearer {key}"}
         )

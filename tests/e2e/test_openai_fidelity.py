@@ -527,14 +527,14 @@ async def test_empty_extras_keep_plain_text_plain(relay_for, fake: FakeUpstream)
         body = {"model": GPT, "messages": [{"role": "user", "content": "x"}], "stream": True}
         raw = await stream_raw(relay, key, body)
         message_id = raw.headers["x-message-id"]
-        job = relay.service.jobs.get(message_id)
+        answer = relay.service.answers.get(message_id)
     assert deltas(raw.content)[1:4] == [
         {"content": "Half"},
         {"content": " way"},
         {"content": " there."},
     ]
     assert len(fake.requests) == 2  # continued: plain text is spliceable
-    assert job is None or job.rich is None
+    assert answer is None or answer.rich is None
 
 
 async def test_parallel_tool_results_all_reach_the_upstream_of_a_kept_conversation(

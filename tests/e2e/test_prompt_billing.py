@@ -36,7 +36,7 @@ async def test_a_prompt_stopped_before_its_first_token_is_billed(
             assert stopped.status_code == 200, stopped.text
             answer = await read_answer(response)
         assert answer.text == "" and answer.errors == []
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
         [row] = await ledger(relay.app.state.db)
     # No usage from the upstream: the prompt's estimate, nothing for the answer.
@@ -57,7 +57,7 @@ async def test_a_prompt_whose_answer_fails_before_its_first_token_is_billed(
             if answer is None:
                 await response.aread()
         assert response.status_code == 502 or (answer is not None and answer.errors)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
         [row] = await ledger(relay.app.state.db)
     assert (report["used"], report["reserved"]) == (PROMPT, 0)
@@ -79,7 +79,7 @@ async def test_the_upstreams_own_prompt_count_is_billed_when_it_gives_one(
             await wait_until(lambda: fake.first_write_done.is_set())
             await relay.client.post(f"/api/messages/{message_id}/stop")
             await read_answer(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
         [row] = await ledger(relay.app.state.db)
     assert (row.prompt_tokens, row.completion_tokens, row.source) == (42, 0, "upstream")
@@ -93,7 +93,7 @@ async def test_a_request_the_upstream_refused_or_never_got_is_not_billed(
     async with relay_for("openai", guest_token_budget=100_000, **limits_backend) as relay:
         response = await relay.client.post("/api/chat", json=ask(LONG_QUESTION, 64))
         assert response.status_code == 502
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         assert (await usage_of(relay.client))["used"] == 0
     # Nobody listening at all.
     dead = f"http://127.0.0.1:{free_port()}"
@@ -102,7 +102,7 @@ async def test_a_request_the_upstream_refused_or_never_got_is_not_billed(
     ) as relay:
         response = await relay.client.post("/api/chat", json=ask(LONG_QUESTION, 64))
         assert response.status_code in (502, 503)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         assert (await usage_of(relay.client))["used"] == 0
         assert all(row.prompt_tokens == 0 for row in await ledger(relay.app.state.db))
 
@@ -123,7 +123,7 @@ async def test_stopped_before_the_upstream_answered_is_not_billed(
             await wait_until(lambda: fake.active == 1)
             await relay.client.post(f"/api/messages/{message_id}/stop")
             await read_answer(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
         [row] = await ledger(relay.app.state.db)
     assert report["used"] == 0 and (row.prompt_tokens, row.completion_tokens) == (0, 0)

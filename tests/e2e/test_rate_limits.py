@@ -73,7 +73,7 @@ async def test_stream_slots_are_freed_when_the_job_ends_not_on_disconnect(
         gate.set()
         assert (await read_answer(second)).text == "held done"
         await second.aclose()
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         fake.script = livepeer_events(["free"])
         assert await chat_text(client, ask("e", 8)) == "free"
 

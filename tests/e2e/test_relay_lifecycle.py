@@ -1,4 +1,4 @@
-"""A disconnect is not a stop; a stop is immediate; nothing outlives a job."""
+"""A disconnect is not a stop; a stop is immediate; nothing outlives an answer."""
 
 from __future__ import annotations
 
@@ -22,21 +22,21 @@ async def test_disconnect_is_not_a_stop(fake: FakeUpstream, relay_for) -> None:
     async with relay_for() as relay:
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
-            job = relay.service.jobs[message_id]
+            answer = relay.service.answers[message_id]
             async for event in events_of(response):
                 if event["choices"][0]["delta"].get("content"):
                     break  # the reader goes away after the first token
         # The server stops following for it at once (nothing sent to nobody)...
-        await wait_until(lambda: job.buffer.listeners == 0, within=1)
-        assert not job.finished
-        # ...while the job keeps going to the end of the answer, and keeps the whole of it.
-        await wait_until(lambda: job.finished)
-        assert job.status == "done"
-        assert job.text == "".join(tokens)
-        assert job.usage is not None and job.usage.completion_tokens == 30
+        await wait_until(lambda: answer.buffer.listeners == 0, within=1)
+        assert not answer.finished
+        # ...while the answer keeps going to the end of the answer, and keeps the whole of it.
+        await wait_until(lambda: answer.finished)
+        assert answer.status == "complete"
+        assert answer.text == "".join(tokens)
+        assert answer.usage is not None and answer.usage.completion_tokens == 30
         assert fake.finished_at is not None and fake.disconnected_at is None
-        # ...then releases everything: no job, no task, no request left open upstream.
-        await wait_until(lambda: not relay.service.jobs)
+        # ...then releases everything: no answer, no task, no request left open upstream.
+        await wait_until(lambda: not relay.service.answers)
         await wait_until(lambda: not generation_tasks())
         assert fake.active == 0
 
@@ -54,9 +54,9 @@ async def test_stop_closes_upstream_within_a_second(fake: FakeUpstream, relay_fo
                     if received == 3:
                         break
             stopped_at = time.monotonic()
-            answer = await relay.client.post(f"/api/messages/{message_id}/stop")
-            assert answer.status_code == 200
-            assert answer.json() == {"id": message_id, "status": "stopping"}
+            stop = await relay.client.post(f"/api/messages/{message_id}/stop")
+            assert stop.status_code == 200
+            assert stop.json() == {"id": message_id, "status": "stopping"}
             rest = [event async for event in events]
 
         await wait_until(lambda: fake.disconnected_at is not None, within=1.0)
@@ -65,9 +65,9 @@ async def test_stop_closes_upstream_within_a_second(fake: FakeUpstream, relay_fo
         final = rest[-2]
         assert final["choices"][0]["finish_reason"] == "stop"
         assert final["x_chatrelay"] == {"status": "stopped"}
-        job = relay.service.jobs[message_id]
-        assert job.status == "stopped"
-        assert job.text.startswith(" w0 w1 w2")  # the partial answer is kept
+        answer = relay.service.answers[message_id]
+        assert answer.status == "stopped"
+        assert answer.text.startswith(" w0 w1 w2")  # the partial answer is kept
         # Stopping again is harmless and says what happened.
         again = await relay.client.post(f"/api/messages/{message_id}/stop")
         assert again.json()["status"] == "stopped"
@@ -88,13 +88,13 @@ async def test_stop_while_waiting_for_first_token(fake: FakeUpstream, relay_for)
 
 
 async def test_two_listeners_do_not_disturb_each_other(fake: FakeUpstream, relay_for) -> None:
-    """A listener that goes away (a closed tab) leaves the job and other listeners alone."""
+    """A listener that goes away (a closed tab) leaves the answer and other listeners alone."""
     gate = asyncio.Event()
     fake.script = [livepeer_chunk("one"), gate, *livepeer_events([" two"])]
     async with relay_for(finished_job_ttl=30) as relay:
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
-            job = relay.service.jobs[response.headers["x-message-id"]]
-            quitter = asyncio.create_task(_first_event(job.buffer.follow()))
+            live = relay.service.answers[response.headers["x-message-id"]]
+            quitter = asyncio.create_task(_first_event(live.buffer.follow()))
             await quitter
             gate.set()
             answer = await read_answer(response)

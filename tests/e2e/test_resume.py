@@ -104,7 +104,7 @@ async def test_expired_answer_is_replayed_from_the_database(
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
             await read_rest(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         url = f"/api/messages/{message_id}/stream"
         async with relay.client.stream("GET", url, headers={"Last-Event-ID": "3"}) as replay:
             text, events, _ = await read_rest(replay)
@@ -127,11 +127,11 @@ async def test_each_finished_answer_is_kept_for_the_ttl_from_its_own_end(
                 finished_at[response.headers["x-message-id"]] = loop.time()
             await asyncio.sleep(pause)
         first, second = finished_at
-        assert set(relay.service.jobs) == {first, second}  # within the ttl: in memory
-        await wait_until(lambda: first not in relay.service.jobs, within=2)
-        assert loop.time() - finished_at[first] > 0.9  # (its job ended just before)
-        assert second in relay.service.jobs  # its own ttl is not over yet
-        await wait_until(lambda: not relay.service.jobs, within=2)
+        assert set(relay.service.answers) == {first, second}  # within the ttl: in memory
+        await wait_until(lambda: first not in relay.service.answers, within=2)
+        assert loop.time() - finished_at[first] > 0.9  # (its answer ended just before)
+        assert second in relay.service.answers  # its own ttl is not over yet
+        await wait_until(lambda: not relay.service.answers, within=2)
         assert loop.time() - finished_at[second] > 0.9
         # Then a re-attach replays the stored answer (see the test above).
         async with relay.client.stream("GET", f"/api/messages/{first}/stream") as replay:
@@ -167,7 +167,7 @@ async def test_a_dropped_connection_is_not_a_stop(
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             conversation_id = response.headers["x-conversation-id"]
             await read_some(response, 3)
-        await wait_until(lambda: not relay.service.jobs, within=10)
+        await wait_until(lambda: not relay.service.answers, within=10)
         stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
     answer = stored["messages"][-1]
     assert answer["status"] == "complete" and answer["content"] == WHOLE
@@ -181,7 +181,7 @@ async def test_stop_an_answer_that_has_ended_says_how_it_ended(
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
             await read_rest(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         stop = await relay.client.post(f"/api/messages/{message_id}/stop")
     assert stop.status_code == 200
     assert stop.json() == {"id": message_id, "status": "complete"}
@@ -225,7 +225,7 @@ async def test_signing_in_while_an_answer_streams_keeps_it(
         url = f"/api/messages/{message_id}/stream"
         async with relay.client.stream("GET", url, headers={"Last-Event-ID": last_id}) as resumed:
             rest, _, _ = await read_rest(resumed)
-        await wait_until(lambda: not relay.service.jobs, within=10)
+        await wait_until(lambda: not relay.service.answers, within=10)
         stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
     assert before + rest == WHOLE
     assert stored["messages"][-1]["status"] == "complete"
@@ -317,7 +317,7 @@ async def test_positions_of_an_answer_followed_through_redis(
                 gate.set()
                 _, running, _ = await read_rest(later)
             _, original, original_ids = await read_rest(response)
-        await wait_until(lambda: message_id not in a.service.shared._mirrors)  # type: ignore[union-attr]
+        await wait_until(lambda: message_id not in a.service.mirror._mirrors)  # type: ignore[union-attr]
         end = len(original)
         for position in (str(end), str(end + 1000)):
             async with b.client.stream("GET", url, headers={"Last-Event-ID": position}) as again:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from chatrelay.auth import routes as auth_routes
+from chatrelay.http.routes import auth as auth_routes
 from chatrelay.store.models import User
 from tests.limits_helpers import limits_backend
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chatrelay.upstreams.llama_server  # noqa: F401  # registers the embedded server's dialect
-from chatrelay.chat import rich as rich_module
-from chatrelay.chat.job import MAX_TOKEN_COUNT, MAX_TOKENS_SLACK, GenerationJob, _Attempt
+from chatrelay.answers import rich as rich_module
+from chatrelay.answers.answer import MAX_TOKEN_COUNT, MAX_TOKENS_SLACK, Answer, _Attempt
 from chatrelay.sse import EventTooLarge, SSEDecoder
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamStream
@@ -73,7 +73,7 @@ async def test_an_upstream_that_ignores_max_tokens_is_cut_and_billed_no_more(
             answer = await read_answer(response)
         # The upstream request was closed, not left to run on to the end.
         await wait_until(lambda: fake.disconnected_at is not None)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         stored = await stored_answer(relay, response)
         [row] = await ledger(relay.app.state.db)
         report = await usage_of(relay.client)
@@ -113,13 +113,13 @@ async def test_usage_past_belief_is_bounded(relay_for, fake: FakeUpstream) -> No
         fake.script = lies
         async with relay.client.stream("POST", "/api/chat", json=ask(QUESTION, 8)) as response:
             await read_answer(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         # A negative count would be a credit: it is none, and the completion is max_tokens.
         assert (await usage_of(relay.client))["used"] == 8
         fake.script = huge
         async with relay.client.stream("POST", "/api/chat", json=ask(QUESTION, 8)) as response:
             await read_answer(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         stored = await stored_answer(relay, response)
         rows = await ledger(relay.app.state.db)
     assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [
@@ -168,7 +168,7 @@ async def test_malformed_chunks_of_any_shape_are_skipped(
     async with relay_for(dialect) as relay:
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             answer = await read_answer(response)
-        await wait_until(lambda: not relay.service.jobs)
+        await wait_until(lambda: not relay.service.answers)
         stored = await stored_answer(relay, response)
     assert answer.errors == [] and answer.text == "good and fine"
     for chunk in answer.chunks:  # what was relayed is all of the right shape
@@ -264,7 +264,7 @@ CHUNKS = st.fixed_dictionaries(
 
 
 async def test_no_json_of_any_shape_raises_out_of_the_parser_or_the_answer() -> None:
-    job = GenerationJob(
+    answer = Answer(
         message_id="msg_property",
         pool=None,  # type: ignore[arg-type]  # no attempt is made
         model="m",
@@ -273,7 +273,7 @@ async def test_no_json_of_any_shape_raises_out_of_the_parser_or_the_answer() -> 
         owner_id="usr_property",
         conversation_id="conv_property",
     )
-    attempt = _Attempt(job, "fake", ModelHealth())
+    attempt = _Attempt(answer, "fake", ModelHealth())
     # Each dialect (the embedded server's too) as the relay reads an event: the stream's parse.
     streams = {
         name: UpstreamStream(
@@ -310,7 +310,7 @@ async def test_no_json_of_any_shape_raises_out_of_the_parser_or_the_answer() -> 
             assert delta.get("function_call") is None or isinstance(delta["function_call"], dict)
         if chunk.error is None:
             attempt.take(chunk)  # and the answer takes what the parser gave: never raises
-            job.text  # noqa: B018  # its text still reads
+            answer.text  # noqa: B018  # its text still reads
 
     check()
 

@@ -35,10 +35,10 @@ from starlette.requests import HTTPConnection
 
 from chatrelay.auth.api_keys import LAST_USED_RESOLUTION, api_key_hash, bearer_token
 from chatrelay.auth.credential_cache import CachedCredential, CredentialCache
-from chatrelay.auth.csrf import same_origin
 from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_token, token_hash
-from chatrelay.cors import is_api_path
 from chatrelay.errors import ChatRelayError
+from chatrelay.http.cors import is_api_path
+from chatrelay.http.csrf import same_origin
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, new_id, utcnow
@@ -105,7 +105,7 @@ async def _resolve(request: Request) -> Identity:
     if key is not None:
         return await _from_api_key(request, key)
     if _api_call_from_another_origin(request):
-        # A page elsewhere calling the API (CORS, chatrelay/cors.py) brings its own key:
+        # A page elsewhere calling the API (CORS, chatrelay/http/cors.py) brings its own key:
         # the visitor's cookie, which the browser may attach, never makes it act as them.
         return Identity(user=None)
     cookies = session_cookies(request)

@@ -114,13 +114,15 @@ class SessionCookieWriter:
         self.app = app
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # Not async: see chatrelay/http.py.
+        # Not async: see chatrelay/http/middleware.py.
         if scope["type"] != "http":
             return self.app(scope, receive, send)
         # The same dict is request.state for every Request made from this scope downstream.
         state: dict[str, object] = scope.setdefault("state", {})
 
-        def send_with_cookie(message: Message) -> Awaitable[None]:  # not async: see http.py
+        def send_with_cookie(
+            message: Message,
+        ) -> Awaitable[None]:  # not async: see http/middleware.py
             if message["type"] == "http.response.start":
                 cookie = state.pop(_PENDING_COOKIE, None)
                 if isinstance(cookie, bytes):

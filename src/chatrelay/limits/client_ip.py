@@ -117,7 +117,7 @@ class ProxyHeaders:
         return trusted
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # Not async: see chatrelay/http.py.
+        # Not async: see chatrelay/http/middleware.py.
         if scope["type"] in ("http", "websocket") and self.proxies.networks:
             client = scope.get("client")
             peer = client[0] if client else None

@@ -13,7 +13,7 @@ Usage::
 Order matters and is the caller's: the rate limit and a stream slot first (cheap, per IP),
 then the budget (per user), all before the question is stored or the upstream called. Every
 hold is released exactly once: ``settle`` at the answer's end, ``release`` if the request
-fails before its job starts, and a lease that expires if the process dies.
+fails before its answer starts, and a lease that expires if the process dies.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from chatrelay.store import usage as usage_queries
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow
 from chatrelay.upstreams.chunk import Usage
-from chatrelay.upstreams.dialects import Message
+from chatrelay.upstreams.dialects import UpstreamMessage
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class Quotas:
         return admission
 
     async def reserve(
-        self, admission: Admission, *, messages: Sequence[Message], max_tokens: int
+        self, admission: Admission, *, messages: Sequence[UpstreamMessage], max_tokens: int
     ) -> None:
         """Hold max_tokens + the prompt's estimated tokens of the user's budget, and for a
         guest of its address's guests' budget too; then the request has passed every limit,
@@ -341,7 +341,7 @@ class Quotas:
         *,
         usage: Usage | None,
         text: str,
-        messages: Sequence[Message],
+        messages: Sequence[UpstreamMessage],
         upstream: str,
         accepted: bool = False,
         max_completion: int | None = None,
@@ -378,7 +378,7 @@ class Quotas:
         *,
         usage: Usage | None,
         text: str,
-        messages: Sequence[Message],
+        messages: Sequence[UpstreamMessage],
         upstream: str,
         accepted: bool = False,
         max_completion: int | None = None,
@@ -397,7 +397,7 @@ class Quotas:
         return billed
 
     async def release(self, admission: Admission) -> None:
-        """The request failed before its job started: give everything back, charge nothing."""
+        """The request failed before its answer started: give everything back, charge nothing."""
         await self._let_go(admission, tokens=0)
 
     async def _let_go(self, admission: Admission, *, tokens: int) -> None:

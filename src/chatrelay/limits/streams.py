@@ -1,4 +1,4 @@
-"""Concurrent answers per key (client IP): a slot is held from admission to the job's end.
+"""Concurrent answers per key (client IP): a slot is held from admission to the answer's end.
 
 Usage::
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import orjson
 
 from chatrelay.text import message_text
-from chatrelay.upstreams.dialects import Message
+from chatrelay.upstreams.dialects import UpstreamMessage
 
 BYTES_PER_TOKEN = 4
 # Role markers and separators a chat template adds around each message, and the reply's prefix.
@@ -40,7 +40,7 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text.encode()) // BYTES_PER_TOKEN)  # ceil, without floats
 
 
-def estimate_prompt_tokens(messages: Iterable[Message]) -> int:
+def estimate_prompt_tokens(messages: Iterable[UpstreamMessage]) -> int:
     return TOKENS_PER_REPLY + sum(
         estimate_tokens(prompt_text(m)) + TOKENS_PER_MESSAGE for m in messages
     )
@@ -52,7 +52,7 @@ class TokenCounter(Protocol):
 
     async def count(self, text: str) -> int: ...
 
-    async def count_prompt(self, messages: Sequence[Message]) -> int: ...
+    async def count_prompt(self, messages: Sequence[UpstreamMessage]) -> int: ...
 
 
 class EstimatingCounter:
@@ -61,7 +61,7 @@ class EstimatingCounter:
     async def count(self, text: str) -> int:
         return estimate_tokens(text)
 
-    async def count_prompt(self, messages: Sequence[Message]) -> int:
+    async def count_prompt(self, messages: Sequence[UpstreamMessage]) -> int:
         return estimate_prompt_tokens(messages)
 
 
@@ -110,7 +110,7 @@ class LlamaVocabCounter:
     async def count(self, text: str) -> int:
         return await self._count([text]) if text else 0
 
-    async def count_prompt(self, messages: Sequence[Message]) -> int:
+    async def count_prompt(self, messages: Sequence[UpstreamMessage]) -> int:
         counted = await self._count([prompt_text(m) for m in messages])
         return counted + TOKENS_PER_REPLY + TOKENS_PER_MESSAGE * len(messages)
 
@@ -121,7 +121,7 @@ class LlamaVocabCounter:
             self._model = self._vocab = None
 
 
-def prompt_text(message: Message) -> str:
+def prompt_text(message: UpstreamMessage) -> str:
     """What of a message is counted as prompt: its text, and the tool calls it carries (their
     names and arguments are tokens too); images are not estimated."""
     text = message_text(message)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, func, insert, selec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.errors import NOT_FOUND, ChatRelayError
-from chatrelay.store.models import Conversation, Message, User, new_id, utcnow
+from chatrelay.store.models import Conversation, MessageRow, User, new_id, utcnow
 from chatrelay.text import message_text
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # of work cost more CPU than everything else a chat request does:
 # docs/performance.md#statements-built-once).
 CONVERSATIONS = cast(Table, Conversation.__table__)
-MESSAGES = cast(Table, Message.__table__)
+MESSAGES = cast(Table, MessageRow.__table__)
 USERS = cast(Table, User.__table__)
 
 TITLE_WORDS = 8
@@ -72,13 +72,13 @@ def message_extra(message: Mapping[str, Any]) -> dict[str, Any] | None:
     return extra or None
 
 
-def upstream_message(row: Message) -> dict[str, Any]:
+def upstream_message(row: MessageRow) -> dict[str, Any]:
     """A stored message as it goes upstream again: as it was sent (``extra`` wins, so a
     stored null content or list of parts comes back as it was)."""
     return {"role": row.role, "content": row.content, **(row.extra or {})}
 
 
-def counts_as_history(row: Message) -> bool:
+def counts_as_history(row: MessageRow) -> bool:
     """Whether a stored message is part of the history sent upstream: every question; an
     answer that was complete, stopped or interrupted and said something (text, or a tool call
     or refusal with no text), not an error or an empty one."""
@@ -205,8 +205,8 @@ async def list_conversations(
     statement = select(Conversation).where(Conversation.user_id == owner_id)
     if query:
         pattern = f"%{query.lower()}%"
-        in_messages = select(Message.conversation_id).where(
-            Message.user_id == owner_id, func.lower(Message.content).like(pattern)
+        in_messages = select(MessageRow.conversation_id).where(
+            MessageRow.user_id == owner_id, func.lower(MessageRow.content).like(pattern)
         )
         statement = statement.where(
             func.lower(Conversation.title).like(pattern) | Conversation.id.in_(in_messages)
@@ -234,8 +234,8 @@ async def delete_conversation(
     )
     # Messages first: not every backend enforces ON DELETE CASCADE (SQLite needs a pragma).
     await session.execute(
-        delete(Message).where(
-            Message.conversation_id == conversation.id, Message.user_id == owner_id
+        delete(MessageRow).where(
+            MessageRow.conversation_id == conversation.id, MessageRow.user_id == owner_id
         )
     )
     await session.delete(conversation)
@@ -243,12 +243,12 @@ async def delete_conversation(
 
 async def messages_of(
     session: AsyncSession, *, owner_id: str, conversation_id: str
-) -> Sequence[Message]:
+) -> Sequence[MessageRow]:
     return (
         await session.scalars(
-            select(Message)
-            .where(Message.conversation_id == conversation_id, Message.user_id == owner_id)
-            .order_by(Message.seq)
+            select(MessageRow)
+            .where(MessageRow.conversation_id == conversation_id, MessageRow.user_id == owner_id)
+            .order_by(MessageRow.seq)
         )
     ).all()
 
@@ -265,16 +265,16 @@ async def add_message(
     upstream: str | None = None,
     seq: int | None = None,
     instance_id: str | None = None,
-) -> Message:
+) -> MessageRow:
     """Append a message; ``seq`` may be given when the caller knows the conversation's end."""
     if conversation.user_id != owner_id:
         raise NotFound("conversation", conversation.id)
     if seq is None:
         last = await session.scalar(
-            select(func.max(Message.seq)).where(Message.conversation_id == conversation.id)
+            select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == conversation.id)
         )
         seq = (last or 0) + 1
-    message = Message(
+    message = MessageRow(
         conversation_id=conversation.id,
         user_id=owner_id,
         seq=seq,
@@ -502,10 +502,10 @@ _TOUCH_CONVERSATION_OF = (
 )
 
 
-async def get_message(session: AsyncSession, *, owner_id: str, message_id: str) -> Message:
+async def get_message(session: AsyncSession, *, owner_id: str, message_id: str) -> MessageRow:
     _refuse_impossible_id("message", message_id)
     message = await session.scalar(
-        select(Message).where(Message.id == message_id, Message.user_id == owner_id)
+        select(MessageRow).where(MessageRow.id == message_id, MessageRow.user_id == owner_id)
     )
     if message is None:
         raise NotFound("message", message_id)
@@ -531,7 +531,7 @@ class ConversationChanged(ChatRelayError):
         )
 
 
-def question_to_answer_again(stored: Sequence[Message]) -> Message:
+def question_to_answer_again(stored: Sequence[MessageRow]) -> MessageRow:
     """Of a conversation's messages (in order), the last user message, for regenerate / edit.
 
     400 when there is none; 409 while an answer after it is still streaming.
@@ -554,7 +554,7 @@ async def rewind_to_last_question(
     conversation_id: str,
     new_text: str | None = None,
     expected: tuple[str, str] | None = None,
-) -> Message:
+) -> MessageRow:
     """Regenerate / edit: drop what follows the last user message (its answer), and with
     ``new_text`` replace that message's text. Returns the question, now the last message.
 
@@ -569,8 +569,8 @@ async def rewind_to_last_question(
     later = [m for m in stored if m.seq > question.seq]
     if later:
         await session.execute(
-            delete(Message).where(
-                Message.id.in_([m.id for m in later]), Message.user_id == owner_id
+            delete(MessageRow).where(
+                MessageRow.id.in_([m.id for m in later]), MessageRow.user_id == owner_id
             )
         )
     if new_text is not None:

@@ -50,7 +50,7 @@ from sqlalchemy import (
 )
 
 from chatrelay.store.database import Database
-from chatrelay.store.models import Instance, Message, utcnow
+from chatrelay.store.models import Instance, MessageRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,13 @@ def _beat_statements(postgres: bool) -> _Beat:
     return _Beat(
         touch=update(Instance).where(Instance.id == bindparam("b_id")).values(heartbeat_at=now),
         instances=select(Instance.id, Instance.host, Instance.pid, Instance.heartbeat_at < stale),
-        interrupt=update(Message)
+        interrupt=update(MessageRow)
         .where(
-            Message.status == "streaming",
+            MessageRow.status == "streaming",
             or_(
-                Message.instance_id.not_in(alive),
+                MessageRow.instance_id.not_in(alive),
                 # Rows of a version before instances: interrupted once they stop growing.
-                Message.instance_id.is_(None) & (Message.updated_at < stale_here),
+                MessageRow.instance_id.is_(None) & (MessageRow.updated_at < stale_here),
             ),
         )
         .values(status="interrupted", updated_at=here),
@@ -162,20 +162,20 @@ def settle_lost_answers(
     """Mark interrupted the answers stored ``streaming`` by this instance before ``before``
     that it does not run (``running``: the ids of those it does); how many. Usually none:
     the few streaming rows of this instance are read by the status index, and compared here
-    with its jobs (not a statement with every running id in it)."""
+    with its answers (not a statement with every running id in it)."""
     claimed = connection.scalars(
-        select(Message.id).where(
-            Message.status == "streaming",
-            Message.instance_id == own_id,
-            Message.created_at < before,
+        select(MessageRow.id).where(
+            MessageRow.status == "streaming",
+            MessageRow.instance_id == own_id,
+            MessageRow.created_at < before,
         )
     ).all()
     lost = set(claimed).difference(running)
     if not lost:
         return 0
     result = connection.execute(
-        update(Message)
-        .where(Message.id.in_(lost), Message.status == "streaming")
+        update(MessageRow)
+        .where(MessageRow.id.in_(lost), MessageRow.status == "streaming")
         .values(status="interrupted", updated_at=utcnow())
     )
     return int(result.rowcount or 0)
@@ -227,7 +227,7 @@ class InstanceHeartbeat:
                 )
             )
             _revive(connection, self.id, running)
-        # An answer is stored (``created_at``) a moment before its job is listed as running:
+        # An answer is stored (``created_at``) a moment before its answer is listed as running:
         # only one as old as a dead instance's answers is taken for lost.
         lost = settle_lost_answers(
             connection,
@@ -260,8 +260,8 @@ def _revive(connection: Connection, instance_id: str, running: list[str]) -> Non
     """Answers another instance settled while this one was silent: they are still running."""
     if running:
         connection.execute(
-            update(Message)
-            .where(Message.id.in_(running), Message.status == "interrupted")
+            update(MessageRow)
+            .where(MessageRow.id.in_(running), MessageRow.status == "interrupted")
             .values(status="streaming", instance_id=instance_id)
         )
         log.warning("rejoined after being taken for dead: %d answers run on", len(running))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -37,6 +37,12 @@ def utcnow() -> datetime:
 def new_id(prefix: str) -> str:
     """Unguessable ids: knowing an id must never be enough, but it also must not help."""
     return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+# One status for an answer, live and stored. Its row is written "streaming" with its question,
+# so "pending" (until the upstream accepts) lives only in memory.
+AnswerStatus = Literal["pending", "streaming", "complete", "stopped", "error", "interrupted"]
+FINISHED: frozenset[AnswerStatus] = frozenset({"complete", "stopped", "error", "interrupted"})
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -113,7 +119,7 @@ class Conversation(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Message(Base):
+class MessageRow(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_conversation_seq", "conversation_id", "seq"),
@@ -145,7 +151,7 @@ class Message(Base):
     # Bytes of the inline attachments (data URLs, base64 audio and files) in ``extra``; NULL
     # when it has none. Summed per user for CHATRELAY_USER_ATTACHMENT_BYTES.
     attachment_bytes: Mapped[int | None] = mapped_column(Integer)
-    # complete | streaming | stopped | error | interrupted
+    # An AnswerStatus (a question's row is always complete).
     status: Mapped[str] = mapped_column(String(16), default="complete")
     error: Mapped[str | None] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(String(200))

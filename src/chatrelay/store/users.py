@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatrelay.store.models import ApiKey, Conversation, Message, User, utcnow
+from chatrelay.store.models import ApiKey, Conversation, MessageRow, User, utcnow
 from chatrelay.store.models import Session as SessionRow
 
 # Users
@@ -79,7 +79,7 @@ async def adopt_guest(session: AsyncSession, *, guest_id: str, owner_id: str) ->
         update(Conversation).where(Conversation.user_id == guest_id).values(user_id=owner_id)
     )
     await session.execute(
-        update(Message).where(Message.user_id == guest_id).values(user_id=owner_id)
+        update(MessageRow).where(MessageRow.user_id == guest_id).values(user_id=owner_id)
     )
     # Its sessions go with it (ON DELETE CASCADE).
     await session.execute(delete(User).where(User.id == guest_id))

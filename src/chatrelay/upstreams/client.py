@@ -28,7 +28,12 @@ from urllib.parse import urlsplit, urlunsplit
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.sse import EventTooLarge, SSEDecoder
 from chatrelay.upstreams.chunk import UpstreamChunk
-from chatrelay.upstreams.dialects import DIALECTS, GenerationParams, Message, upstream_error_message
+from chatrelay.upstreams.dialects import (
+    DIALECTS,
+    GenerationParams,
+    UpstreamMessage,
+    upstream_error_message,
+)
 from chatrelay.upstreams.http1 import (
     ConnectionPool,
     Exchange,
@@ -55,7 +60,7 @@ class UpstreamConfig:
     configured_by: str = ""
     # Share of the requests, relative to the other upstreams of the same model.
     weight: float = 1.0
-    # Takes no images, audio or files (chat/carriage.py refuses them by name).
+    # Takes no images, audio or files (answers/carriage.py refuses them by name).
     text_only: bool = False
     # Request fields left out for it instead of refused.
     drop_params: tuple[str, ...] = ()
@@ -90,7 +95,7 @@ class UpstreamFailure(ChatRelayError):
         self.kind = kind
         self.started = started
         # The connection was refused or the host name does not resolve: a wrong URL or a
-        # server that is down, not a busy one. Waiting would not help (see chat/job.py).
+        # server that is down, not a busy one. Waiting would not help (see answers/answer.py).
         self.nothing_there = False
         self.upstream_status = status
         self.retry_after = retry_after
@@ -383,7 +388,7 @@ class Upstream:
 
     @asynccontextmanager
     async def stream(
-        self, model: str, messages: list[Message], params: GenerationParams
+        self, model: str, messages: list[UpstreamMessage], params: GenerationParams
     ) -> AsyncIterator[UpstreamStream]:
         """Open a streamed answer. Raises UpstreamFailure before the first byte on any failure.
 

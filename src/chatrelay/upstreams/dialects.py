@@ -18,7 +18,7 @@ from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 
 # A message in OpenAI's shape: role, content (a string, content parts, or None) and whatever
 # else it carries (tool_calls, tool_call_id, name, refusal, reasoning_content, ...).
-Message = dict[str, Any]
+UpstreamMessage = dict[str, Any]
 
 # Request fields a Livepeer runner takes (go-livepeer ``LLMRequest``): chatrelay sends these
 # itself; the rest of a client's request it cannot carry there.
@@ -50,7 +50,9 @@ class Dialect(Protocol):
 
     def url(self, base_url: str) -> str: ...
 
-    def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes: ...
+    def body(
+        self, model: str, messages: list[UpstreamMessage], params: GenerationParams
+    ) -> bytes: ...
 
     def parse_event(self, data: str) -> UpstreamChunk: ...
 
@@ -181,7 +183,7 @@ class OpenAIDialect:
         base = base_url.rstrip("/")
         return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
 
-    def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes:
+    def body(self, model: str, messages: list[UpstreamMessage], params: GenerationParams) -> bytes:
         # The client's fields as they came; then what chatrelay owns: the model it mapped,
         # streaming, the budget, and the usage it meters by (the client's other
         # stream_options kept).
@@ -212,9 +214,9 @@ class LivepeerDialect:
     def url(self, base_url: str) -> str:
         return f"{base_url.rstrip('/')}/llm"
 
-    def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes:
+    def body(self, model: str, messages: list[UpstreamMessage], params: GenerationParams) -> bytes:
         # Only these seven fields exist; the gateway answers 400 when max_tokens is missing.
-        # What else a request asked for was refused before (chat/carriage.py), or changes
+        # What else a request asked for was refused before (answers/carriage.py), or changes
         # nothing; messages go as role and text (developer as system, text parts joined).
         body: dict[str, Any] = {
             "model": model,

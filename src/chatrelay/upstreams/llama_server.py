@@ -23,7 +23,7 @@ what it takes, keeping their meaning:
 What it cannot carry in any form (fields its request model does not declare, which it would
 drop silently; several tools with ``tool_choice: "required"``; legacy ``functions``, whose
 answer it would send as ``tool_calls``; a schema its grammar converter cannot enforce) is
-refused by name before anything is spent: :func:`cannot_take`, called by chat/carriage.py.
+refused by name before anything is spent: :func:`cannot_take`, called by answers/carriage.py.
 
 Its answers are fixed on the way back: a forced tool call's every delta repeats the call's
 ``id``, ``type`` and ``name`` (OpenAI's SDKs concatenate them: ``"fff"``) and the legacy
@@ -44,8 +44,8 @@ from chatrelay.upstreams.chunk import UpstreamChunk
 from chatrelay.upstreams.dialects import (
     DIALECTS,
     GenerationParams,
-    Message,
     OpenAIDialect,
+    UpstreamMessage,
     add_sampling,
     parse_openai_chunk,
 )
@@ -77,7 +77,7 @@ _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 def cannot_take(name: str, value: Any, request: Mapping[str, Any]) -> tuple[str, str] | None:
     """Why llama-cpp-python's server cannot carry the request field ``name``: (what, what it
-    takes instead) for chat/carriage.py's message, or None when it can. Fields that change
+    takes instead) for answers/carriage.py's message, or None when it can. Fields that change
     nothing are let through before this (carriage.changes_nothing)."""
     if name in ("functions", "function_call"):
         return (
@@ -151,7 +151,7 @@ def _only_text(content: Any) -> bool:
     )
 
 
-def llama_message(message: Message) -> Message:
+def llama_message(message: UpstreamMessage) -> UpstreamMessage:
     """A message as its server takes it (see the module's docstring)."""
     role = message.get("role")
     content = message.get("content")
@@ -189,7 +189,7 @@ class LlamaServerDialect(OpenAIDialect):
         # arguments so far (their id, type and name have been relayed).
         self._calls: OrderedDict[str, dict[int, list[str]]] = OrderedDict()
 
-    def body(self, model: str, messages: list[Message], params: GenerationParams) -> bytes:
+    def body(self, model: str, messages: list[UpstreamMessage], params: GenerationParams) -> bytes:
         extra = params.extra or {}
         body: dict[str, Any] = {k: v for k, v in extra.items() if k not in _NOT_SENT}
         body["model"] = model

@@ -1,0 +1,480 @@
+"""Starting, finding and stopping generation answers.
+
+Usage::
+
+    service = ChatService(settings, registry, db, quotas=quotas)
+    await service.open()
+    answer = await service.start(request, owner_id=user.id, caller=quotas.caller(user, ip))
+    frames = await service.reattach(message_id, owner_id=user.id, after=last_event_id)
+    await service.stop(message_id, owner_id=user.id)
+    await service.shutdown()
+
+Answers run in the process that started them. With Redis (``CHATRELAY_REDIS_URL``) their events
+are mirrored there and stops are published there, so any instance can re-attach a client to
+any answer and stop it (answers/mirror.py); a heartbeat per instance lets the survivors
+settle the answers of one that died (store/instances.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatrelay.answers.answer import Answer
+from chatrelay.answers.carriage import carriage
+from chatrelay.answers.events import Position
+from chatrelay.answers.failover import RetryPolicy
+from chatrelay.answers.frames import DONE
+from chatrelay.answers.mirror import EventMirror
+from chatrelay.answers.recorder import AnswerStore
+from chatrelay.answers.replay import ending_frames, replay_stored, resume_index
+from chatrelay.config import Settings
+from chatrelay.error_details import shows_details
+from chatrelay.errors import ChatRelayError
+from chatrelay.http.schemas import ChatRequest
+from chatrelay.limits.quotas import Admission, Caller, Quotas
+from chatrelay.store import conversations
+from chatrelay.store.database import Database
+from chatrelay.store.instances import InstanceHeartbeat
+from chatrelay.store.models import MessageRow
+from chatrelay.text import message_text
+from chatrelay.upstreams.dialects import GenerationParams, UpstreamMessage
+from chatrelay.upstreams.registry import UpstreamRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """What the OpenAI API carries beyond the page's text chat: the messages in their whole
+    shape (content parts, tool calls, tool results) and the request's other fields, sent on
+    as they came (answers/carriage.py decides who can take them)."""
+
+    messages: list[UpstreamMessage]
+    extra: dict[str, Any]
+    max_tokens_field: str = "max_tokens"
+
+
+def _new_part(incoming: list[UpstreamMessage], api: bool) -> list[UpstreamMessage]:
+    """Of a conversation the server keeps, what the client adds: the last message; from an
+    API client, all after the last assistant message (the results of parallel tool calls
+    come as several ``tool`` messages, each needed)."""
+    if not api:
+        return incoming[-1:]
+    last = max((i for i, m in enumerate(incoming) if m["role"] == "assistant"), default=-1)
+    return incoming[last + 1 :] or incoming[-1:]
+
+
+class _Expiry:
+    """Takes keys out of a dict ``ttl`` seconds after they are added, all with one timer.
+
+    A timer per finished answer (``call_later``) would be several times an entry's size, kept
+    for the whole ttl (docs/performance.md#finished-answers). Every key gets the same ttl, so
+    the queue is in expiry order.
+    """
+
+    def __init__(self, entries: dict[str, Any], ttl: float) -> None:
+        self._entries, self._ttl = entries, ttl
+        self._queue: deque[tuple[float, str]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._queue.append((loop.time() + self._ttl, key))
+        if self._timer is None:
+            self._timer = loop.call_at(self._queue[0][0], self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue, now = self._queue, loop.time()
+        while queue and queue[0][0] <= now:
+            self._entries.pop(queue.popleft()[1], None)
+        self._timer = loop.call_at(queue[0][0], self._expire, loop) if queue else None
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+
+
+class ChatService:
+    """Owns the running answers. A finished answer stays findable for ``finished_job_ttl``
+    seconds (CHATRELAY_FINISHED_JOB_TTL, the setting's public name)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: UpstreamRegistry,
+        db: Database,
+        *,
+        quotas: Quotas | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.db = db
+        self.answers: dict[str, Answer] = {}
+        self._expiry = _Expiry(self.answers, settings.finished_job_ttl)
+        self.quotas = quotas or Quotas.in_memory(settings, db)
+        self._attachment_limits = conversations.AttachmentLimits.of(settings)
+        self.answer_store = AnswerStore(db, interval=settings.flush_interval, quotas=self.quotas)
+        self._detailed_errors = shows_details(settings)
+        self._policy = RetryPolicy(
+            deadline=settings.retry_deadline, max_failovers=settings.max_failovers
+        )
+        self.heartbeat = InstanceHeartbeat(
+            db, interval=settings.instance_heartbeat, running=self.running_ids
+        )
+        self.instance_id = self.heartbeat.id
+        self.mirror: EventMirror | None = None
+        if settings.redis_url is not None:
+            self.mirror = EventMirror.connect(
+                settings.redis_url,
+                connect_timeout=settings.redis_timeout,
+                prefix=settings.redis_prefix,
+                on_stop=self.stop_local,
+                interval=settings.event_mirror_interval,
+                ttl=settings.finished_job_ttl,
+                # Every frame of the longest answer allowed, with room for role and ending.
+                max_events=settings.max_tokens_limit * 2 + 64,
+                idle_check=settings.instance_heartbeat,
+            )
+
+    async def open(self) -> None:
+        """Join the instances (settling the answers of dead ones) and start the background
+        work: the answer flusher, the heartbeat, the event mirror. Call with the loop running."""
+        await self.heartbeat.start()
+        self.answer_store.start()
+        if self.mirror is not None:
+            self.mirror.start()
+
+    async def start(
+        self,
+        request: ChatRequest,
+        *,
+        owner_id: str,
+        caller: Caller | None = None,
+        api: ApiRequest | None = None,
+    ) -> Answer:
+        """Store the question and an empty answer, then start generating the answer.
+
+        With a ``caller``, its address's rate limit and stream slots are checked first and
+        its budget is reserved before anything is stored (429/503 otherwise); what is held is
+        settled when the answer ends, or given back here if the answer never starts.
+        """
+        admission = await self.quotas.admit(owner_id=owner_id, caller=caller)
+        try:
+            return await self._start(request, owner_id=owner_id, admission=admission, api=api)
+        except BaseException:
+            await self.quotas.release(admission)
+            raise
+
+    async def _start(
+        self,
+        request: ChatRequest,
+        *,
+        owner_id: str,
+        admission: Admission,
+        api: ApiRequest | None = None,
+    ) -> Answer:
+        model = self.registry.resolve_model(request.model)
+        max_tokens = request.max_tokens or self.settings.default_max_tokens
+        if max_tokens > self.settings.max_tokens_limit:
+            raise ChatRelayError(
+                400,
+                f"max_tokens {max_tokens} is above this server's limit of "
+                f"{self.settings.max_tokens_limit} (CHATRELAY_MAX_TOKENS_LIMIT).",
+                code="max_tokens_too_large",
+                param="max_tokens",
+            )
+        history, incoming, question = await self._history_for(request, owner_id=owner_id, api=api)
+        upstream_messages = self._with_system_prompt(history + incoming)
+        self._check_sizes(upstream_messages)
+        # Refused by name before anything is spent when no upstream of the model can take
+        # what was asked; else only those that can will answer.
+        extra = api.extra if api is not None else {}
+        carried = carriage(self.registry.serving(model), upstream_messages, extra)
+        # The budget (for the prompt too, history included) is reserved before anything is
+        # stored or sent, and outside the writing transaction: the limits store may be remote,
+        # and SQLite's write lock (or a pooled connection) must never wait on it.
+        await self.quotas.reserve(admission, messages=upstream_messages, max_tokens=max_tokens)
+        # The question is committed before the upstream is called: nothing accepted is lost.
+        if request.action == "send":
+            title = ""
+            if request.conversation_id is None:
+                first = next((m for m in incoming if m["role"] == "user"), incoming[0])
+                title = conversations.title_from(message_text(first))
+            conversation_id, answer_id = await self.db.write(
+                partial(
+                    conversations.append_exchange,
+                    owner_id=owner_id,
+                    conversation_id=request.conversation_id,
+                    title=title,
+                    questions=incoming,
+                    model=model,
+                    instance_id=self.instance_id,
+                    attachment_limits=self._attachment_limits,
+                ),
+                small=True,
+            )
+        else:
+            async with self.db.transaction() as session:
+                conversation_id, answer_id = await self._answer_again(
+                    session, request, owner_id, question, model
+                )
+        answer = Answer(
+            message_id=answer_id,
+            owner_id=owner_id,
+            conversation_id=conversation_id,
+            registry=self.registry,
+            policy=self._policy,
+            model=model,
+            messages=upstream_messages,
+            params=GenerationParams(
+                max_tokens,
+                request.temperature,
+                request.top_p,
+                request.top_k,
+                extra=extra or None,
+                max_tokens_field=api.max_tokens_field if api is not None else "max_tokens",
+            ),
+            upstreams=carried.upstreams,
+            dropped_params=carried.dropped,
+            detailed_errors=self._detailed_errors,
+            recorder=self.answer_store.recorder(owner_id=owner_id, admission=admission),
+            on_finished=self._forget_later,
+        )
+        self.answers[answer.id] = answer
+        answer.start()
+        if self.mirror is not None:
+            self.mirror.track(answer.id, answer.buffer)
+        return answer
+
+    async def _history_for(
+        self, request: ChatRequest, *, owner_id: str, api: ApiRequest | None = None
+    ) -> tuple[list[UpstreamMessage], list[UpstreamMessage], MessageRow | None]:
+        """What goes upstream: the stored history, the new messages, and (for regenerate and
+        edit) the question answered again, as read."""
+        incoming: list[UpstreamMessage] = (
+            api.messages
+            if api is not None
+            else [{"role": m.role, "content": m.content} for m in request.messages]
+        )
+        if request.conversation_id is None:
+            return [], incoming, None
+        async with self.db.read() as session:
+            conversation = await conversations.get_conversation(
+                session, owner_id=owner_id, conversation_id=request.conversation_id
+            )
+            stored = await conversations.messages_of(
+                session, owner_id=owner_id, conversation_id=conversation.id
+            )
+        if request.action == "send":
+            # The server keeps the history: of what the client sent, only the new message.
+            history = [
+                conversations.upstream_message(m)
+                for m in stored
+                if conversations.counts_as_history(m)
+            ]
+            return history, _new_part(incoming, api is not None), None
+        question = conversations.question_to_answer_again(stored)  # again under the lock
+        earlier = [
+            conversations.upstream_message(m)
+            for m in stored
+            if m.seq < question.seq and conversations.counts_as_history(m)
+        ]
+        # Answered again as it was sent (its images and parts), or with the edit's text
+        # (which the store put in place of its text parts).
+        again = conversations.upstream_message(question)
+        if request.action == "edit":
+            edited = conversations.edited_content(again.get("content"), message_text(incoming[0]))
+            again = {**again, "content": edited}
+        return [*earlier, again], [], question
+
+    async def _answer_again(
+        self,
+        session: AsyncSession,
+        request: ChatRequest,
+        owner_id: str,
+        read: MessageRow | None,
+        model: str,
+    ) -> tuple[str, str]:
+        """Regenerate/edit, under the conversation's lock: drop the old answer (and apply the
+        edit), refused if the conversation changed since its history was read; then the new
+        empty answer. The conversation's id and the answer's."""
+        assert request.conversation_id is not None and read is not None
+        conversation = await conversations.get_conversation(
+            session, owner_id=owner_id, conversation_id=request.conversation_id, lock=True
+        )
+        question = await conversations.rewind_to_last_question(
+            session,
+            owner_id=owner_id,
+            conversation_id=conversation.id,
+            new_text=request.messages[0].content if request.action == "edit" else None,
+            expected=(read.id, read.content),
+        )
+        answer = await conversations.add_message(
+            session,
+            owner_id=owner_id,
+            conversation=conversation,
+            role="assistant",
+            content="",
+            status="streaming",
+            seq=question.seq + 1,
+            model=model,
+            instance_id=self.instance_id,
+        )
+        return conversation.id, answer.id
+
+    def _with_system_prompt(self, messages: list[UpstreamMessage]) -> list[UpstreamMessage]:
+        prompt = self.settings.system_prompt
+        if prompt and not any(m["role"] == "system" for m in messages):
+            return [{"role": "system", "content": prompt}, *messages]
+        return messages
+
+    def _check_sizes(self, messages: list[UpstreamMessage]) -> None:
+        limits = self.settings
+        if len(messages) > limits.max_messages:
+            raise ChatRelayError(
+                400,
+                f"Too many messages: {len(messages)}, the limit is {limits.max_messages} "
+                "(CHATRELAY_MAX_MESSAGES).",
+                code="too_many_messages",
+                param="messages",
+            )
+        total = 0
+        for index, message in enumerate(messages):
+            # Text only: images and files (data URLs) count against the body's size limit.
+            size = len(message_text(message))
+            total += size
+            if size > limits.max_message_chars:
+                raise ChatRelayError(
+                    400,
+                    f"messages[{index}].content has {size} characters, the limit is "
+                    f"{limits.max_message_chars} (CHATRELAY_MAX_MESSAGE_CHARS).",
+                    code="message_too_long",
+                    param=f"messages[{index}].content",
+                )
+        if total > limits.max_total_chars:
+            raise ChatRelayError(
+                400,
+                f"The messages of the conversation have {total} characters in all, the limit is "
+                f"{limits.max_total_chars} (CHATRELAY_MAX_TOTAL_CHARS).",
+                code="conversation_too_long",
+                param="messages",
+            )
+
+    def _forget_later(self, answer: Answer) -> None:
+        if self.settings.finished_job_ttl <= 0:
+            self.answers.pop(answer.id, None)
+        else:
+            self._expiry.add(answer.id)
+
+    def local_answer(self, message_id: str, *, owner_id: str) -> Answer | None:
+        answer = self.answers.get(message_id)
+        return answer if answer is not None and answer.owner_id == owner_id else None
+
+    async def _stored_answer(self, message_id: str, *, owner_id: str) -> MessageRow:
+        async with self.db.read() as session:
+            message = await conversations.get_message(
+                session, owner_id=owner_id, message_id=message_id
+            )
+        if message.role != "assistant":
+            raise conversations.NotFound("answer", message_id)
+        return message
+
+    async def reattach(
+        self, message_id: str, *, owner_id: str, after: int = 0, position: Position | None = None
+    ) -> AsyncIterator[bytes]:
+        """The answer's events after event ``after`` (with ids), live while it runs anywhere;
+        ``position`` follows how far they went out when it runs here.
+
+        Raises NotFound (404) before anything streams if the answer is not the owner's.
+        """
+        answer = self.local_answer(message_id, owner_id=owner_id)
+        start = resume_index(answer.buffer, after) if answer is not None else None
+        if answer is not None and start is not None:
+            return answer.buffer.follow(start, ids=True, position=position)
+        message = await self._stored_answer(message_id, owner_id=owner_id)
+        mirror = self.mirror
+        if mirror is not None and (
+            message.status == "streaming" or await mirror.exists(message.id)
+        ):
+            ending = partial(self._ending_if_over, message.id, owner_id)
+            return mirror.follow(message.id, after=after, ending=ending)
+        return replay_stored(self.db, message, poll_interval=self.settings.flush_interval)
+
+    async def _ending_if_over(self, message_id: str, owner_id: str) -> bytes | None:
+        """For a follower that heard nothing for a while: None while the answer is streaming,
+        else how its stream ends (its instance died and was settled, or it was deleted)."""
+        try:
+            message = await self._stored_answer(message_id, owner_id=owner_id)
+        except conversations.NotFound:
+            return DONE
+        return None if message.status == "streaming" else ending_frames(message)
+
+    def adopt_answers(self, *, guest_id: str, owner_id: str) -> None:
+        """A guest signed in to an account, which took its conversations: its answers running
+        here are the account's now (their writes filter on the owner)."""
+        for answer in self.answers.values():
+            if answer.owner_id == guest_id:
+                answer.owner_id = owner_id
+                if answer.recorder is not None:
+                    answer.recorder.owner_id = owner_id
+
+    def running_ids(self) -> list[str]:
+        return [answer.id for answer in self.answers.values() if not answer.finished]
+
+    def stop_local(self, message_id: str) -> bool:
+        """Stop the answer if it runs in this process (a stop published by another instance
+        names only the id: that instance checked the owner)."""
+        answer = self.answers.get(message_id)
+        return answer.stop() if answer is not None else False
+
+    async def stop(self, message_id: str, *, owner_id: str) -> str:
+        """Stop the answer wherever it runs; its status: ``stopping`` or how it ended."""
+        answer = self.local_answer(message_id, owner_id=owner_id)
+        if answer is not None:
+            answer.stop()
+            return "stopping" if not answer.finished else answer.status
+        message = await self._stored_answer(message_id, owner_id=owner_id)
+        if message.status != "streaming":
+            return message.status
+        if self.mirror is None:
+            # Not here, and no other instance can be reached: a row its dead instance left
+            # (the heartbeat settles it soon), or several instances without Redis.
+            raise ChatRelayError(
+                409,
+                "This answer is being generated by another chatrelay instance, which this "
+                "one cannot reach: set CHATRELAY_REDIS_URL on every instance so that stops "
+                "and re-attaches work across them.",
+                code="answer_elsewhere",
+            )
+        await self.mirror.publish_stop(message_id)
+        return "stopping"
+
+    async def stop_all(self, message_ids: list[str], *, conversation_id: str) -> None:
+        """Stop these answers wherever they run, and every answer of the conversation running
+        here whatever its stored status says (the caller checked the owner)."""
+        for answer in list(self.answers.values()):
+            if answer.conversation_id == conversation_id:
+                answer.stop()
+        for message_id in message_ids:
+            if not self.stop_local(message_id) and self.mirror is not None:
+                await self.mirror.publish_stop(message_id)
+
+    async def shutdown(self) -> None:
+        try:
+            await asyncio.gather(
+                *(answer.cancel_and_wait() for answer in list(self.answers.values()))
+            )
+            self.answers.clear()
+            self._expiry.cancel()
+            await self.answer_store.close()
+            if self.mirror is not None:
+                await self.mirror.close()
+        finally:
+            await self.heartbeat.close()
