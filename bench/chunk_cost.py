@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from chatrelay.answers.answer import Answer, _Attempt
+from chatrelay.answers.answer import Answer
+from chatrelay.answers.attempt import Attempt
 from chatrelay.upstreams.dialects import GenerationParams, OpenAIDialect
 from chatrelay.upstreams.health import ModelHealth
 
@@ -64,14 +65,14 @@ async def one_run_us(data: str) -> float:
     """µs of CPU per event, parse + take + the follower's frame, over EVENTS events."""
     answer = Answer(
         message_id="msg_bench",
-        pool=None,  # type: ignore[arg-type]  # only stored; no attempt is made here
+        registry=None,  # type: ignore[arg-type]  # only stored; no attempt is made here
         model="gpt-test",
         messages=[{"role": "user", "content": "x"}],
         params=GenerationParams(max_tokens=EVENTS + 1),
         owner_id="usr_bench",
         conversation_id="conv_bench",
     )
-    attempt = _Attempt(answer, "bench", ModelHealth())
+    attempt = Attempt(answer, "bench", ModelHealth())
     frame, take, parse = answer.buffer.frame, attempt.take, OpenAIDialect().parse_event
     began = time.process_time()
     for index in range(EVENTS):

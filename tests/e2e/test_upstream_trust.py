@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import chatrelay.upstreams.llama_server  # noqa: F401  # registers the embedded server's dialect
 from chatrelay.answers import rich as rich_module
-from chatrelay.answers.answer import MAX_TOKEN_COUNT, MAX_TOKENS_SLACK, Answer, _Attempt
+from chatrelay.answers.answer import Answer
+from chatrelay.answers.attempt import MAX_TOKEN_COUNT, MAX_TOKENS_SLACK, Attempt
 from chatrelay.sse import EventTooLarge, SSEDecoder
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamStream
@@ -266,14 +267,14 @@ CHUNKS = st.fixed_dictionaries(
 async def test_no_json_of_any_shape_raises_out_of_the_parser_or_the_answer() -> None:
     answer = Answer(
         message_id="msg_property",
-        pool=None,  # type: ignore[arg-type]  # no attempt is made
+        registry=None,  # type: ignore[arg-type]  # no attempt is made
         model="m",
         messages=[{"role": "user", "content": "x"}],
         params=GenerationParams(max_tokens=1_000_000),
         owner_id="usr_property",
         conversation_id="conv_property",
     )
-    attempt = _Attempt(answer, "fake", ModelHealth())
+    attempt = Attempt(answer, "fake", ModelHealth())
     # Each dialect (the embedded server's too) as the relay reads an event: the stream's parse.
     streams = {
         name: UpstreamStream(

@@ -19,15 +19,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from array import array
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from chatrelay.answers.attempt import Attempt, believed_usage
 from chatrelay.answers.events import EventBuffer, Position
-from chatrelay.answers.failover import RetryPolicy, continuation_messages
+from chatrelay.answers.failover import RetryPolicy, continuation_messages, until_answered
 from chatrelay.answers.frames import DONE, ChunkEncoder
 from chatrelay.answers.recorder import AnswerOutcome, AnswerRecorder
 from chatrelay.answers.rich import RichParts
@@ -35,28 +35,16 @@ from chatrelay.error_details import for_client
 from chatrelay.errors import UPSTREAM, ChatRelayError
 from chatrelay.observability import (
     ACTIVE_STREAMS,
-    FAILOVERS,
-    FIRST_TOKEN,
-    TOKEN_GAP,
     TOKENS,
-    UPSTREAM_ERRORS,
 )
 from chatrelay.sse import encode_comment
 from chatrelay.store.models import FINISHED, AnswerStatus
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
-from chatrelay.upstreams.client import Upstream, UpstreamFailure
+from chatrelay.upstreams.client import Upstream
 from chatrelay.upstreams.dialects import GenerationParams, UpstreamMessage
-from chatrelay.upstreams.health import ModelHealth
-from chatrelay.upstreams.registry import UpstreamRegistry, unreachable_failure
+from chatrelay.upstreams.registry import UpstreamRegistry
 
 log = logging.getLogger(__name__)
-
-# Content events an attempt may send past the max_tokens it was asked for (a token split in
-# two events, a last empty one): past that the upstream ignores max_tokens, and the attempt
-# is ended as if it ran out of them. Events, not tokens: counting is one integer compare.
-MAX_TOKENS_SLACK = 16
-# What a stored token count can hold (an SQL INTEGER): an upstream's larger number is a lie.
-MAX_TOKEN_COUNT = 2**31 - 1
 
 
 class Answer:
@@ -68,7 +56,6 @@ class Answer:
         "_on_finished",
         "_rich",
         "_shutting_down",
-        "_stop_requested",
         "_task",
         "attempts",
         "buffer",
@@ -81,7 +68,7 @@ class Answer:
         "finish_reason",
         "first_token_at",
         "id",
-        "logprobs_at",
+        "logprobs",
         "messages",
         "model",
         "opened",
@@ -94,6 +81,7 @@ class Answer:
         "spliceable",
         "started_at",
         "status",
+        "stop_requested",
         "upstream_accepted",
         "upstreams",
         "usage",
@@ -133,9 +121,8 @@ class Answer:
         self.upstreams = upstreams
         self.dropped_params = dropped_params
         self.detailed_errors = detailed_errors  # CHATRELAY_DETAILED_ERRORS
-        # Where the deltas with logprobs are among the events (None when there are none): a
-        # whole answer's logprobs are gathered from them when asked, not kept per token.
-        self.logprobs_at: array[int] | None = None
+        # The logprobs of the answer's tokens, as the upstream sent them (None: it sent none).
+        self.logprobs: list[Any] | None = None
         self._rich: RichParts | None = None
         # Whether a failure mid-answer may be continued elsewhere: not once part of a tool
         # call, or of a JSON answer, is out (a continuation cannot be spliced into JSON).
@@ -153,7 +140,7 @@ class Answer:
         self.started_at = time.monotonic()
         self.first_token_at: float | None = None
         self._on_finished = on_finished
-        self._stop_requested = False
+        self.stop_requested = False
         self._shutting_down = False
         self._task: asyncio.Task[None] | None = None
         # Resolves once the upstream has accepted the request (or fails with why it did not),
@@ -189,18 +176,10 @@ class Answer:
         return self._rich
 
     def logprobs_of_answer(self) -> dict[str, Any] | None:
-        """A whole answer's ``choices[0].logprobs``, from its relayed frames (once, at the
-        end: a streamed answer's logprobs are only relayed, never held)."""
-        at = self.logprobs_at
-        if at is None:
-            return None
-        content: list[Any] = []
-        frame = self.buffer.frame
-        for index in at:
-            logprobs = orjson.loads(frame(index)[len(b"data: ") :])["choices"][0]["logprobs"]
-            if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
-                content.extend(logprobs["content"])
-        return {"content": content, "refusal": None}
+        """A whole answer's ``choices[0].logprobs``: every delta's ``content`` list joined;
+        None when the upstream sent none."""
+        content = self.logprobs
+        return None if content is None else {"content": content, "refusal": None}
 
     @property
     def finished(self) -> bool:
@@ -228,9 +207,9 @@ class Answer:
 
     def stop(self) -> bool:
         """Cancel the upstream request now; the partial answer is kept. False if already over."""
-        if self.finished or self._task is None or self._stop_requested:
+        if self.finished or self._task is None or self.stop_requested:
             return False
-        self._stop_requested = True
+        self.stop_requested = True
         self._task.cancel()
         return True
 
@@ -266,13 +245,13 @@ class Answer:
             self.recorder.started(self)
         ACTIVE_STREAMS.inc()
         try:
-            await self._generate()
+            await until_answered(self, self._attempt)
             self.status = "complete"
             self.finish_reason = self.finish_reason or "stop"
             await self._record()
             self._finish()
         except asyncio.CancelledError:
-            if not self._stop_requested:
+            if not self.stop_requested:
                 # Server shutdown: keep what we have, marked interrupted, and end the stream.
                 self._set_error(
                     ChatRelayError(
@@ -345,7 +324,8 @@ class Answer:
     async def _record(self) -> None:
         """Stored and billed before the client sees the end, so that a reload right after
         [DONE] shows it all, and the ending can report what was billed."""
-        self._bound_usage()
+        if self.usage is not None:
+            self.usage = believed_usage(self.usage, self.params.max_tokens, answer_id=self.id)
         if self.recorder is not None:
             counted = await self.recorder.finished(self.outcome())
             if counted is not None and self.usage is None:
@@ -371,26 +351,6 @@ class Answer:
             messages=self.messages,
         )
 
-    def _bound_usage(self) -> None:
-        """The upstream's usage as far as it can be believed, once, at the end (not per
-        chunk): no negative count (a credit), no more completion tokens than the request
-        allowed, nothing a stored count cannot hold."""
-        usage = self.usage
-        if usage is None:
-            return
-        prompt = min(max(usage.prompt_tokens, 0), MAX_TOKEN_COUNT)
-        completion = min(max(usage.completion_tokens, 0), self.params.max_tokens)
-        if (prompt, completion) != (usage.prompt_tokens, usage.completion_tokens):
-            log.warning(
-                "answer %s: upstream usage %d+%d not believed, counted as %d+%d",
-                self.id,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                prompt,
-                completion,
-            )
-            self.usage = Usage(prompt, completion)
-
     def cut_at_length(self) -> bool:
         """An attempt went past the max_tokens it was sent (and the slack): the answer ends
         there, as one that ran out of max_tokens does. True: stop reading (the upstream
@@ -398,81 +358,6 @@ class Answer:
         log.warning("answer %s: upstream %s ignored max_tokens; cut", self.id, self.attempts[-1])
         self.finish_reason = "length"
         return True
-
-    async def _generate(self) -> None:
-        """Attempts on the registry's upstreams until the answer is complete or nothing is left."""
-        policy, registry = self.policy, self.registry
-        deadline = self.started_at + policy.deadline
-        failed: set[str] = set()
-        refused: list[UpstreamFailure] = []  # this round's "nobody there" failures
-        last: UpstreamFailure | None = None
-        backoff = policy.first_backoff
-        while True:
-            upstream = registry.pick(self.model, avoid=frozenset(failed), only=self.upstreams)
-            if upstream is None:  # every upstream of the model is paused by its breaker
-                dead = registry.unreachable(self.model)
-                if dead is not None and not self.answered:
-                    raise dead
-                pause = registry.retry_in(self.model)
-                if time.monotonic() + pause > deadline:
-                    raise last or self._unavailable(pause)
-                await asyncio.sleep(max(pause, 0.05))
-                continue
-            try:
-                await self._attempt(upstream)
-            except UpstreamFailure as failure:
-                registry.failed(upstream, failure)
-                log.warning("upstream %s failed: %s", upstream.config.name, failure.kind)
-                UPSTREAM_ERRORS.labels(upstream.config.name, failure.kind).inc()
-                if not failure.retryable:
-                    raise
-                failed.add(upstream.config.name)
-                last = failure
-                if failure.nothing_there:
-                    refused.append(failure)
-                if self.answered:  # part of the answer is out: continue it elsewhere, at once
-                    if not self.spliceable:
-                        raise  # part of a tool call or of JSON is out: it cannot be continued
-                    self.failovers += 1
-                    FAILOVERS.labels(self.model).inc()
-                    if self.failovers > policy.max_failovers:
-                        raise
-                    # The continuation gets its own retry window, counted from this failure.
-                    deadline = time.monotonic() + policy.deadline
-                elif failed >= self._usable_names():
-                    if len(refused) == len(failed):
-                        # Nobody listens at any of them (or no host of that name): a wrong
-                        # URL or a server that is down, which waiting does not mend.
-                        raise unreachable_failure(refused) from None
-                    # A whole round failed: back off (the model may be loading), then again.
-                    pause = max(backoff, failure.retry_after or 0.0)
-                    if time.monotonic() + pause > deadline:
-                        raise
-                    await asyncio.sleep(pause)
-                    backoff = min(backoff * 2, policy.max_backoff)
-                    failed.clear()
-                    refused.clear()
-                continue
-            except BaseException:  # stopped, shutting down: the upstream did nothing wrong
-                registry.abandoned(upstream)
-                raise
-            registry.succeeded(upstream)
-            return
-
-    def _usable_names(self) -> set[str]:
-        """The upstreams that could answer now: a round has failed once each one has."""
-        return {u.config.name for u in self.registry.usable_for(self.model, self.upstreams)}
-
-    def _unavailable(self, retry_in: float) -> ChatRelayError:
-        seconds = max(1, round(retry_in))
-        return ChatRelayError(
-            503,
-            f"No upstream for model '{self.model}' is available right now: each one failed "
-            f"repeatedly and is paused. Try again in {seconds} s.",
-            code="upstream_unavailable",
-            type=UPSTREAM,
-            headers={"Retry-After": str(seconds)},
-        )
 
     async def _attempt(self, upstream: Upstream) -> None:
         """One request to one upstream, streamed into the answer (continuing it if begun)."""
@@ -486,7 +371,7 @@ class Answer:
             params = replace(params, max_tokens=max(1, params.max_tokens - max(used, 0)))
         health = self.registry.health_of(self.model)
         health.request_started()
-        attempt = _Attempt(self, name, health, params.max_tokens)
+        attempt = Attempt(self, name, health, params.max_tokens)
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
@@ -511,11 +396,13 @@ class Answer:
         if rich is None:
             rich = self._rich = RichParts()
         rich.take(delta)  # from the parsed delta, now: gathering it later means parsing again
-        if chunk.logprobs is not None:
-            at = self.logprobs_at
-            if at is None:
-                at = self.logprobs_at = array("I")
-            at.append(len(self.buffer))
+        logprobs = chunk.logprobs
+        if logprobs is not None:  # only when the client asked for them
+            content = self.logprobs
+            if content is None:
+                content = self.logprobs = []
+            if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                content.extend(logprobs["content"])  # already parsed: kept, not parsed again
         escaped = orjson.dumps(chunk.content)[1:-1] if chunk.content else b""
         self.buffer.append_rich(self.encoder.rich(delta, chunk.logprobs), escaped)
 
@@ -554,93 +441,3 @@ def _asks_for_json(params: GenerationParams) -> bool:
         return False
     response_format = extra.get("response_format")
     return isinstance(response_format, dict) and response_format.get("type") != "text"
-
-
-def _plus(earlier: Usage | None, current: Usage) -> Usage:
-    if earlier is None:
-        return current
-    return Usage(
-        earlier.prompt_tokens + current.prompt_tokens,
-        earlier.completion_tokens + current.completion_tokens,
-    )
-
-
-class _Attempt:
-    """What one attempt does with each chunk: ``take`` runs in the socket's read callback.
-
-    Slots, not a closure over the attempt's locals (a cell per variable): smaller per open
-    stream (docs/performance.md#attempt)."""
-
-    __slots__ = (
-        "answer",
-        "append",
-        "before",
-        "began",
-        "gap",
-        "health",
-        "last",
-        "left",
-        "name",
-        "waiting",
-    )
-
-    def __init__(
-        self, answer: Answer, name: str, health: ModelHealth, max_tokens: int | None = None
-    ) -> None:
-        self.answer, self.name, self.health = answer, name, health
-        # Content events this attempt may still send: the max_tokens it was sent, and slack.
-        sent = answer.params.max_tokens if max_tokens is None else max_tokens
-        self.left = sent + MAX_TOKENS_SLACK
-        self.append = answer.buffer.append_content
-        self.waiting = True  # for the first token
-        self.began = self.last = time.monotonic()
-        self.gap: Callable[[float], None] = _no_gap
-        self.before = answer.usage  # what the earlier attempts used
-
-    def completion_tokens(self) -> int:
-        """What this attempt generated, by its upstream's usage (0 when it reported none)."""
-        usage, before = self.answer.usage, self.before
-        if usage is None:
-            return 0
-        return usage.completion_tokens - (before.completion_tokens if before else 0)
-
-    def take(self, chunk: UpstreamChunk) -> bool:
-        answer = self.answer
-        if answer._stop_requested:  # stopped: what was already on its way is not the answer's
-            return True
-        rich = chunk.delta
-        if chunk.content or rich is not None:
-            left = self.left
-            if not left:  # past max_tokens and the slack: not the answer's any more
-                return answer.cut_at_length()
-            self.left = left - 1
-            now = time.monotonic()
-            if self.waiting:
-                self.waiting = False
-                began, name = self.began, self.name
-                self.health.first_token(now - began)
-                self.health.request_ended()
-                answer.served_by.append(name)
-                FIRST_TOKEN.labels(answer.model, name).observe(now - began)
-                # Label children resolved once per attempt, not per token.
-                self.gap = TOKEN_GAP.labels(answer.model, name).observe
-                if answer.first_token_at is None:
-                    answer.first_token_at = now
-            else:
-                self.gap(now - self.last)
-            self.last = now
-            if rich is None:
-                self.append(orjson.dumps(chunk.content)[1:-1])
-            else:
-                answer.relay_rich(chunk, rich)
-        if chunk.usage is not None:
-            # Usage of every attempt counts: this attempt's running total on top of what
-            # the earlier attempts used.
-            answer.usage = _plus(self.before, chunk.usage)
-        if chunk.finish_reason:
-            answer.finish_reason = chunk.finish_reason
-        return False
-
-
-def _no_gap(seconds: float) -> None:
-    """Stands in for the gap histogram until an attempt's first token resolves its labels."""

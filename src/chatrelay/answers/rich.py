@@ -9,8 +9,7 @@ from the call's first delta, ``arguments`` concatenated), ``reasoning_content`` 
 field kept (strings concatenated, anything else the last value).
 
 Made only when the first such delta comes: a plain text answer has none. Logprobs are not
-gathered here: a streamed answer only relays them (a whole answer's come from its frames,
-``Answer.logprobs_of_answer``), so they are not held per token.
+gathered here but by the answer itself (``Answer.logprobs``), as they come.
 """
 
 from __future__ import annotations
