@@ -35,10 +35,9 @@ from starlette.requests import HTTPConnection
 
 from chatrelay.auth.api_keys import LAST_USED_RESOLUTION, api_key_hash, bearer_token
 from chatrelay.auth.credential_cache import CachedCredential, CredentialCache
+from chatrelay.auth.origins import is_api_path, same_origin
 from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_token, token_hash
 from chatrelay.errors import ChatRelayError
-from chatrelay.http.cors import is_api_path
-from chatrelay.http.csrf import same_origin
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, new_id, utcnow

@@ -18,9 +18,9 @@ without OPTIONS, an unsafe request the CSRF 403), and the browser refuses the an
 
 Hand-written, not Starlette's ``CORSMiddleware``: its ``send`` wrapper is an ``async def`` run
 for every message of a stream (see chatrelay/http/middleware.py); it cannot allow a family of
-headers by prefix, and the OpenAI SDKs add ``x-stainless-*`` names from release to release (one name not
-allowed fails the whole preflight); and it answers refused origins' preflights with CORS
-headers all the same.
+headers by prefix, and the OpenAI SDKs add ``x-stainless-*`` names from release to release
+(one name not allowed fails the whole preflight); and it answers refused origins' preflights
+with CORS headers all the same.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from urllib.parse import urlsplit
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_LLM_PATHS = ("/llm", "/llm/")
+from chatrelay.auth.origins import is_api_path
+
 ALLOWED_METHODS = "GET, POST"
 # What the OpenAI SDKs and chatrelay's own API read or send besides the safelisted ones;
 # x-stainless-* names (the SDKs' telemetry, retry count, timeout...) are allowed as requested.
@@ -48,17 +49,6 @@ EXPOSED_HEADERS = b"X-Conversation-Id, X-Message-Id, X-Request-Id, Retry-After"
 MAX_AGE = "600"
 _HEADER_NAME = re.compile(r"[a-z0-9-]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def is_api_path(scope: Scope) -> bool:
-    """``/v1/*``, ``/llm`` or ``/llm/``: the paths browser apps on other origins may call.
-
-    The path without the app's ``root_path`` (uvicorn's ``--root-path`` puts it in front)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        path = path[len(root) :]
-    return path.startswith("/v1/") or path in _LLM_PATHS
 
 
 def normalise_origin(value: str) -> str:

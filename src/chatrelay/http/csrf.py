@@ -15,36 +15,16 @@ a stranger's (a 401 asking for a key), which their page can then read.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatrelay.auth.api_keys import bearer_token
+from chatrelay.auth.origins import is_api_path, same_origin
 from chatrelay.errors import ChatRelayError, error_response
-from chatrelay.http.cors import CorsPolicy, is_api_path
+from chatrelay.http.cors import CorsPolicy
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _origin_key(scheme: str, netloc: str) -> tuple[str, str, int | None] | None:
-    try:
-        parts = urlsplit(f"{scheme}://{netloc}")
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError:
-        return None
-    if parts.hostname is None:
-        return None
-    return scheme, parts.hostname, port
-
-
-def same_origin(origin: str, *, scheme: str, host: str) -> bool:
-    """``origin`` (an Origin header) names the scheme and host this request was sent to."""
-    sent_scheme, _, netloc = origin.partition("://")
-    theirs = _origin_key(sent_scheme.lower(), netloc)
-    ours = _origin_key(scheme.lower(), host)
-    return theirs is not None and theirs == ours
 
 
 class CsrfProtection:
