@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from chatrelay.answers.frames import ChunkEncoder
+from chatrelay.answers.frames import OpenAIFrames
 from chatrelay.config import Settings
 from chatrelay.http.routes.livepeer import LivepeerFrames
 from chatrelay.http.served import ServedEndpoints, ServedRoute
@@ -557,7 +557,7 @@ async def test_the_route_answers_as_the_served_endpoint(relay_for, fake: FakeUps
 
 def test_a_chunk_is_the_json_of_its_token_whatever_the_names_hold() -> None:
     """The byte template of a token survives a '%' in the model's name and any token text."""
-    encoder = ChunkEncoder("chatcmpl-1", "acme/100%-model")
+    encoder = OpenAIFrames("chatcmpl-1", "acme/100%-model")
     answer = SimpleNamespace(encoder=encoder, model=encoder.model, usage=Usage(7, 2))
     frames = LivepeerFrames(answer)  # type: ignore[arg-type]
     for token in ['say "%s" 100%', "\n\u2028😀\\", "%d%%"]:
@@ -604,7 +604,7 @@ async def test_a_client_that_leaves_stops_its_answer_unless_it_asked_not_to(
                     break
         answer = relay.service.answers[message_id]
         if keep_generating:
-            await wait_until(lambda: answer.buffer.listeners == 0)  # the client is gone
+            await wait_until(lambda: answer.buffer.followers == 0)  # the client is gone
             gate.set()
         await answer.wait()
         conversation = (await relay.client.get("/api/conversations", headers=bearer(key))).json()

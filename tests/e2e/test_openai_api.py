@@ -377,7 +377,7 @@ async def test_a_client_that_leaves_stops_its_answer_unless_it_asked_not_to(
             await stream.close()  # what stream.controller.abort() and abortSignal do
             answer = relay.service.answers[message_id]
             if keep_generating:
-                await wait_until(lambda: answer.buffer.listeners == 0)  # the client is gone
+                await wait_until(lambda: answer.buffer.followers == 0)  # the client is gone
                 gate.set()
             await answer.wait()
         conversations = await relay.client.get(

@@ -27,7 +27,7 @@ async def test_disconnect_is_not_a_stop(fake: FakeUpstream, relay_for) -> None:
                 if event["choices"][0]["delta"].get("content"):
                     break  # the reader goes away after the first token
         # The server stops following for it at once (nothing sent to nobody)...
-        await wait_until(lambda: answer.buffer.listeners == 0, within=1)
+        await wait_until(lambda: answer.buffer.followers == 0, within=1)
         assert not answer.finished
         # ...while the answer keeps going to the end of the answer, and keeps the whole of it.
         await wait_until(lambda: answer.finished)

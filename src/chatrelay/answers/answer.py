@@ -28,7 +28,7 @@ import orjson
 from chatrelay.answers.attempt import Attempt, believed_usage
 from chatrelay.answers.events import EventBuffer, Position
 from chatrelay.answers.failover import RetryPolicy, continuation_messages, until_answered
-from chatrelay.answers.frames import DONE, ChunkEncoder
+from chatrelay.answers.frames import DONE, OpenAIFrames
 from chatrelay.answers.recorder import AnswerOutcome, AnswerRecorder
 from chatrelay.answers.rich import RichParts
 from chatrelay.error_details import for_client
@@ -127,9 +127,9 @@ class Answer:
         # Whether a failure mid-answer may be continued elsewhere: not once part of a tool
         # call, or of a JSON answer, is out (a continuation cannot be spliced into JSON).
         self.spliceable = not _asks_for_json(params)
-        self.encoder = ChunkEncoder(f"chatcmpl-{message_id}", model)
+        self.encoder = OpenAIFrames(f"chatcmpl-{message_id}", model)
         # The answer's text lives in the buffer only (its tokens as escaped JSON text).
-        self.buffer = EventBuffer(self.encoder.content_frame)
+        self.buffer = EventBuffer(self.encoder.content_template)
         self.status: AnswerStatus = "pending"
         # An upstream answered 200 and began its stream: it has read the prompt, which is
         # billed from then on, even if no token follows (stopped, or failed before one).

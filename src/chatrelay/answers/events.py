@@ -2,15 +2,15 @@
 
 Usage::
 
-    buffer = EventBuffer(content_frame=(prefix, suffix))
+    buffer = EventBuffer(content_template=(prefix, suffix))
     buffer.append(frame)                 # the answer: an encoded SSE frame (role, end, error, ...)
     buffer.append_content(b"Hel")        # ... or a token, as its escaped JSON text only
-    async for data in buffer.follow(after=n, ids=True):  # each listener: replays what it
+    async for data in buffer.follow(after=n, ids=True):  # each follower: replays what it
         ...                                              # missed, then live
     buffer.close()
 
-The answer writes, listeners read at their own pace, and a listener going away (a closed tab)
-never disturbs the answer or the other listeners.
+The answer writes, followers read at their own pace, and a follower going away (a closed tab)
+never disturbs the answer or the other followers.
 
 Event ids are positions: the event at index ``i`` is event ``i + 1``, so a client that saw
 event ``n`` resumes with ``follow(after=n)``. They are added as ``id:`` lines on the way out
@@ -46,8 +46,8 @@ import orjson
 
 
 class Position:
-    """How far one follower's listener has taken its events: the events before ``index`` went
-    out (the follower moves it on only once the listener asks for more), so a listener cut off
+    """How far one follower has taken its events: the events before ``index`` went out (moved
+    on only once the follower asks for more), so a follower cut off
     can be given the rest from there (http/event_stream.py)."""
 
     __slots__ = ("index",)
@@ -90,18 +90,18 @@ class EventBuffer:
         "_tokens",
         "_waiting",
         "_whole",
-        "listeners",
+        "followers",
     )
 
-    def __init__(self, content_frame: tuple[bytes, bytes] = (b'data: "', b'"\n\n')) -> None:
+    def __init__(self, content_template: tuple[bytes, bytes] = (b'data: "', b'"\n\n')) -> None:
         self._tokens = bytearray()  # every token's escaped JSON text, back to back
         self._ends = array("I")  # per event: where its token bytes end in ``_tokens``
         self._whole: dict[int, bytes] = {}  # the whole frames, by index
-        self._prefix, self._suffix = content_frame
+        self._prefix, self._suffix = content_template
         self._closed = False
         self._ending_at = NO_ENDING  # the index of the ending event, once there is one
-        self.listeners = 0  # followers right now
-        # One future per waiting listener: a cancelled listener cancels only its own future.
+        self.followers = 0  # followers right now
+        # One future per waiting follower: a cancelled follower cancels only its own future.
         self._waiting: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
@@ -213,7 +213,7 @@ class EventBuffer:
         shape: FrameShape | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """Frames after event ``after``, as they come; ends when the buffer is closed.
-        ``position`` is kept at the first event not yet taken by the listener; ``ending``
+        ``position`` is kept at the first event not yet taken by the follower; ``ending``
         renders the ending event for this follower's API (checked once per write, not per
         token); ``shape`` gives every event another API's shape (ids are chatrelay's own: not
         with a shape, which may leave events out)."""
@@ -225,7 +225,7 @@ class EventBuffer:
         frame = self.frame if shape is None else self._shaped(shape, index)
         ends = self._ends
         loop = asyncio.get_running_loop()  # once: each call costs a system call on 3.11
-        self.listeners += 1
+        self.followers += 1
         try:
             while True:
                 end = len(ends)
@@ -234,7 +234,7 @@ class EventBuffer:
                         data = self._with_ending(frame, index, end, ids, ending)
                     elif end - index == 1:
                         data = with_id(end, frame(index)) if ids else frame(index)
-                    else:  # a burst that came while this listener was busy: one write
+                    else:  # a burst that came while this follower was busy: one write
                         data = _joined(frame, index, end, ids)
                     if data:  # empty when a shape left the events out
                         yield data
@@ -250,7 +250,7 @@ class EventBuffer:
                     if waiter in self._waiting:  # cancelled (a woken one is off the list)
                         self._waiting.remove(waiter)
         finally:
-            self.listeners -= 1
+            self.followers -= 1
 
     def _with_ending(
         self,

@@ -15,14 +15,14 @@ import orjson
 from chatrelay.sse import DONE
 from chatrelay.upstreams.chunk import Usage
 
-__all__ = ["DONE", "ChunkEncoder"]
+__all__ = ["DONE", "OpenAIFrames"]
 
 
-class ChunkEncoder:
+class OpenAIFrames:
     """Encodes the frames of one answer: role, content tokens, the final chunk, errors."""
 
     # Slots: every finished answer kept for re-attaching keeps its encoder.
-    __slots__ = ("completion_id", "content_frame", "created", "model")
+    __slots__ = ("completion_id", "content_template", "created", "model")
 
     def __init__(self, completion_id: str, model: str, created: int | None = None) -> None:
         self.completion_id = completion_id
@@ -32,7 +32,7 @@ class ChunkEncoder:
         head["choices"] = [{"index": 0, "delta": {"content": "\x00"}, "finish_reason": None}]
         prefix, suffix = orjson.dumps(head).split(b'"\\u0000"')
         # What goes before and after a token's escaped JSON text (quotes included).
-        self.content_frame = (b"data: " + prefix + b'"', b'"' + suffix + b"\n\n")
+        self.content_template = (b"data: " + prefix + b'"', b'"' + suffix + b"\n\n")
 
     def _envelope(self) -> dict[str, Any]:
         return {
@@ -46,14 +46,14 @@ class ChunkEncoder:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def content(self, text: str) -> bytes:
-        prefix, suffix = self.content_frame
+        prefix, suffix = self.content_template
         return prefix + orjson.dumps(text)[1:-1] + suffix
 
     def rich(self, delta: dict[str, Any], logprobs: Any) -> bytes:
         """A delta that is more than text, as the upstream sent it (its fields in their
         order), in this answer's envelope: the text chunk's template around the delta, no
         dict built for the envelope."""
-        prefix = self.content_frame[0][: -len(_CONTENT_OPENING)]
+        prefix = self.content_template[0][: -len(_CONTENT_OPENING)]
         if logprobs is None:
             return prefix + orjson.dumps(delta) + _NO_LOGPROBS
         return b'%s%s,"logprobs":%s%s' % (

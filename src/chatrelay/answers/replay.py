@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from chatrelay.answers.events import EventBuffer
-from chatrelay.answers.frames import DONE, ChunkEncoder
+from chatrelay.answers.frames import DONE, OpenAIFrames
 from chatrelay.errors import UPSTREAM
 from chatrelay.store import conversations
 from chatrelay.store.database import Database
@@ -24,8 +24,8 @@ from chatrelay.upstreams.chunk import Usage
 # Stored status -> the status the live final chunk would have carried.
 
 
-def encoder_for(message: MessageRow) -> ChunkEncoder:
-    return ChunkEncoder(f"chatcmpl-{message.id}", message.model or "")
+def encoder_for(message: MessageRow) -> OpenAIFrames:
+    return OpenAIFrames(f"chatcmpl-{message.id}", message.model or "")
 
 
 def ending_frames(message: MessageRow) -> bytes:
@@ -43,7 +43,7 @@ def ending_frames(message: MessageRow) -> bytes:
     return ending + DONE
 
 
-def _rich_replay(encoder: ChunkEncoder, message: MessageRow) -> bytes:
+def _rich_replay(encoder: OpenAIFrames, message: MessageRow) -> bytes:
     """What the stored answer has besides text (tool calls, reasoning, refusal), as one delta
     of each: the whole calls (with their ``index``), as a client assembling deltas gets them."""
     extra = message.extra

@@ -8,14 +8,14 @@ import asyncio
 import orjson
 
 from chatrelay.answers.events import EventBuffer
-from chatrelay.answers.frames import DONE, ChunkEncoder
+from chatrelay.answers.frames import DONE, OpenAIFrames
 
 TOKENS = ['He said "hi"', "\n", "back\\slash", "naïve ☃ 😀", "\u2028", "<b>&</b>", "\t\x01"]
 
 
-def filled() -> tuple[ChunkEncoder, EventBuffer]:
-    encoder = ChunkEncoder("chatcmpl-1", "m", created=1)
-    buffer = EventBuffer(encoder.content_frame)
+def filled() -> tuple[OpenAIFrames, EventBuffer]:
+    encoder = OpenAIFrames("chatcmpl-1", "m", created=1)
+    buffer = EventBuffer(encoder.content_template)
     buffer.append(encoder.role())
     for token in TOKENS:
         buffer.append_content(orjson.dumps(token)[1:-1])
@@ -48,8 +48,8 @@ async def test_follow_replays_with_ids_from_any_point() -> None:
 
 
 async def test_a_live_follower_gets_each_event_as_it_comes() -> None:
-    encoder = ChunkEncoder("chatcmpl-2", "m", created=1)
-    buffer = EventBuffer(encoder.content_frame)
+    encoder = OpenAIFrames("chatcmpl-2", "m", created=1)
+    buffer = EventBuffer(encoder.content_template)
     got: list[bytes] = []
 
     async def listen() -> None:
@@ -67,8 +67,8 @@ async def test_a_live_follower_gets_each_event_as_it_comes() -> None:
 
 
 def test_whole_frames_between_tokens_take_no_text() -> None:
-    encoder = ChunkEncoder("chatcmpl-3", "m", created=1)
-    buffer = EventBuffer(encoder.content_frame)
+    encoder = OpenAIFrames("chatcmpl-3", "m", created=1)
+    buffer = EventBuffer(encoder.content_template)
     buffer.append_content(orjson.dumps("a\n")[1:-1])
     buffer.append(b": keep-alive\n\n")
     buffer.append_content(orjson.dumps('"b"')[1:-1])
