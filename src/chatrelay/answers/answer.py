@@ -151,7 +151,7 @@ class Answer:
 
     @property
     def text(self) -> str:
-        """Decoded from the buffer each time (a few µs per KiB), not kept twice."""
+        """Decoded from the buffer each time, not kept twice (docs/performance.md#event-buffer)."""
         return self.buffer.content_text()
 
     @property
