@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from chatrelay.setting_types import CommaList, ProxyList, RateLimit
 
 # The models Livepeer orchestrators commonly advertise (livepeer-wire.md); the first is warm.
 LIVEPEER_MODELS = (
@@ -29,14 +30,6 @@ LIVEPEER_MODELS = (
     "Qwen/Qwen2.5-7B-Instruct",
 )
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
-
-CommaList = Annotated[list[str], NoDecode]
-
-
-def _split_commas(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class UpstreamSpec(BaseModel):
@@ -377,13 +370,13 @@ class Settings(BaseSettings):
         "`CHATRELAY_SIGN_IN_WINDOW` before `429 too_many_attempts`.",
     )
     sign_in_window: float = Field(default=900.0, gt=0, description="That window, in seconds.")
-    register_limit: str | None = Field(
+    register_limit: RateLimit = Field(
         default="10/hour",
         description="Accounts created per client address (same format as "
         "`CHATRELAY_RATE_LIMIT`; empty or `0`: unlimited), throttling argon2 work and name "
         "probing.",
     )
-    guest_create_limit: str | None = Field(
+    guest_create_limit: RateLimit = Field(
         default="20/hour",
         description="New guests per client address (empty or `0`: unlimited); a client that "
         "drops its cookie gets no more.",
@@ -429,7 +422,7 @@ class Settings(BaseSettings):
         description="When the limits store (Redis) is down: `false` refuses chat and sign-in "
         "with `503 limits_unavailable`; `true` serves without limits (still ledgered).",
     )
-    rate_limit: str | None = Field(
+    rate_limit: RateLimit = Field(
         default=None,
         description="Chat requests per client address, e.g. `20/minute`, `5/10s`, `1000/day` "
         "(sliding window). Unset: unlimited.",
@@ -447,7 +440,7 @@ class Settings(BaseSettings):
         "per-address limit (rate, stream slots, sign-in, registration, new guests): one host "
         "is usually given a /64. `128`: exact addresses.",
     )
-    trusted_proxies: CommaList = Field(
+    trusted_proxies: ProxyList = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
         description="Proxies (IPs or CIDRs) whose `X-Forwarded-For` and `X-Forwarded-Proto` "
         "are believed. Empty: none.",
@@ -483,39 +476,6 @@ class Settings(BaseSettings):
         "required fields` (as go-livepeer does); set, that many tokens instead (the Livepeer "
         "tutorial's route handler, as printed, sends none).",
     )
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_proxies(cls, value: Any) -> Any:
-        return _split_commas(value)
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
-        from chatrelay.limits.client_ip import TrustedProxies
-
-        TrustedProxies(value)  # raises ValueError naming the bad entry
-        return value
-
-    @field_validator("rate_limit", "register_limit", "guest_create_limit")
-    @classmethod
-    def _check_rate_limit(cls, value: str | None) -> str | None:
-        from chatrelay.limits.rate import parse_rate_limit
-
-        parse_rate_limit(value)  # raises ValueError saying what a valid one looks like
-        return value
-
-    @field_validator(
-        "livepeer_gateway_urls",
-        "models",
-        "warm_models",
-        "cors_origins",
-        "allowed_hosts",
-        mode="before",
-    )
-    @classmethod
-    def _split_lists(cls, value: Any) -> Any:
-        return _split_commas(value)
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:

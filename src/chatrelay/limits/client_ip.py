@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from chatrelay.setting_types import proxy_networks
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -64,15 +66,8 @@ def limit_key(client: str | None, *, ipv6_prefix: int) -> str | None:
 
 class TrustedProxies:
     def __init__(self, entries: Iterable[str]) -> None:
-        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for entry in entries:
-            try:
-                self.networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-            except ValueError:
-                raise ValueError(
-                    f"invalid trusted proxy {entry!r}: expected an IP address or a CIDR "
-                    "network such as 10.0.0.0/8"
-                ) from None
+        # ValueError naming a bad entry (the setting is checked with the same at start).
+        self.networks = proxy_networks(entries)
 
     def trusts(self, address: Address | None) -> bool:
         return address is not None and any(address in network for network in self.networks)

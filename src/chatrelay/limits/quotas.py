@@ -40,7 +40,7 @@ from chatrelay.limits.budget import (
 )
 from chatrelay.limits.client_ip import limit_key
 from chatrelay.limits.periods import PeriodWindow
-from chatrelay.limits.rate import MemoryRateLimiter, RateLimiter, RateRule, parse_rate_limit
+from chatrelay.limits.rate import MemoryRateLimiter, RateLimiter
 from chatrelay.limits.redis_backend import RedisLimits, RedisSignInThrottle
 from chatrelay.limits.refusals import (
     LimitStoreDown,
@@ -54,6 +54,7 @@ from chatrelay.limits.refusals import (
 from chatrelay.limits.sign_in import FailSafeSignInThrottle
 from chatrelay.limits.streams import MemoryStreamSlots, StreamSlots
 from chatrelay.limits.tokens import EstimatingCounter, TokenCounter, estimate_prompt_tokens
+from chatrelay.setting_types import RateRule, parse_rate_limit
 from chatrelay.store import usage as usage_queries
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow

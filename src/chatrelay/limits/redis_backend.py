@@ -24,8 +24,8 @@ from redis.backoff import NoBackoff
 
 from chatrelay.limits import redis_scripts as lua
 from chatrelay.limits.budget import BudgetState
-from chatrelay.limits.rate import RateRule
 from chatrelay.limits.refusals import LimitStoreDown, redacted
+from chatrelay.setting_types import RateRule
 
 T = TypeVar("T")
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)

@@ -11,9 +11,10 @@ from chatrelay.config import Settings
 from chatrelay.limits.budget import BudgetExceeded, MemoryBudgetStore, TokenBudget
 from chatrelay.limits.client_ip import TrustedProxies, parse_address
 from chatrelay.limits.periods import PeriodWindow, period_window
-from chatrelay.limits.rate import MemoryRateLimiter, parse_rate_limit
+from chatrelay.limits.rate import MemoryRateLimiter
 from chatrelay.limits.streams import MemoryStreamSlots
 from chatrelay.limits.tokens import LlamaVocabCounter, estimate_prompt_tokens, estimate_tokens
+from chatrelay.setting_types import parse_rate_limit
 from chatrelay.upstreams.sidecar import find_bundled_model
 
 # Trusted proxies: right-most untrusted
