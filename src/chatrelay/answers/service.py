@@ -4,7 +4,8 @@ Usage::
 
     service = ChatService(settings, registry, db, quotas=quotas)
     await service.open()
-    answer = await service.start(request, owner_id=user.id, caller=quotas.caller(user, ip))
+    asked = AnswerRequest(messages=[{"role": "user", "content": "hi"}])  # answers/turns.py
+    answer = await service.start(asked, owner_id=user.id, caller=quotas.caller(user, ip))
     frames = await service.reattach(message_id, owner_id=user.id, after=last_event_id)
     await service.stop(message_id, owner_id=user.id)
     await service.shutdown()
@@ -20,11 +21,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.answers.answer import Answer
 from chatrelay.answers.carriage import carriage
@@ -34,39 +32,23 @@ from chatrelay.answers.frames import DONE
 from chatrelay.answers.mirror import EventMirror
 from chatrelay.answers.recorder import AnswerStore
 from chatrelay.answers.replay import ending_frames, replay_stored, resume_index
+from chatrelay.answers.turns import (
+    AnswerRequest,
+    check_sizes,
+    read_turn,
+    store_turn,
+    with_system_prompt,
+)
 from chatrelay.config import Settings
 from chatrelay.error_details import shows_details
 from chatrelay.errors import ChatRelayError
-from chatrelay.http.schemas import ChatRequest
 from chatrelay.limits.quotas import Admission, Caller, Quotas
 from chatrelay.store import conversations
 from chatrelay.store.database import Database
 from chatrelay.store.instances import InstanceHeartbeat
 from chatrelay.store.models import MessageRow
-from chatrelay.text import message_text
-from chatrelay.upstreams.dialects import GenerationParams, UpstreamMessage
+from chatrelay.upstreams.dialects import GenerationParams
 from chatrelay.upstreams.registry import UpstreamRegistry
-
-
-@dataclass(frozen=True, slots=True)
-class ApiRequest:
-    """What the OpenAI API carries beyond the page's text chat: the messages in their whole
-    shape (content parts, tool calls, tool results) and the request's other fields, sent on
-    as they came (answers/carriage.py decides who can take them)."""
-
-    messages: list[UpstreamMessage]
-    extra: dict[str, Any]
-    max_tokens_field: str = "max_tokens"
-
-
-def _new_part(incoming: list[UpstreamMessage], api: bool) -> list[UpstreamMessage]:
-    """Of a conversation the server keeps, what the client adds: the last message; from an
-    API client, all after the last assistant message (the results of parallel tool calls
-    come as several ``tool`` messages, each needed)."""
-    if not api:
-        return incoming[-1:]
-    last = max((i for i, m in enumerate(incoming) if m["role"] == "assistant"), default=-1)
-    return incoming[last + 1 :] or incoming[-1:]
 
 
 class _Expiry:
@@ -152,12 +134,7 @@ class ChatService:
             self.mirror.start()
 
     async def start(
-        self,
-        request: ChatRequest,
-        *,
-        owner_id: str,
-        caller: Caller | None = None,
-        api: ApiRequest | None = None,
+        self, asked: AnswerRequest, *, owner_id: str, caller: Caller | None = None
     ) -> Answer:
         """Store the question and an empty answer, then start generating the answer.
 
@@ -167,21 +144,14 @@ class ChatService:
         """
         admission = await self.quotas.admit(owner_id=owner_id, caller=caller)
         try:
-            return await self._start(request, owner_id=owner_id, admission=admission, api=api)
+            return await self._start(asked, owner_id=owner_id, admission=admission)
         except BaseException:
             await self.quotas.release(admission)
             raise
 
-    async def _start(
-        self,
-        request: ChatRequest,
-        *,
-        owner_id: str,
-        admission: Admission,
-        api: ApiRequest | None = None,
-    ) -> Answer:
-        model = self.registry.resolve_model(request.model)
-        max_tokens = request.max_tokens or self.settings.default_max_tokens
+    async def _start(self, asked: AnswerRequest, *, owner_id: str, admission: Admission) -> Answer:
+        model = self.registry.resolve_model(asked.model)
+        max_tokens = asked.max_tokens or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
             raise ChatRelayError(
                 400,
@@ -190,41 +160,27 @@ class ChatService:
                 code="max_tokens_too_large",
                 param="max_tokens",
             )
-        history, incoming, question = await self._history_for(request, owner_id=owner_id, api=api)
-        upstream_messages = self._with_system_prompt(history + incoming)
-        self._check_sizes(upstream_messages)
+        history, incoming, question = await read_turn(self.db, asked, owner_id=owner_id)
+        upstream_messages = with_system_prompt(history + incoming, self.settings.system_prompt)
+        check_sizes(upstream_messages, self.settings)
         # Refused by name before anything is spent when no upstream of the model can take
         # what was asked; else only those that can will answer.
-        extra = api.extra if api is not None else {}
-        carried = carriage(self.registry.serving(model), upstream_messages, extra)
+        carried = carriage(self.registry.serving(model), upstream_messages, asked.extra)
         # The budget (for the prompt too, history included) is reserved before anything is
         # stored or sent, and outside the writing transaction: the limits store may be remote,
         # and SQLite's write lock (or a pooled connection) must never wait on it.
         await self.quotas.reserve(admission, messages=upstream_messages, max_tokens=max_tokens)
         # The question is committed before the upstream is called: nothing accepted is lost.
-        if request.action == "send":
-            title = ""
-            if request.conversation_id is None:
-                first = next((m for m in incoming if m["role"] == "user"), incoming[0])
-                title = conversations.title_from(message_text(first))
-            conversation_id, answer_id = await self.db.write(
-                partial(
-                    conversations.append_exchange,
-                    owner_id=owner_id,
-                    conversation_id=request.conversation_id,
-                    title=title,
-                    questions=incoming,
-                    model=model,
-                    instance_id=self.instance_id,
-                    attachment_limits=self._attachment_limits,
-                ),
-                small=True,
-            )
-        else:
-            async with self.db.transaction() as session:
-                conversation_id, answer_id = await self._answer_again(
-                    session, request, owner_id, question, model
-                )
+        conversation_id, answer_id = await store_turn(
+            self.db,
+            asked,
+            owner_id=owner_id,
+            incoming=incoming,
+            question=question,
+            model=model,
+            instance_id=self.instance_id,
+            attachment_limits=self._attachment_limits,
+        )
         answer = Answer(
             message_id=answer_id,
             owner_id=owner_id,
@@ -235,11 +191,11 @@ class ChatService:
             messages=upstream_messages,
             params=GenerationParams(
                 max_tokens,
-                request.temperature,
-                request.top_p,
-                request.top_k,
-                extra=extra or None,
-                max_tokens_field=api.max_tokens_field if api is not None else "max_tokens",
+                asked.temperature,
+                asked.top_p,
+                asked.top_k,
+                extra=asked.extra or None,
+                max_tokens_field=asked.max_tokens_field,
             ),
             upstreams=carried.upstreams,
             dropped_params=carried.dropped,
@@ -253,120 +209,6 @@ class ChatService:
             self.mirror.track(answer.id, answer.buffer)
         return answer
 
-    async def _history_for(
-        self, request: ChatRequest, *, owner_id: str, api: ApiRequest | None = None
-    ) -> tuple[list[UpstreamMessage], list[UpstreamMessage], MessageRow | None]:
-        """What goes upstream: the stored history, the new messages, and (for regenerate and
-        edit) the question answered again, as read."""
-        incoming: list[UpstreamMessage] = (
-            api.messages
-            if api is not None
-            else [{"role": m.role, "content": m.content} for m in request.messages]
-        )
-        if request.conversation_id is None:
-            return [], incoming, None
-        async with self.db.read() as session:
-            conversation = await conversations.get_conversation(
-                session, owner_id=owner_id, conversation_id=request.conversation_id
-            )
-            stored = await conversations.messages_of(
-                session, owner_id=owner_id, conversation_id=conversation.id
-            )
-        if request.action == "send":
-            # The server keeps the history: of what the client sent, only the new message.
-            history = [
-                conversations.upstream_message(m)
-                for m in stored
-                if conversations.counts_as_history(m)
-            ]
-            return history, _new_part(incoming, api is not None), None
-        question = conversations.question_to_answer_again(stored)  # again under the lock
-        earlier = [
-            conversations.upstream_message(m)
-            for m in stored
-            if m.seq < question.seq and conversations.counts_as_history(m)
-        ]
-        # Answered again as it was sent (its images and parts), or with the edit's text
-        # (which the store put in place of its text parts).
-        again = conversations.upstream_message(question)
-        if request.action == "edit":
-            edited = conversations.edited_content(again.get("content"), message_text(incoming[0]))
-            again = {**again, "content": edited}
-        return [*earlier, again], [], question
-
-    async def _answer_again(
-        self,
-        session: AsyncSession,
-        request: ChatRequest,
-        owner_id: str,
-        read: MessageRow | None,
-        model: str,
-    ) -> tuple[str, str]:
-        """Regenerate/edit, under the conversation's lock: drop the old answer (and apply the
-        edit), refused if the conversation changed since its history was read; then the new
-        empty answer. The conversation's id and the answer's."""
-        assert request.conversation_id is not None and read is not None
-        conversation = await conversations.get_conversation(
-            session, owner_id=owner_id, conversation_id=request.conversation_id, lock=True
-        )
-        question = await conversations.rewind_to_last_question(
-            session,
-            owner_id=owner_id,
-            conversation_id=conversation.id,
-            new_text=request.messages[0].content if request.action == "edit" else None,
-            expected=(read.id, read.content),
-        )
-        answer = await conversations.add_message(
-            session,
-            owner_id=owner_id,
-            conversation=conversation,
-            role="assistant",
-            content="",
-            status="streaming",
-            seq=question.seq + 1,
-            model=model,
-            instance_id=self.instance_id,
-        )
-        return conversation.id, answer.id
-
-    def _with_system_prompt(self, messages: list[UpstreamMessage]) -> list[UpstreamMessage]:
-        prompt = self.settings.system_prompt
-        if prompt and not any(m["role"] == "system" for m in messages):
-            return [{"role": "system", "content": prompt}, *messages]
-        return messages
-
-    def _check_sizes(self, messages: list[UpstreamMessage]) -> None:
-        limits = self.settings
-        if len(messages) > limits.max_messages:
-            raise ChatRelayError(
-                400,
-                f"Too many messages: {len(messages)}, the limit is {limits.max_messages} "
-                "(CHATRELAY_MAX_MESSAGES).",
-                code="too_many_messages",
-                param="messages",
-            )
-        total = 0
-        for index, message in enumerate(messages):
-            # Text only: images and files (data URLs) count against the body's size limit.
-            size = len(message_text(message))
-            total += size
-            if size > limits.max_message_chars:
-                raise ChatRelayError(
-                    400,
-                    f"messages[{index}].content has {size} characters, the limit is "
-                    f"{limits.max_message_chars} (CHATRELAY_MAX_MESSAGE_CHARS).",
-                    code="message_too_long",
-                    param=f"messages[{index}].content",
-                )
-        if total > limits.max_total_chars:
-            raise ChatRelayError(
-                400,
-                f"The messages of the conversation have {total} characters in all, the limit is "
-                f"{limits.max_total_chars} (CHATRELAY_MAX_TOTAL_CHARS).",
-                code="conversation_too_long",
-                param="messages",
-            )
-
     def _forget_later(self, answer: Answer) -> None:
         if self.settings.finished_job_ttl <= 0:
             self.answers.pop(answer.id, None)
@@ -376,6 +218,12 @@ class ChatService:
     def local_answer(self, message_id: str, *, owner_id: str) -> Answer | None:
         answer = self.answers.get(message_id)
         return answer if answer is not None and answer.owner_id == owner_id else None
+
+    def live_text(self, message_id: str, *, owner_id: str) -> str | None:
+        """The text so far of the owner's answer if it runs here (or ended a moment ago):
+        fresher than its stored row, which is flushed on a timer; None otherwise."""
+        answer = self.local_answer(message_id, owner_id=owner_id)
+        return answer.text if answer is not None else None
 
     async def _stored_answer(self, message_id: str, *, owner_id: str) -> MessageRow:
         async with self.db.read() as session:

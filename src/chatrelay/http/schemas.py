@@ -15,7 +15,9 @@ from pydantic import (
     model_validator,
 )
 
+from chatrelay.answers.turns import AnswerRequest
 from chatrelay.text import StoredText
+from chatrelay.upstreams.dialects import UpstreamMessage
 
 
 def _check_top_k(value: int) -> int:
@@ -33,6 +35,11 @@ class RequestMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: StoredText
+
+
+def upstream_messages(messages: list[RequestMessage]) -> list[UpstreamMessage]:
+    """The messages as they go upstream (and are stored)."""
+    return [{"role": m.role, "content": m.content} for m in messages]
 
 
 class ChatRequest(BaseModel):
@@ -70,3 +77,16 @@ class ChatRequest(BaseModel):
         if self.action != "send" and self.conversation_id is None:
             raise ValueError(f"action '{self.action}' needs the conversation_id to act on")
         return self
+
+    def asked(self) -> AnswerRequest:
+        """What the answer domain is asked for (answers/turns.py)."""
+        return AnswerRequest(
+            upstream_messages(self.messages),
+            action=self.action,
+            model=self.model,
+            conversation_id=self.conversation_id,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+        )

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 
 from chatrelay.answers.answer import Answer
 from chatrelay.answers.events import Position
-from chatrelay.answers.service import ApiRequest, ChatService
+from chatrelay.answers.service import ChatService
+from chatrelay.answers.turns import AnswerRequest
 from chatrelay.auth.identity import current_user, new_guest_writer, require_user
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
@@ -70,7 +71,7 @@ async def chat(
 
     ``action`` ``regenerate`` answers the conversation's last question again (in place of its
     answer); ``edit`` replaces the last question's text with the one message sent first."""
-    answer, ids = await start_answer(request, body, user)
+    answer, ids = await start_answer(request, body.asked(), user)
     position = Position()
     return EventStreamResponse(
         answer.buffer.follow(ids=True, position=position),
@@ -81,7 +82,7 @@ async def chat(
 
 
 async def start_answer(
-    request: Request, body: ChatRequest, user: User, *, api: ApiRequest | None = None
+    request: Request, asked: AnswerRequest, user: User
 ) -> tuple[Answer, dict[str, str]]:
     """Store the question and start its answer, for any route that asks: the answer, and the
     headers that say where it is stored. An upstream refusal within the start wait is raised
@@ -92,7 +93,7 @@ async def start_answer(
     client_ip = request.client.host if request.client else None
     # A guest not stored yet is written once the request passed every limit and check.
     caller = service.quotas.caller(user, client_ip, on_admitted=new_guest_writer(request))
-    answer = await service.start(body, owner_id=user.id, caller=caller, api=api)
+    answer = await service.start(asked, owner_id=user.id, caller=caller)
     request.state.answer = answer  # for the request's log line
     ids = {"X-Message-Id": answer.id, "X-Conversation-Id": answer.conversation_id}
     if answer.dropped_params:  # left out for an upstream by the operator's drop_params

@@ -106,9 +106,11 @@ async def _load(
             session, owner_id=owner_id, conversation_id=conversation_id
         )
     # An answer still streaming here is shown as far as it has come, not as last flushed.
-    answers = request.app.state.chat.answers
+    chat: ChatService = request.app.state.chat
     messages = [
-        message_view(m, answers[m.id].text if m.status == "streaming" and m.id in answers else None)
+        message_view(
+            m, chat.live_text(m.id, owner_id=owner_id) if m.status == "streaming" else None
+        )
         for m in stored
     ]
     return conversation, messages

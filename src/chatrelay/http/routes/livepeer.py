@@ -37,12 +37,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatrelay.answers.answer import Answer
 from chatrelay.answers.events import Position
+from chatrelay.answers.turns import AnswerRequest
 from chatrelay.auth.identity import AUTHENTICATION_ERROR, current_user, require_user
 from chatrelay.errors import ChatRelayError, validation_error
 from chatrelay.http.event_stream import EventStreamResponse
 from chatrelay.http.routes.chat import start_answer
 from chatrelay.http.routes.openai import keeps_generating
-from chatrelay.http.schemas import ChatRequest, RequestMessage, TopK
+from chatrelay.http.schemas import RequestMessage, TopK, upstream_messages
 from chatrelay.http.served import Endpoint, ServedEndpoints, error_response_of, read_body
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
@@ -261,8 +262,8 @@ async def _answer(request: Request) -> Response:
             400, MISSING_FIELDS, code="missing_required_fields", details={"missing": missing}
         )
     assert body.messages is not None
-    chat = ChatRequest(
-        messages=body.messages,
+    asked = AnswerRequest(
+        upstream_messages(body.messages),
         model=body.model,
         max_tokens=body.max_tokens,
         temperature=body.temperature,
@@ -274,7 +275,7 @@ async def _answer(request: Request) -> Response:
         user = await require_user(request)
     stream = body.stream
     del body
-    answer, ids = await start_answer(request, chat, user)
+    answer, ids = await start_answer(request, asked, user)
     if stream:
         position = Position()
         # A gateway's client that leaves is done with the answer (a gateway cancels it too,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
@@ -21,18 +21,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chatrelay.answers.answer import Answer
 from chatrelay.answers.events import Position
 from chatrelay.answers.request_messages import checked_messages
-from chatrelay.answers.service import ApiRequest
+from chatrelay.answers.turns import AnswerRequest
 from chatrelay.auth.identity import current_user
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
 from chatrelay.http.event_stream import EventStreamResponse
 from chatrelay.http.routes.chat import start_answer
-from chatrelay.http.schemas import ChatRequest, RequestMessage, TopK
+from chatrelay.http.schemas import TopK
 from chatrelay.http.served import Endpoint, decline, error_response_of, read_body
 from chatrelay.store.models import User
-from chatrelay.text import StoredText, message_text
+from chatrelay.text import StoredText
 from chatrelay.upstreams.client import Upstream
-from chatrelay.upstreams.dialects import UpstreamMessage
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 # A streaming client that sends this header (1/true/yes) keeps its answer generating when it
@@ -126,22 +125,21 @@ async def chat_completions(
         forwarded["stream_options"] = body.stream_options.model_dump(exclude_unset=True)
     if body.n is not None:
         forwarded["n"] = body.n
-    api = ApiRequest(
+    asked = AnswerRequest(
         messages,
-        forwarded,
-        "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens",
-    )
-    chat = ChatRequest(
-        # The page's text form of the messages (the request's own go upstream: ``api``).
-        messages=[_as_chat_message(m) for m in messages],
         model=body.model,
+        conversation_id=conversation_id,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
         top_k=body.top_k,
-        conversation_id=conversation_id,
+        api=True,
+        extra=forwarded,
+        max_tokens_field=(
+            "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+        ),
     )
-    answer, ids = await start_answer(request, chat, user, api=api)
+    answer, ids = await start_answer(request, asked, user)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         position = Position()
@@ -208,16 +206,6 @@ def _well_formed(raw: bytes, content_type: str | None) -> CompletionRequest | No
         return CompletionRequest.model_validate_json(raw)
     except ValidationError:
         return None
-
-
-def _as_chat_message(message: UpstreamMessage) -> RequestMessage:
-    """Its text form, as the page's messages are (the message itself goes upstream)."""
-    role: Literal["system", "user", "assistant"] = "user"
-    if message["role"] in ("system", "developer"):
-        role = "system"
-    elif message["role"] == "assistant":
-        role = "assistant"
-    return RequestMessage(role=role, content=message_text(message))
 
 
 def served_endpoints() -> dict[tuple[str, str], Endpoint]:
