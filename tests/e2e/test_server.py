@@ -1,6 +1,6 @@
 """`chatrelay serve` as an operator runs it: a stop signal ends it cleanly, at once when idle,
-and an answer still streaming is kept, marked interrupted (cli/serve.py's once-a-second tick must
-not slow either down)."""
+and an answer still streaming is kept, marked interrupted (cli/quiet_server.py's once-a-second
+tick must not slow either down)."""
 
 from __future__ import annotations
 

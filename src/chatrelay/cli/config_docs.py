@@ -3,7 +3,7 @@
     python -m chatrelay.cli.config_docs > docs/configuration.md
 
 The settings are described once, in config.py; this page is made from them so that it cannot
-say something else (tests/unit/test_config_docs.py fails when the two drift apart).
+say something else (tests/unit/cli/test_config_docs.py fails when the two drift apart).
 """
 
 from __future__ import annotations

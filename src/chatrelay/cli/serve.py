@@ -1,62 +1,56 @@
-"""uvicorn's server, run for ``chatrelay serve``, with a once-a-second housekeeping tick.
+"""`chatrelay serve`: run the server.
 
-Usage::
-
-    serve(app, host="127.0.0.1", port=8000)   # returns after a clean shutdown (SIGINT/SIGTERM)
-
-uvicorn wakes its main loop ten times a second, whether or not anything happens, to see if it
-should exit and to refresh the ``Date`` header once a second: a large share of an idle
-chatrelay's CPU (docs/performance.md#main-loop-tick). Here the loop wakes once a second, and
-at once on a shutdown signal, so stopping is as quick as before; the ``Date`` header stays
-exact to the second. uvicorn offers no setting for it, so its ``main_loop`` is overridden
-(it has kept that shape since before the oldest uvicorn chatrelay allows).
+Settings come from the environment (and ``--config``); with no upstream configured the
+embedded model is started. The process is uvicorn's, with a quieter main loop
+(cli/quiet_server.py); a stop signal ends it cleanly.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import sys
-from types import FrameType
-from typing import Any
+from typing import Annotated
 
-import uvicorn
+import typer
 
-# What uvicorn.run exits with when the server could not start (a port in use, say).
-STARTUP_FAILURE = 3
-TICK_SECONDS = 1.0
-# uvicorn's tick counter: it refreshes the Date header when the counter is a multiple of 10.
-_TICKS_PER_SECOND = 10
+from chatrelay.cli.common import ConfigOption
 
 
-class QuietServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._exit_signalled: asyncio.Event | None = None
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the server (embedded model unless LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL is set)."""
+    # The app and uvicorn are loaded only here: the other commands start without them.
+    from chatrelay.app import create_app
+    from chatrelay.cli.quiet_server import run
+    from chatrelay.config import Settings
+    from chatrelay.http.connection_limits import ConnectionLimits
+    from chatrelay.http.hosts import AllowedHostsRequired
+    from chatrelay.observability import configure_logging
 
-    async def main_loop(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._exit_signalled = asyncio.Event()
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + _TICKS_PER_SECOND) % 864_000
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit_signalled.wait(), TICK_SECONDS)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        # A Python signal handler runs between two steps of the loop: it may only ask the loop
-        # to wake, the thread-safe way.
-        if self._loop is not None and self._exit_signalled is not None:
-            self._loop.call_soon_threadsafe(self._exit_signalled.set)
-
-
-def serve(app: Any, **options: Any) -> None:
-    """As ``uvicorn.run(app, **options)`` for one process, with :class:`QuietServer`."""
-    server = QuietServer(uvicorn.Config(app, **options))
-    # uvicorn raises the SIGINT it caught again once it has shut down cleanly.
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    if not server.started:
-        sys.exit(STARTUP_FAILURE)
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings.load(config, **overrides)
+    configure_logging()
+    try:
+        app = create_app(settings, tune_gc=True)
+    except AllowedHostsRequired as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    if not settings.has_remote_upstream:
+        typer.secho(
+            "No upstream configured: starting the embedded model (SmolLM2-135M) ...", fg="cyan"
+        )
+    run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        # Header size and count, head and body deadlines, idle keep-alive, open connections.
+        **ConnectionLimits.of(settings).uvicorn_options(),
+        timeout_graceful_shutdown=5,
+        # chatrelay reads X-Forwarded-For/-Proto itself, trusting CHATRELAY_TRUSTED_PROXIES
+        # (limits/client_ip.py): uvicorn's own handling would rewrite the peer before it.
+        proxy_headers=False,
+        # chatrelay writes one structured line per request itself (with its request id).
+        access_log=False,
+        log_config=None,
+    )
