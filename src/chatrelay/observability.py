@@ -3,6 +3,10 @@
 Metrics are module-level prometheus-client objects, so they work in one process and, with
 ``PROMETHEUS_MULTIPROC_DIR`` set (several workers), across processes: ``/metrics`` then
 aggregates every worker's files. Label values are resolved once per answer, never per token.
+
+The request log line knows no route's types: what a request adds to it is handed over with
+:func:`log_user` (who asked) and :func:`log_fields` (what the route did, an answer's model,
+upstream and tokens say), read once when the response is over.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -27,11 +31,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from chatrelay.text import message_text
 
 log = logging.getLogger("chatrelay.requests")
 
@@ -98,6 +100,25 @@ _INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
+# What a route adds to its request's log line: called once, when the response is over, with
+# whether the content may be logged (CHATRELAY_LOG_CONTENT).
+LogFields = Callable[[bool], Mapping[str, object]]
+_LOG_FIELDS = "chatrelay_log_fields"
+_LOG_USER = "chatrelay_log_user"
+
+
+def log_fields(connection: HTTPConnection, fields: LogFields) -> None:
+    """Have this request's log line also say what ``fields`` returns when the response is
+    over (for a stream: when the stream ends, so an answer can report how it ended)."""
+    setattr(connection.state, _LOG_FIELDS, fields)
+
+
+def log_user(connection: HTTPConnection, user_id: str | None) -> None:
+    """The user this request's log line names: the last one given (signing in or out during
+    the request changes it), none for a request without one."""
+    setattr(connection.state, _LOG_USER, user_id)
+
+
 def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -155,16 +176,12 @@ class RequestLog:
             "status": status,
             "duration_ms": round(seconds * 1000, 1),
         }
-        identity = state.get("chatrelay_identity")
-        user = getattr(identity, "user", None)
-        if user is not None:
-            fields["user_id"] = user.id
-        answer = state.get("answer")
-        if answer is not None:
-            fields.update(answer.log_fields())
-            if self.log_content:
-                fields["question"] = message_text(answer.messages[-1]) if answer.messages else ""
-                fields["answer"] = answer.text
+        user_id = state.get(_LOG_USER)
+        if user_id is not None:
+            fields["user_id"] = user_id
+        more: LogFields | None = state.get(_LOG_FIELDS)
+        if more is not None:
+            fields.update(more(self.log_content))
         return fields
 
 

@@ -38,6 +38,7 @@ from chatrelay.auth.credential_cache import CachedCredential, CredentialCache
 from chatrelay.auth.origins import is_api_path, same_origin
 from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_token, token_hash
 from chatrelay.errors import ChatRelayError
+from chatrelay.observability import log_user
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, new_id, utcnow
@@ -90,13 +91,14 @@ async def identify(request: Request) -> Identity:
     cached: Identity | None = getattr(request.state, _IDENTITY, None)
     if cached is None:
         cached = await _resolve(request)
-        setattr(request.state, _IDENTITY, cached)
+        remember(request, cached)
     return cached
 
 
 def remember(request: Request, identity: Identity) -> None:
     """Make ``identity`` this request's answer from now on (after sign-in, sign-up, guest)."""
     setattr(request.state, _IDENTITY, identity)
+    log_user(request, identity.user.id if identity.user is not None else None)
 
 
 async def _resolve(request: Request) -> Identity:

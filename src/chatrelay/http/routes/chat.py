@@ -17,8 +17,10 @@ from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
 from chatrelay.http.event_stream import EventStreamResponse
 from chatrelay.http.schemas import ChatRequest
+from chatrelay.observability import log_fields
 from chatrelay.store.conversations import NotFound
 from chatrelay.store.models import User
+from chatrelay.text import message_text
 
 router = APIRouter()
 # Lists the request fields an upstream's drop_params left out (config: [[upstreams]]).
@@ -94,7 +96,7 @@ async def start_answer(
     # A guest not stored yet is written once the request passed every limit and check.
     caller = service.quotas.caller(user, client_ip, on_admitted=new_guest_writer(request))
     answer = await service.start(asked, owner_id=user.id, caller=caller)
-    request.state.answer = answer  # for the request's log line
+    log_fields(request, partial(_answer_log_fields, answer))
     ids = {"X-Message-Id": answer.id, "X-Conversation-Id": answer.conversation_id}
     if answer.dropped_params:  # left out for an upstream by the operator's drop_params
         ids[DROPPED_PARAMS] = ", ".join(answer.dropped_params)
@@ -104,6 +106,16 @@ async def start_answer(
         refused.headers.update(ids)
         raise
     return answer, ids
+
+
+def _answer_log_fields(answer: Answer, with_content: bool) -> dict[str, object]:
+    """What the request's log line says of its answer, read when the response is over; its
+    text only with CHATRELAY_LOG_CONTENT."""
+    fields = answer.log_fields()
+    if with_content:
+        fields["question"] = message_text(answer.messages[-1]) if answer.messages else ""
+        fields["answer"] = answer.text
+    return fields
 
 
 @router.get(
