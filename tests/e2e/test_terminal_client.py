@@ -6,7 +6,6 @@ import asyncio
 import io
 import re
 import sys
-import time
 
 import pexpect
 
@@ -63,12 +62,12 @@ async def test_ctrl_c_stops_the_answer_and_stays(fake: FakeUpstream, relay_for) 
             await expect(child, "you>")
             child.sendline("talk a lot")
             await expect(child, " w3")
-            stopped_at = time.monotonic()
             child.sendintr()
             await expect(child, r"\(stopped\)")
             await expect(child, "you>")  # still in the chat
-            await wait_until(lambda: fake.disconnected_at is not None, within=2.0)
-            assert fake.disconnected_at - stopped_at < 1.0
+            # The relay hung up on the upstream mid-body: long before its 15 s script's end.
+            await wait_until(lambda: fake.disconnected_at is not None, within=10.0)
+            assert fake.finished_at is None
             child.sendline("/exit")
             await expect(child, pexpect.EOF)
         finally:

@@ -24,7 +24,7 @@ RECONNECT_BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
 
 
 @dataclass
-class Answer:
+class ShownAnswer:
     """One answer as the terminal sees it, gathered from its stream (and its re-attaches)."""
 
     text: str = ""
@@ -80,8 +80,8 @@ class TerminalClient:
             "Ctrl-C stops an answer, Ctrl-D leaves, /new starts over.[/]"
         )
 
-    def _ask(self, http: httpx.Client, prompt: str) -> Answer:
-        answer = Answer()
+    def _ask(self, http: httpx.Client, prompt: str) -> ShownAnswer:
+        answer = ShownAnswer()
         body: dict[str, object] = {"messages": [{"role": "user", "content": prompt}]}
         if self.model:
             body["model"] = self.model
@@ -121,7 +121,7 @@ class TerminalClient:
         return answer
 
     def _reattach(
-        self, http: httpx.Client, message_id: str, parts: list[str], answer: Answer
+        self, http: httpx.Client, message_id: str, parts: list[str], answer: ShownAnswer
     ) -> None:
         """The stream broke before its end: follow the answer again from the last event."""
         for pause in RECONNECT_BACKOFF:
@@ -142,7 +142,7 @@ class TerminalClient:
                 return
         raise httpx.ConnectError(f"gave up re-attaching to answer {message_id}")
 
-    def _stream_into(self, response: httpx.Response, parts: list[str], answer: Answer) -> None:
+    def _stream_into(self, response: httpx.Response, parts: list[str], answer: ShownAnswer) -> None:
         decoder = SSEDecoder()
         out = sys.stdout
         status = self.console.status("[dim]waiting for the model…[/]")
@@ -178,7 +178,7 @@ class TerminalClient:
             if waiting:
                 status.stop()
 
-    def _finish(self, answer: Answer) -> None:
+    def _finish(self, answer: ShownAnswer) -> None:
         sys.stdout.write("\n")
         if answer.error:
             self.console.print(f"[red]Error: {answer.error}[/]", soft_wrap=True)
