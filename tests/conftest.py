@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from chatrelay.answers.service import ChatService
 from chatrelay.app import create_app
 from chatrelay.config import Settings
+from chatrelay.http.context import AppContext, app_context
 from chatrelay.upstreams.sidecar import free_port
 from tests.fake_upstream import FakeUpstream
 
@@ -49,9 +50,13 @@ class RunningRelay:
     client: httpx.AsyncClient
 
     @property
+    def context(self) -> AppContext:
+        """What the running app's routes are given (chatrelay/http/context.py)."""
+        return app_context(self.app)
+
+    @property
     def service(self) -> ChatService:
-        service: ChatService = self.app.state.chat
-        return service
+        return self.context.chat
 
 
 @asynccontextmanager

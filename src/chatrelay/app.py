@@ -16,18 +16,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
 from chatrelay.answers.service import ChatService
+from chatrelay.auth.parts import AuthParts, install_auth_parts
 from chatrelay.auth.sessions import SessionCookieWriter
-from chatrelay.auth.setup import install_auth_state
 from chatrelay.config import Settings
 from chatrelay.error_details import shows_details
 from chatrelay.errors import install_error_handlers
 from chatrelay.http.api_docs import install_api_docs
+from chatrelay.http.context import AppContext, ContextDep, RegistryDep, install_context
 from chatrelay.http.cors import ApiCors, CorsPolicy
 from chatrelay.http.csrf import CsrfProtection
 from chatrelay.http.hosts import AllowedHosts, HostAllowList
@@ -44,7 +45,7 @@ from chatrelay.http.served import ServedEndpoints
 from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
 from chatrelay.limits.quotas import Quotas
 from chatrelay.limits.tokens import LlamaVocabCounter
-from chatrelay.observability import RequestLog, metrics_endpoint
+from chatrelay.observability import RequestLog, metrics_response
 from chatrelay.store.database import Database, database_url
 from chatrelay.store.pruning import Pruner
 from chatrelay.upstreams.monitor import UpstreamMonitor
@@ -65,25 +66,29 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(database_url(settings))
         await db.upgrade()
-        app.state.db = db
         quotas = Quotas.from_settings(settings, db)
         quotas.start()
-        app.state.quotas = quotas
         pruner = Pruner(db, interval=settings.prune_interval)  # expired sessions, old guests
         pruner.start()
-        install_auth_state(app, settings, sign_in_throttle=quotas.sign_in_throttle)
+        auth = AuthParts.start(
+            settings,
+            db,
+            sign_in_throttle=quotas.sign_in_throttle,
+            count_new_guest=quotas.count_new_guest,
+        )
+        install_auth_parts(app, auth)
         registry = UpstreamRegistry.from_settings(settings)
-        sidecar: LocalModelServer | None = None
+        local_model: LocalModelServer | None = None
         if not registry.upstreams and settings.embedded:
-            sidecar = LocalModelServer(
+            local_model = LocalModelServer(
                 settings.embedded_model_path or find_bundled_model(),
                 context=settings.embedded_context,
                 threads=settings.embedded_threads,
                 start_timeout=settings.embedded_start_timeout,
             )
-            registry.add(await sidecar.start())
+            registry.add(await local_model.start())
             # Its server does not report usage: count with its own vocabulary instead.
-            quotas.counters["embedded"] = LlamaVocabCounter(sidecar.model_path)
+            quotas.counters["embedded"] = LlamaVocabCounter(local_model.model_path)
         service = ChatService(settings, registry, db, quotas=quotas)
         # Joins the instances: answers a crashed process left "streaming" keep their text,
         # marked interrupted (at once if it ran on this host, else once its heartbeat stops).
@@ -97,8 +102,16 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             health_interval=settings.health_interval,
         )
         monitor.start()
-        app.state.chat = service
-        app.state.sidecar = sidecar
+        context = AppContext(
+            settings=settings,
+            db=db,
+            quotas=quotas,
+            registry=registry,
+            chat=service,
+            auth=auth,
+            local_model=local_model,
+        )
+        install_context(app, context)  # what the routes are given (http/context.py)
         if tune_gc:
             _tune_gc()
         try:
@@ -109,8 +122,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             await service.shutdown()
             await quotas.close()
             await registry.close()
-            if sidecar is not None:
-                await sidecar.stop()
+            if local_model is not None:
+                await local_model.stop()
             await db.close()
 
     app = FastAPI(
@@ -123,7 +136,6 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         redoc_url=None,
         **_without_fastapi_telemetry(),
     )
-    app.state.settings = settings
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(auth_router)
@@ -133,6 +145,10 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.include_router(usage_router)
     install_livepeer_gateway(app)  # POST /llm; its served layer is the innermost
     install_api_docs(app)
+
+    async def metrics_endpoint(registry: RegistryDep) -> Response:
+        # No docstring: the route's summary below describes it.
+        return metrics_response(registry)
 
     app.add_api_route(
         "/metrics",
@@ -148,16 +164,16 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         return {"status": "ok"}
 
     @app.get("/readyz", responses={503: {"description": "Not ready: see `checks`"}})
-    async def readyz(request: Request) -> Response:
+    async def readyz(context: ContextDep) -> Response:
         """Ready for traffic: the database answers, at least one upstream is usable, and an
         upstream of the default model has answered since start."""
         checks: dict[str, str] = {}
         try:
-            await request.app.state.db.ping()
+            await context.db.ping()
             checks["database"] = "ok"
         except Exception as exc:  # any failure means not ready; say which
             checks["database"] = f"failing: {type(exc).__name__}"
-        registry = request.app.state.chat.registry
+        registry = context.registry
         # Not ready until an upstream of the default model has answered (probed here until
         # then, briefly): a gateway URL where nothing listens is not a ready server.
         upstreams = await registry.readiness(wait=min(settings.connect_timeout, 2.0))

@@ -31,7 +31,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -227,8 +227,3 @@ class _TextFormatter(logging.Formatter):
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    chat = getattr(request.app.state, "chat", None)
-    return metrics_response(chat.registry if chat is not None else None)

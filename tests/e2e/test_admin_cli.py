@@ -142,7 +142,7 @@ async def test_a_cli_key_works_against_the_server(
         )
         assert login.status_code == 200
 
-        db: Database = relay.app.state.db
+        db: Database = relay.context.db
         async with db.transaction() as session:
             row = (await session.scalars(select(ApiKey))).one()
         revoked = await asyncio.to_thread(run, env, "keys", "revoke", row.id)

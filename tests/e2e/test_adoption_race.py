@@ -148,7 +148,7 @@ async def test_a_reattach_to_an_answer_its_live_instance_lost_ends(
             await read_rest(response)
         await wait_until(lambda: not relay.service.answers)
         # Its end lost, as a sign-in used to make it: streaming, claimed by this instance.
-        async with relay.app.state.db.transaction() as session:
+        async with relay.context.db.transaction() as session:
             row = await session.get(MessageRow, message_id)
             assert row is not None and row.instance_id == relay.service.instance_id
             row.status = "streaming"

@@ -83,7 +83,7 @@ async def login(
 
 
 def db_of(relay: RunningRelay) -> Database:
-    database: Database = relay.app.state.db
+    database: Database = relay.context.db
     return database
 
 

@@ -74,7 +74,7 @@ async def test_complete_answer_is_billed_from_upstream_usage_and_ledgered(
         assert report["used"] == 42 + 3 and report["reserved"] == 0
         assert report["limit"] == 10_000 and report["remaining"] == 10_000 - 45
         assert report["period"] == "day"
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     assert (row.prompt_tokens, row.completion_tokens, row.source) == (42, 3, "upstream")
     assert row.status == "complete" and row.upstream == "livepeer"
     assert row.model == "meta-llama/Meta-Llama-3.1-8B-Instruct"
@@ -101,7 +101,7 @@ async def test_stopped_answer_is_billed_for_what_was_generated(
                         await relay.client.post(f"/api/messages/{message_id}/stop")
         report = await usage_of(relay.client)
         assert (report["used"], report["reserved"]) == (42 + 2, 0)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     assert row.status == "stopped" and row.completion_tokens == 2
 
 
@@ -115,7 +115,7 @@ async def test_upstream_refusal_releases_everything_and_bills_nothing(
         await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
         assert (report["used"], report["reserved"]) == (0, 0)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     assert row.status == "error" and (row.prompt_tokens, row.completion_tokens) == (0, 0)
 
 
@@ -159,7 +159,7 @@ async def test_usage_without_upstream_numbers_is_estimated(
     async with relay_for("openai", guest_token_budget=10_000, **limits_backend) as relay:
         assert await chat_text(relay.client, ask(QUESTION, 64)) == "abcdefgh"
         report = await usage_of(relay.client)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     prompt = needed(QUESTION, 0)
     assert (row.prompt_tokens, row.completion_tokens, row.source) == (prompt, 2, "estimate")
     assert report["used"] == prompt + 2
@@ -172,7 +172,7 @@ async def test_the_budget_period_rolls_over(
     now = [datetime(2026, 3, 4, 23, 59, 30, tzinfo=UTC)]
     each = needed(QUESTION, 100)
     async with relay_for(guest_token_budget=each, **limits_backend) as relay:
-        relay.app.state.quotas.clock = lambda: now[0]
+        relay.context.quotas.clock = lambda: now[0]
         assert await chat_text(relay.client, ask(QUESTION, 100)) == "ok"
         refused = await relay.client.post("/api/chat", json=ask(QUESTION, 100))
         assert refused.status_code == 429
@@ -212,7 +212,7 @@ async def test_a_users_own_budget_wins_and_zero_is_unlimited(relay_for, fake: Fa
     async with relay_for(guest_token_budget=10, auth_cache_seconds=0) as relay:
         me = (await relay.client.post("/api/auth/guest")).json()
         assert (await relay.client.post("/api/chat", json=ask(QUESTION, 64))).status_code == 429
-        db = relay.app.state.db
+        db = relay.context.db
         async with db.transaction() as session:
             await usage_queries.set_token_budget(session, user_id=me["id"], tokens=0)
         assert await chat_text(relay.client, ask(QUESTION, 64)) == "ok"
@@ -259,7 +259,7 @@ async def test_store_down_fails_closed_and_spends_nothing(relay_for, fake: FakeU
         assert response.headers["retry-after"] == "5"
         assert fake.requests == []
         assert (await relay.client.get("/api/conversations")).json()["data"] == []
-        assert await ledger(relay.app.state.db) == []
+        assert await ledger(relay.context.db) == []
         # What is settled is still reported, from the ledger.
         assert (await usage_of(relay.client))["used"] == 0
 
@@ -279,7 +279,7 @@ async def test_store_down_fail_open_serves_and_still_ledgers(relay_for, fake: Fa
         assert await chat_text(relay.client, ask(QUESTION, 64)) == "served"
         assert await chat_text(relay.client, ask(QUESTION, 64)) == "served"
         await wait_until(lambda: not relay.service.answers)
-        rows = await ledger(relay.app.state.db)
+        rows = await ledger(relay.context.db)
     assert [(r.prompt_tokens, r.completion_tokens, r.reserved_tokens) for r in rows] == [
         (42, 1, 0),
         (42, 1, 0),
@@ -306,7 +306,7 @@ async def test_the_embedded_model_is_billed_with_its_own_tokenizer(tmp_path) -> 
             assert response.status_code == 200
             answer = await read_answer(response)
         await wait_until(lambda: not relay.service.answers, within=10)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
         report = await usage_of(relay.client)
     assert answer.text.strip()
     assert row.source == "tokenizer" and row.upstream == "embedded"

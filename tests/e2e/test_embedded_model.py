@@ -32,7 +32,7 @@ async def test_no_upstream_means_embedded_model_streams(tmp_path: Path) -> None:
         listing = (await relay.client.get("/api/models")).json()
         assert listing["default"] == EMBEDDED_MODEL
         assert listing["data"][0]["owned_by"] == "embedded"
-        sidecar = relay.app.state.sidecar
+        sidecar = relay.context.local_model
         assert sidecar is not None and sidecar.port is not None
 
         body = {**user("Name three colours."), "max_tokens": 24, "temperature": 0}

@@ -27,7 +27,7 @@ QUESTION = "Who pays for this?"
 
 
 def db_of(relay: Any) -> Database:
-    database: Database = relay.app.state.db
+    database: Database = relay.context.db
     return database
 
 

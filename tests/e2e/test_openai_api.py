@@ -24,7 +24,7 @@ MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct"
 
 async def api_key(relay: RunningRelay, username: str = "sdk-user") -> tuple[str, str]:
     issued = issue_api_key()
-    async with relay.app.state.db.transaction() as session:
+    async with relay.context.db.transaction() as session:
         user = await users.create_user(session, username=username, password_hash="x")
         await users.create_api_key(
             session, user_id=user.id, name="tests", key_hash=issued.key_hash, prefix=issued.prefix

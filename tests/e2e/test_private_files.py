@@ -106,7 +106,7 @@ async def test_the_embedded_server_answers_only_chatrelay_and_logs_privately(
     monkeypatch.setenv("HOST", "0.0.0.0")
 
     async with serve(Settings(max_tokens_limit=16, data_dir=tmp_path / "data")) as relay:
-        sidecar = relay.app.state.sidecar
+        sidecar = relay.context.local_model
         assert sidecar is not None and sidecar.port is not None
         assert _listening_addresses(sidecar.port) == {"127.0.0.1"}
         request = {"model": EMBEDDED_MODEL, "messages": [{"role": "user", "content": "Hi"}]}

@@ -38,7 +38,7 @@ async def test_a_prompt_stopped_before_its_first_token_is_billed(
         assert answer.text == "" and answer.errors == []
         await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     # No usage from the upstream: the prompt's estimate, nothing for the answer.
     assert (report["used"], report["reserved"]) == (PROMPT, 0)
     assert (row.prompt_tokens, row.completion_tokens, row.source) == (PROMPT, 0, "estimate")
@@ -59,7 +59,7 @@ async def test_a_prompt_whose_answer_fails_before_its_first_token_is_billed(
         assert response.status_code == 502 or (answer is not None and answer.errors)
         await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     assert (report["used"], report["reserved"]) == (PROMPT, 0)
     assert (row.prompt_tokens, row.completion_tokens) == (PROMPT, 0)
     assert row.status == "error"
@@ -81,7 +81,7 @@ async def test_the_upstreams_own_prompt_count_is_billed_when_it_gives_one(
             await read_answer(response)
         await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     assert (row.prompt_tokens, row.completion_tokens, row.source) == (42, 0, "upstream")
     assert report["used"] == 42
 
@@ -104,7 +104,7 @@ async def test_a_request_the_upstream_refused_or_never_got_is_not_billed(
         assert response.status_code in (502, 503)
         await wait_until(lambda: not relay.service.answers)
         assert (await usage_of(relay.client))["used"] == 0
-        assert all(row.prompt_tokens == 0 for row in await ledger(relay.app.state.db))
+        assert all(row.prompt_tokens == 0 for row in await ledger(relay.context.db))
 
 
 async def test_stopped_before_the_upstream_answered_is_not_billed(
@@ -125,5 +125,5 @@ async def test_stopped_before_the_upstream_answered_is_not_billed(
             await read_answer(response)
         await wait_until(lambda: not relay.service.answers)
         report = await usage_of(relay.client)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
     assert report["used"] == 0 and (row.prompt_tokens, row.completion_tokens) == (0, 0)

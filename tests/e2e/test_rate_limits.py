@@ -130,7 +130,7 @@ async def test_sign_in_failures_are_counted_across_processes_through_redis(
 ) -> None:
     settings = {**redis_limits, "sign_in_max_failures": 3}
     async with relay_for(**settings) as one, relay_for(**settings) as two:
-        assert isinstance(one.app.state.sign_in_throttle._inner, RedisSignInThrottle)
+        assert isinstance(one.context.auth.sign_in_throttle._inner, RedisSignInThrottle)
         wrong = {"username": "nobody", "password": "not the password"}
         for relay in (one, two, one):
             assert (await relay.client.post("/api/auth/login", json=wrong)).status_code == 401

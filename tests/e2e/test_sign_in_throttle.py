@@ -105,7 +105,7 @@ async def test_registration_is_throttled_per_address(
         assert error["code"] == "too_many_attempts"
         assert "CHATRELAY_REGISTER_LIMIT" in error["message"]
         assert 0 < int(statuses[-1].headers["retry-after"]) <= 3600
-        async with relay.app.state.db.read() as session:
+        async with relay.context.db.read() as session:
             assert await session.scalar(select(func.count()).select_from(User)) == 3
 
 

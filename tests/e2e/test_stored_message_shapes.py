@@ -275,7 +275,7 @@ async def stored_tool_conversation(relay: Any) -> str:
         assert r.status_code == 200
         await read_answer(r)
         conversation_id = r.headers["x-conversation-id"]
-    db: Database = relay.app.state.db
+    db: Database = relay.context.db
     owner_id = await _owner(db, conversation_id)
     _, answer_id = await exchange(db, owner_id, [SHAPES[2]], conversation_id=conversation_id)
     await finish(db, owner_id, answer_id, "", message_extra(SHAPES[3]))

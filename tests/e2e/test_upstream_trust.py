@@ -76,7 +76,7 @@ async def test_an_upstream_that_ignores_max_tokens_is_cut_and_billed_no_more(
         await wait_until(lambda: fake.disconnected_at is not None)
         await wait_until(lambda: not relay.service.answers)
         stored = await stored_answer(relay, response)
-        [row] = await ledger(relay.app.state.db)
+        [row] = await ledger(relay.context.db)
         report = await usage_of(relay.client)
     assert fake.requests[0].json["max_tokens"] == 8
     assert content_events(answer) == 8 + MAX_TOKENS_SLACK
@@ -122,7 +122,7 @@ async def test_usage_past_belief_is_bounded(relay_for, fake: FakeUpstream) -> No
             await read_answer(response)
         await wait_until(lambda: not relay.service.answers)
         stored = await stored_answer(relay, response)
-        rows = await ledger(relay.app.state.db)
+        rows = await ledger(relay.context.db)
     assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [
         (0, 8),
         (MAX_TOKEN_COUNT, 8),

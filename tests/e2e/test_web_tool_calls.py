@@ -88,7 +88,7 @@ async def test_tool_calls_results_reasoning_and_images_are_shown_as_text(
     browser, relay_for, fake
 ) -> None:
     async with relay_for() as relay:
-        db: Database = relay.app.state.db
+        db: Database = relay.context.db
         async with open_chat(browser, relay) as chat:
             page = chat.page
             conversation_id, owner_id = await begin_on_the_page(chat, fake, db)
@@ -242,7 +242,7 @@ async def test_tool_calls_results_reasoning_and_images_are_shown_as_text(
 
 async def test_regenerating_an_answer_with_tool_calls_clears_them(browser, relay_for, fake) -> None:
     async with relay_for() as relay:
-        db: Database = relay.app.state.db
+        db: Database = relay.context.db
         async with open_chat(browser, relay) as chat:
             page = chat.page
             conversation_id, owner_id = await begin_on_the_page(chat, fake, db)

@@ -27,24 +27,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from chatrelay.auth.api_keys import LAST_USED_RESOLUTION, api_key_hash, bearer_token
-from chatrelay.auth.credential_cache import CachedCredential, CredentialCache
+from chatrelay.auth.credential_cache import CachedCredential
 from chatrelay.auth.origins import is_api_path, same_origin
+from chatrelay.auth.parts import auth_parts
 from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_token, token_hash
 from chatrelay.errors import ChatRelayError
 from chatrelay.observability import log_user
 from chatrelay.store import users
-from chatrelay.store.database import Database
 from chatrelay.store.models import User, new_id, utcnow
-
-if TYPE_CHECKING:
-    from chatrelay.limits.quotas import Quotas
 
 AUTHENTICATION_ERROR = "authentication_error"
 _IDENTITY = "chatrelay_identity"
@@ -61,24 +57,13 @@ class Identity:
     api_key_id: str | None = None
 
 
-def _database(connection: HTTPConnection) -> Database:
-    database: Database = connection.app.state.db
-    return database
-
-
-def credential_cache(connection: HTTPConnection) -> CredentialCache:
-    cache: CredentialCache = connection.app.state.credential_cache
-    return cache
-
-
 def forget_session(connection: HTTPConnection, hashed: str) -> None:
     """The session is being deleted or replaced: this process stops remembering it at once."""
-    credential_cache(connection).forget(f"s:{hashed}")
+    auth_parts(connection).credential_cache.forget(f"s:{hashed}")
 
 
 def session_cookies(connection: HTTPConnection) -> SessionCookies:
-    cookies: SessionCookies = connection.app.state.session_cookies
-    return cookies
+    return auth_parts(connection).session_cookies
 
 
 async def identify(request: Request) -> Identity:
@@ -109,14 +94,15 @@ async def _resolve(request: Request) -> Identity:
         # A page elsewhere calling the API (CORS, chatrelay/http/cors.py) brings its own key:
         # the visitor's cookie, which the browser may attach, never makes it act as them.
         return Identity(user=None)
-    cookies = session_cookies(request)
+    parts = auth_parts(request)
+    cookies = parts.session_cookies
     token = cookies.token_from(request.cookies.get(COOKIE_NAME))
     if token is None:
         return Identity(user=None)
     hashed = token_hash(token)
     now = utcnow()
-    db = _database(request)
-    cache, cache_key = credential_cache(request), f"s:{hashed}"
+    db = parts.db
+    cache, cache_key = parts.credential_cache, f"s:{hashed}"
     known = cache.get(cache_key)
     if known is None or known.expires_at is None or known.expires_at <= now:
         async with db.read() as session:  # every request does this: no write lock for it
@@ -148,9 +134,10 @@ def _api_call_from_another_origin(request: Request) -> bool:
 
 async def _from_api_key(request: Request, key: str) -> Identity:
     now = utcnow()
-    db = _database(request)
+    parts = auth_parts(request)
+    db = parts.db
     hashed = api_key_hash(key)
-    cache, cache_key = credential_cache(request), f"k:{hashed}"
+    cache, cache_key = parts.credential_cache, f"k:{hashed}"
     known = cache.get(cache_key)
     if known is None:
         async with db.read() as session:
@@ -215,11 +202,11 @@ class NewGuest:
         if self.saved:
             return
         request = self._request
-        quotas: Quotas = request.app.state.quotas
-        await quotas.count_new_guest(request.client.host if request.client else None)
+        parts = auth_parts(request)
+        await parts.count_new_guest(request.client.host if request.client else None)
         token = new_token()
         hashed = token_hash(token)
-        async with _database(request).transaction() as session:
+        async with parts.db.transaction() as session:
             guest = await users.create_guest(session, user_id=self.user.id)
             await _add_session(request, session, user_id=guest.id, guest=True, hashed=hashed)
         self.saved = True

@@ -33,6 +33,7 @@ from chatrelay.auth.sessions import end_user_sessions, is_secure, new_token, tok
 from chatrelay.auth.throttle import SignInThrottle, new_attempt_id
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
+from chatrelay.http.context import ContextDep, DatabaseDep
 from chatrelay.http.routes.auth import me
 from chatrelay.limits.refusals import too_many_failures
 from chatrelay.store import users
@@ -49,11 +50,6 @@ class PasswordChange(BaseModel):
     new_password: StoredText = Field(max_length=MAX_PASSWORD_CHARS)
 
 
-def _database(request: Request) -> Database:
-    database: Database = request.app.state.db
-    return database
-
-
 def _forget(request: Request, hashes: list[str]) -> None:
     # This process stops honouring them at once; other instances within their credential
     # cache's lifetime (CHATRELAY_AUTH_CACHE_SECONDS).
@@ -61,10 +57,11 @@ def _forget(request: Request, hashes: list[str]) -> None:
         forget_session(request, hashed)
 
 
-async def _check_current_password(request: Request, user: User, password: str) -> None:
+async def _check_current_password(
+    db: Database, throttle: SignInThrottle, user: User, password: str
+) -> None:
     """A 403 unless ``password`` is ``user``'s. Counted with the username's failed sign-ins:
     a stolen cookie is not a way to guess the password without the sign-in throttle."""
-    throttle: SignInThrottle = request.app.state.sign_in_throttle
     attempts = [f"user:{user.username}"]
     # Checked and counted before the (slow) check in one step, as sign-in does: a parallel
     # burst cannot slip in between the check and the count (one script with Redis).
@@ -72,7 +69,7 @@ async def _check_current_password(request: Request, user: User, password: str) -
     if wait is not None:
         raise too_many_failures(wait, what="wrong passwords")
     # Read now, not from the credential cache's copy of the user: it may predate a change.
-    async with _database(request).read() as session:
+    async with db.read() as session:
         found = await users.get_user(session, user_id=user.id)
     stored = found.password_hash if found is not None else None
     if stored is None or not await verify_password(stored, password):
@@ -94,12 +91,12 @@ async def _check_current_password(request: Request, user: User, password: str) -
     ),
 )
 async def logout_everywhere(
-    request: Request, user: Annotated[User, Depends(require_account)]
+    request: Request, user: Annotated[User, Depends(require_account)], db: DatabaseDep
 ) -> Response:
     """Sign out everywhere: every session of this account (every browser, this one too) is
     deleted and this browser's cookie cleared. API keys are not affected (revoke them with
     `chatrelay keys revoke`)."""
-    async with _database(request).transaction() as session:
+    async with db.transaction() as session:
         ended = await end_user_sessions(session, user_id=user.id)
     _forget(request, ended)
     remember(request, Identity(user=None))
@@ -130,7 +127,10 @@ async def logout_everywhere(
     ),
 )
 async def change_password(
-    body: PasswordChange, request: Request, user: Annotated[User, Depends(require_account)]
+    body: PasswordChange,
+    request: Request,
+    user: Annotated[User, Depends(require_account)],
+    context: ContextDep,
 ) -> dict[str, Any]:
     """Change this account's password: ``{current_password, new_password}``. Every other
     session of the account is signed out; this browser stays signed in with a new cookie."""
@@ -139,11 +139,12 @@ async def change_password(
     except ChatRelayError as error:
         error.param = "new_password"
         raise
-    await _check_current_password(request, user, body.current_password)
+    db = context.db
+    await _check_current_password(db, context.auth.sign_in_throttle, user, body.current_password)
     password_hash = await hash_password(body.new_password)
     identity = await identify(request)
     token = new_token() if identity.session_token_hash is not None else None
-    async with _database(request).transaction() as session:
+    async with db.transaction() as session:
         await users.set_password_hash(session, user_id=user.id, password_hash=password_hash)
         ended = await end_user_sessions(session, user_id=user.id)
         if token is not None:

@@ -25,13 +25,13 @@ from chatrelay.auth.identity import (
 )
 from chatrelay.auth.passwords import burn_verify_time, hash_password, needs_rehash, verify_password
 from chatrelay.auth.sessions import is_secure, new_token, token_hash
-from chatrelay.auth.throttle import SignInThrottle, new_attempt_id
+from chatrelay.auth.throttle import new_attempt_id
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
+from chatrelay.http.context import ContextDep, DatabaseDep, QuotasDep
 from chatrelay.limits.quotas import Quotas
 from chatrelay.limits.refusals import too_many_failures
 from chatrelay.store import users
-from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow
 from chatrelay.text import StoredText
 
@@ -56,25 +56,10 @@ def me(user: User | None) -> dict[str, Any]:
     }
 
 
-def _database(request: Request) -> Database:
-    database: Database = request.app.state.db
-    return database
-
-
-def _throttle(request: Request) -> SignInThrottle:
-    throttle: SignInThrottle = request.app.state.sign_in_throttle
-    return throttle
-
-
-def _quotas(request: Request) -> Quotas:
-    quotas: Quotas = request.app.state.quotas
-    return quotas
-
-
-def _client_address(request: Request) -> str:
+def _client_address(request: Request, quotas: Quotas) -> str:
     """What the per-address limits count this client as (an IPv6 one: its network)."""
     client = request.client.host if request.client else None
-    return _quotas(request).address(client) or "unknown"
+    return quotas.address(client) or "unknown"
 
 
 async def _replace_session(
@@ -144,7 +129,9 @@ async def become_guest(request: Request) -> dict[str, Any]:
         },
     ),
 )
-async def register(body: Credentials, request: Request) -> dict[str, Any]:
+async def register(
+    body: Credentials, request: Request, db: DatabaseDep, quotas: QuotasDep
+) -> dict[str, Any]:
     """Create an account. A guest becomes it in place, keeping its id and conversations."""
     username = normalise_username(body.username)
     check_new_password(body.password)
@@ -158,14 +145,14 @@ async def register(body: Credentials, request: Request) -> dict[str, Any]:
         )
     # Counted per address before any work: each attempt costs an argon2 hash, and a taken
     # name's 409 tells whether an account exists.
-    await _quotas(request).count_registration(request.client.host if request.client else None)
-    async with _database(request).read() as session:
+    await quotas.count_registration(request.client.host if request.client else None)
+    async with db.read() as session:
         taken = await users.get_user_by_username(session, username=username) is not None
     if taken:  # before hashing: a taken name costs no argon2 work
         raise _username_taken(username)
     password_hash = await hash_password(body.password)
     try:
-        async with _database(request).transaction() as session:
+        async with db.transaction() as session:
             if current is None:
                 user = await users.create_user(
                     session, username=username, password_hash=password_hash
@@ -211,18 +198,19 @@ def _username_taken(username: str) -> ChatRelayError:
         },
     ),
 )
-async def login(body: Credentials, request: Request) -> dict[str, Any]:
+async def login(body: Credentials, request: Request, context: ContextDep) -> dict[str, Any]:
     """Sign in. A guest browser's conversations move to the account, and the guest goes."""
+    db = context.db
     username = body.username.lower()
-    user_key, address_key = f"user:{username}", f"ip:{_client_address(request)}"
-    throttle = _throttle(request)
+    user_key, address_key = f"user:{username}", f"ip:{_client_address(request, context.quotas)}"
+    throttle = context.auth.sign_in_throttle
     # Counted as a failure in the same atomic step as the check, before the (slow) password
     # check, so a burst of parallel guesses cannot all slip in under the limit.
     attempt = new_attempt_id()
     wait = await throttle.attempt([user_key, address_key], attempt_id=attempt)
     if wait is not None:
         raise too_many_failures(wait, what="failed sign-ins")
-    async with _database(request).transaction() as session:
+    async with db.transaction() as session:
         account = await users.get_user_by_username(session, username=username)
     if account is None or account.password_hash is None:
         await burn_verify_time(body.password)  # as slow as a real check: timing tells nothing
@@ -243,7 +231,7 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
     assert account.password_hash is not None  # verified above
     fresh_hash = await hash_password(body.password) if needs_rehash(account.password_hash) else None
     identity = await identify(request)
-    async with _database(request).transaction() as session:
+    async with db.transaction() as session:
         if fresh_hash is not None:
             await users.set_password_hash(session, user_id=account.id, password_hash=fresh_hash)
         previous = identity.user
@@ -255,17 +243,17 @@ async def login(body: Credentials, request: Request) -> dict[str, Any]:
     if adopted is not None:
         # Its answers still being generated here now belong to the account too, so that
         # their final state is written and the account can follow and stop them.
-        request.app.state.chat.adopt_answers(guest_id=adopted, owner_id=account.id)
+        context.chat.adopt_answers(guest_id=adopted, owner_id=account.id)
     _signed_in(request, account, token)
     return me(account)
 
 
 @router.post("/api/auth/logout", status_code=204, responses=error_responses(401, 403))
-async def logout(request: Request) -> Response:
+async def logout(request: Request, db: DatabaseDep) -> Response:
     """Sign out: this browser's session is deleted and its cookie cleared."""
     identity = await identify(request)
     if identity.session_token_hash is not None:
-        async with _database(request).transaction() as session:
+        async with db.transaction() as session:
             await users.delete_session(session, token_hash=identity.session_token_hash)
         forget_session(request, identity.session_token_hash)
     remember(request, Identity(user=None))

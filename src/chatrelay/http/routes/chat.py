@@ -15,6 +15,7 @@ from chatrelay.answers.turns import AnswerRequest
 from chatrelay.auth.identity import current_user, new_guest_writer, require_user
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
+from chatrelay.http.context import ChatDep, RegistryDep
 from chatrelay.http.event_stream import EventStreamResponse
 from chatrelay.http.schemas import ChatRequest
 from chatrelay.observability import log_fields
@@ -28,11 +29,6 @@ DROPPED_PARAMS = "X-Chatrelay-Dropped-Params"
 # The last event a client may say it saw (``?after``, ``Last-Event-ID``): far more than any
 # answer has, and a position every store of events can read.
 LAST_EVENT = 2**31
-
-
-def _service(request: Request) -> ChatService:
-    service: ChatService = request.app.state.chat
-    return service
 
 
 @router.post(
@@ -67,30 +63,32 @@ def _service(request: Request) -> ChatService:
     },
 )
 async def chat(
-    body: ChatRequest, request: Request, user: Annotated[User, Depends(require_user)]
+    body: ChatRequest,
+    request: Request,
+    user: Annotated[User, Depends(require_user)],
+    service: ChatDep,
 ) -> EventStreamResponse:
     """Stream the answer as OpenAI ``chat.completion.chunk`` events; the exchange is stored.
 
     ``action`` ``regenerate`` answers the conversation's last question again (in place of its
     answer); ``edit`` replaces the last question's text with the one message sent first."""
-    answer, ids = await start_answer(request, body.asked(), user)
+    answer, ids = await start_answer(request, service, body.asked(), user)
     position = Position()
     return EventStreamResponse(
         answer.buffer.follow(ids=True, position=position),
         headers=ids,
-        keepalive=_service(request).settings.keepalive_interval,
+        keepalive=service.settings.keepalive_interval,
         on_abandon=partial(answer.rest_after_shutdown, position, ids=True),
     )
 
 
 async def start_answer(
-    request: Request, asked: AnswerRequest, user: User
+    request: Request, service: ChatService, asked: AnswerRequest, user: User
 ) -> tuple[Answer, dict[str, str]]:
     """Store the question and start its answer, for any route that asks: the answer, and the
     headers that say where it is stored. An upstream refusal within the start wait is raised
     as the HTTP error it is, carrying those headers (the question is stored all the same, so
     a retry can continue there)."""
-    service = _service(request)
     # The address ProxyHeaders settled on: the peer, or the client a trusted proxy names.
     client_ip = request.client.host if request.client else None
     # A guest not stored yet is written once the request passed every limit and check.
@@ -143,8 +141,8 @@ def _answer_log_fields(answer: Answer, with_content: bool) -> dict[str, object]:
 )
 async def reattach(
     message_id: str,
-    request: Request,
     user: Annotated[User | None, Depends(current_user)],
+    service: ChatDep,
     # Read as text, as the header is: an invalid position is one 400 whichever way it came.
     after: Annotated[
         str | None,
@@ -160,7 +158,6 @@ async def reattach(
         position_seen = _event_number(after, "after")
     else:
         position_seen = _event_number(last_event_id, "Last-Event-ID")
-    service = _service(request)
     position = Position()
     frames = await service.reattach(
         message_id, owner_id=user.id, after=position_seen, position=position
@@ -209,21 +206,20 @@ def _event_number(seen: str | None, name: str) -> int:
     ),
 )
 async def stop(
-    message_id: str, request: Request, user: Annotated[User | None, Depends(current_user)]
+    message_id: str, user: Annotated[User | None, Depends(current_user)], service: ChatDep
 ) -> dict[str, Any]:
     """Stop generating an answer now, wherever it runs; the text so far is kept. Answers
     ``stopping``, or the stored status of an answer that has already ended."""
     if user is None:
         raise NotFound("message", message_id)
-    status = await _service(request).stop(message_id, owner_id=user.id)
+    status = await service.stop(message_id, owner_id=user.id)
     return {"id": message_id, "status": status}
 
 
 @router.get("/api/models")
-async def models(request: Request) -> dict[str, Any]:
+async def models(registry: RegistryDep) -> dict[str, Any]:
     """The models this server can answer with (OpenAI list shape), the default one, and how
     ready each is: ``warm``, ``warming``, ``cold`` or ``unavailable``."""
-    registry = _service(request).registry
     listing = []
     for model, upstream in registry.models():
         health = registry.health_of(model)

@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from chatrelay.answers.service import ChatService
 from chatrelay.auth.identity import current_user
 from chatrelay.http.api_docs import error_responses
+from chatrelay.http.context import ChatDep, DatabaseDep
 from chatrelay.store import conversations
 from chatrelay.store.conversations import NotFound
 from chatrelay.store.database import Database
@@ -27,11 +28,6 @@ NOT_YOURS = {404: "No such conversation, or not yours (`conversation_not_found`)
 
 class Rename(BaseModel):
     title: StoredText = Field(min_length=1, max_length=200)
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
 
 
 def _owner_id(user: User | None, conversation_id: str) -> str:
@@ -76,8 +72,8 @@ def message_view(message: MessageRow, live_text: str | None = None) -> dict[str,
 
 @router.get("", responses=error_responses(401, 422))
 async def list_conversations(
-    request: Request,
     user: Owner,
+    db: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     q: Annotated[
@@ -87,7 +83,7 @@ async def list_conversations(
     """Your conversations, most recently active first."""
     if user is None:
         return {"data": [], "has_more": False}
-    async with _db(request).read() as session:
+    async with db.read() as session:
         rows = await conversations.list_conversations(
             session, owner_id=user.id, limit=limit + 1, offset=offset, query=q
         )
@@ -95,10 +91,10 @@ async def list_conversations(
 
 
 async def _load(
-    request: Request, user: User | None, conversation_id: str
+    db: Database, chat: ChatService, user: User | None, conversation_id: str
 ) -> tuple[Conversation, list[dict[str, Any]]]:
     owner_id = _owner_id(user, conversation_id)
-    async with _db(request).read() as session:
+    async with db.read() as session:
         conversation = await conversations.get_conversation(
             session, owner_id=owner_id, conversation_id=conversation_id
         )
@@ -106,7 +102,6 @@ async def _load(
             session, owner_id=owner_id, conversation_id=conversation_id
         )
     # An answer still streaming here is shown as far as it has come, not as last flushed.
-    chat: ChatService = request.app.state.chat
     messages = [
         message_view(
             m, chat.live_text(m.id, owner_id=owner_id) if m.status == "streaming" else None
@@ -117,9 +112,11 @@ async def _load(
 
 
 @router.get("/{conversation_id}", responses=error_responses(401, 404, notes=NOT_YOURS))
-async def get_conversation(conversation_id: str, request: Request, user: Owner) -> dict[str, Any]:
+async def get_conversation(
+    conversation_id: str, user: Owner, db: DatabaseDep, chat: ChatDep
+) -> dict[str, Any]:
     """One conversation with all its messages, oldest first."""
-    conversation, messages = await _load(request, user, conversation_id)
+    conversation, messages = await _load(db, chat, user, conversation_id)
     return {**conversation_summary(conversation), "messages": messages}
 
 
@@ -127,11 +124,11 @@ async def get_conversation(conversation_id: str, request: Request, user: Owner) 
     "/{conversation_id}", responses=error_responses(400, 401, 403, 404, 413, 422, notes=NOT_YOURS)
 )
 async def rename_conversation(
-    conversation_id: str, body: Rename, request: Request, user: Owner
+    conversation_id: str, body: Rename, user: Owner, db: DatabaseDep
 ) -> dict[str, Any]:
     """Change the title."""
     owner_id = _owner_id(user, conversation_id)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         conversation = await conversations.rename_conversation(
             session, owner_id=owner_id, conversation_id=conversation_id, title=body.title.strip()
         )
@@ -143,19 +140,20 @@ async def rename_conversation(
     status_code=204,
     responses=error_responses(401, 403, 404, notes=NOT_YOURS),
 )
-async def delete_conversation(conversation_id: str, request: Request, user: Owner) -> Response:
+async def delete_conversation(
+    conversation_id: str, user: Owner, db: DatabaseDep, chat: ChatDep
+) -> Response:
     """Delete the conversation and its messages; an answer still streaming in it is stopped."""
     owner_id = _owner_id(user, conversation_id)
-    async with _db(request).transaction() as session:
+    async with db.transaction() as session:
         stored = await conversations.messages_of(
             session, owner_id=owner_id, conversation_id=conversation_id
         )
         await conversations.delete_conversation(
             session, owner_id=owner_id, conversation_id=conversation_id
         )
-    service: ChatService = request.app.state.chat
     streaming = [m.id for m in stored if m.status == "streaming"]
-    await service.stop_all(streaming, conversation_id=conversation_id)
+    await chat.stop_all(streaming, conversation_id=conversation_id)
     return Response(status_code=204)
 
 
@@ -174,12 +172,13 @@ async def delete_conversation(conversation_id: str, request: Request, user: Owne
 )
 async def export_conversation(
     conversation_id: str,
-    request: Request,
     user: Owner,
+    db: DatabaseDep,
+    chat: ChatDep,
     format: Literal["json", "markdown"] = "json",
 ) -> Response:
     """Download the conversation as JSON or Markdown."""
-    conversation, messages = await _load(request, user, conversation_id)
+    conversation, messages = await _load(db, chat, user, conversation_id)
     filename = f"chatrelay-{conversation.id}"
     if format == "json":
         body = orjson.dumps(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -40,6 +40,7 @@ from chatrelay.answers.events import Position
 from chatrelay.answers.turns import AnswerRequest
 from chatrelay.auth.identity import AUTHENTICATION_ERROR, current_user, require_user
 from chatrelay.errors import ChatRelayError, validation_error
+from chatrelay.http.context import app_context
 from chatrelay.http.event_stream import EventStreamResponse
 from chatrelay.http.routes.chat import start_answer
 from chatrelay.http.routes.openai import keeps_generating
@@ -47,9 +48,6 @@ from chatrelay.http.schemas import RequestMessage, TopK, upstream_messages
 from chatrelay.http.served import Endpoint, ServedEndpoints, error_response_of, read_body
 from chatrelay.store.models import User
 from chatrelay.text import StoredText
-
-if TYPE_CHECKING:
-    from chatrelay.config import Settings
 
 PATHS = ("/llm", "/llm/")
 # The gateway's own words for a request without one of the fields it needs (go-livepeer
@@ -248,7 +246,8 @@ def _key_required() -> ChatRelayError:
 
 
 async def _answer(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+    context = app_context(request.app)
+    settings = context.settings
     # Who first, as a gateway behind its auth proxy: a bad key is a 401 whatever the body.
     user: User | None = await current_user(request)
     if user is None and not settings.llm_guests:
@@ -275,7 +274,7 @@ async def _answer(request: Request) -> Response:
         user = await require_user(request)
     stream = body.stream
     del body
-    answer, ids = await start_answer(request, asked, user)
+    answer, ids = await start_answer(request, context.chat, asked, user)
     if stream:
         position = Position()
         # A gateway's client that leaves is done with the answer (a gateway cancels it too,

@@ -25,6 +25,7 @@ from chatrelay.answers.turns import AnswerRequest
 from chatrelay.auth.identity import current_user
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
+from chatrelay.http.context import ChatDep, RegistryDep, app_context
 from chatrelay.http.event_stream import EventStreamResponse
 from chatrelay.http.routes.chat import start_answer
 from chatrelay.http.schemas import TopK
@@ -116,6 +117,7 @@ async def chat_completions(
     body: CompletionRequest,
     request: Request,
     user: Annotated[User, Depends(api_user)],
+    service: ChatDep,
     conversation_id: Annotated[str | None, Header(alias="X-Conversation-Id")] = None,
 ) -> Response:
     """OpenAI chat completions, streamed (``stream: true``) or whole."""
@@ -139,7 +141,7 @@ async def chat_completions(
             "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         ),
     )
-    answer, ids = await start_answer(request, asked, user)
+    answer, ids = await start_answer(request, service, asked, user)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         position = Position()
@@ -149,7 +151,7 @@ async def chat_completions(
         return EventStreamResponse(
             _openai_stream(answer, include_usage=include_usage, position=position),
             headers=ids,
-            keepalive=request.app.state.settings.keepalive_interval,
+            keepalive=service.settings.keepalive_interval,
             on_abandon=partial(_rest_after_shutdown, answer, position, include_usage=include_usage),
             on_leave=None if keep else answer.stop,
         )
@@ -185,7 +187,8 @@ class _ChatCompletions:
             else:
                 user = await api_user(request)
                 conversation_id = request.headers.get("x-conversation-id")
-                response = await chat_completions(body, request, user, conversation_id)
+                service = app_context(request.app).chat
+                response = await chat_completions(body, request, user, service, conversation_id)
                 del body  # not held for as long as the answer streams
         except Exception as error:
             response = await error_response_of(scope, receive, error)
@@ -281,9 +284,10 @@ def _model(model: str, upstream: Upstream) -> dict[str, Any]:
 
 
 @router.get("/models", responses=error_responses(401))
-async def list_models(request: Request, user: Annotated[User, Depends(api_user)]) -> dict[str, Any]:
+async def list_models(
+    user: Annotated[User, Depends(api_user)], registry: RegistryDep
+) -> dict[str, Any]:
     """The models, in OpenAI's list shape."""
-    registry = request.app.state.chat.registry
     return {"object": "list", "data": [_model(m, u) for m, u in registry.models()]}
 
 
@@ -292,10 +296,9 @@ async def list_models(request: Request, user: Annotated[User, Depends(api_user)]
     responses=error_responses(401, 404, notes={404: "No such model (`model_not_found`)."}),
 )
 async def retrieve_model(
-    model_id: str, request: Request, user: Annotated[User, Depends(api_user)]
+    model_id: str, user: Annotated[User, Depends(api_user)], registry: RegistryDep
 ) -> dict[str, Any]:
     """One model, in OpenAI's shape (ids may hold slashes: ``meta-llama/Meta-Llama-...``)."""
-    registry = request.app.state.chat.registry
     for model, upstream in registry.models():
         if model == model_id:
             return _model(model, upstream)
