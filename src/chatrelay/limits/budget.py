@@ -22,9 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatrelay.limits.periods import Period, PeriodWindow, period_window
+from chatrelay.limits.refusals import LimitStoreDown
 
 # How long a period's counters outlive its end: long enough for an answer that started in it
 # to be settled into it.
@@ -261,3 +262,30 @@ class TokenBudget:
             await self.store.renew(
                 leases=[(r.account, r.lease_id) for r in reservations], lease=self.lease
             )
+
+    async def report(self, *, user_id: str, limit: int, now: datetime) -> dict[str, Any]:
+        """What ``user_id`` used and has left this period, with ``limit`` (0: unlimited) as the
+        answer of ``GET /api/usage`` gives it."""
+        window = self.window(now)
+        reserved = 0
+        if limit > 0:
+            try:
+                state = await self.usage(user_id=user_id, now=now)
+                used, reserved = state.used, state.reserved
+            except LimitStoreDown:
+                used = await self._ledger(user_id, window)  # what is settled is in the ledger
+        else:
+            used = await self._ledger(user_id, window)
+        return {
+            "used": used,
+            "reserved": reserved,
+            "limit": limit or None,
+            "remaining": max(0, limit - used - reserved) if limit else None,
+            "period": window.period,
+            "period_start": _iso(window.start),
+            "resets_at": _iso(window.end),
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

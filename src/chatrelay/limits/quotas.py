@@ -19,17 +19,22 @@ fails before its answer starts, and a lease that expires if the process dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from chatrelay.auth.throttle import MemorySignInThrottle, SignInThrottle
 from chatrelay.config import Settings
+
+# Admission, Caller and BilledUsage re-exported ("as") until answers/service.py,
+# answers/recorder.py and bench/limits_overhead.py import them from admission.py and billing.py.
+from chatrelay.limits.admission import Admission as Admission
+from chatrelay.limits.admission import Caller as Caller
+from chatrelay.limits.admission import OnAdmitted
+from chatrelay.limits.billing import BilledUsage as BilledUsage
+from chatrelay.limits.billing import Billing
 from chatrelay.limits.budget import (
     BudgetExceeded,
     BudgetStore,
@@ -39,9 +44,10 @@ from chatrelay.limits.budget import (
     TokenBudget,
 )
 from chatrelay.limits.client_ip import limit_key
+from chatrelay.limits.leases import Leases
 from chatrelay.limits.periods import PeriodWindow
 from chatrelay.limits.rate import MemoryRateLimiter, RateLimiter
-from chatrelay.limits.redis_backend import RedisLimits, RedisSignInThrottle
+from chatrelay.limits.redis_backend import RedisLimits
 from chatrelay.limits.refusals import (
     LimitStoreDown,
     budget_exceeded,
@@ -51,9 +57,9 @@ from chatrelay.limits.refusals import (
     too_many_registrations,
     too_many_streams,
 )
-from chatrelay.limits.sign_in import FailSafeSignInThrottle
+from chatrelay.limits.sign_in import SignInThrottle, sign_in_throttle
 from chatrelay.limits.streams import MemoryStreamSlots, StreamSlots
-from chatrelay.limits.tokens import EstimatingCounter, TokenCounter, estimate_prompt_tokens
+from chatrelay.limits.tokens import TokenCounter, estimate_prompt_tokens
 from chatrelay.setting_types import RateRule, parse_rate_limit
 from chatrelay.store import usage as usage_queries
 from chatrelay.store.database import Database
@@ -64,54 +70,9 @@ from chatrelay.upstreams.dialects import UpstreamMessage
 log = logging.getLogger(__name__)
 
 
-# What a guest that is not stored yet does once its request has passed every limit: write
-# its rows (chatrelay.auth.identity.NewGuest.save).
-OnAdmitted = Callable[[], Awaitable[None]]
 # The budget account of all the guests of one address. The usage ledger keeps users, not
 # addresses, so a store that does not know it (a restart in memory) starts it from 0.
 GUESTS_OF = "guests@"
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who a chat request counts against: a user's budget (0: unlimited) and an address
-    (what per-address limits count: an IPv6 client's network, see :meth:`Quotas.address`)."""
-
-    user_id: str
-    budget: int
-    client_ip: str | None
-    guest: bool = False
-    on_admitted: OnAdmitted | None = None
-
-
-@dataclass(slots=True)
-class Admission:
-    """What one chat request holds from admission until it is settled or released."""
-
-    id: str
-    user_id: str
-    budget: int
-    client_ip: str | None
-    admitted_at: datetime
-    guest: bool = False
-    on_admitted: OnAdmitted | None = None
-    slot_key: str | None = None
-    reservation: Reservation | None = None
-    # A guest's hold on its address's guests' budget (CHATRELAY_GUEST_ADDRESS_TOKEN_BUDGET).
-    address_reservation: Reservation | None = None
-    reserved_tokens: int = 0
-    done: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class BilledUsage:
-    prompt_tokens: int
-    completion_tokens: int
-    source: str  # upstream | tokenizer | estimate
-
-    @property
-    def total(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
 
 
 class Quotas:
@@ -127,7 +88,6 @@ class Quotas:
         ledger: Ledger,
         store_name: str = "memory",
         redis: RedisLimits | None = None,
-        sign_in_throttle: SignInThrottle | None = None,
     ) -> None:
         self.settings = settings
         self.rate_rule = parse_rate_limit(settings.rate_limit)
@@ -144,17 +104,16 @@ class Quotas:
         self.streams = streams
         self.store_name = store_name
         self.redis = redis
-        self.sign_in_throttle = sign_in_throttle or MemorySignInThrottle(
-            max_failures=settings.sign_in_max_failures, window=settings.sign_in_window
+        # In memory; shared through Redis when made from the settings (from_settings).
+        self.sign_in_throttle: SignInThrottle = sign_in_throttle(
+            settings, store_down=self.store_down
         )
-        # Per upstream name; the rest are estimated. The embedded model registers its own.
-        self.counters: dict[str, TokenCounter] = {}
-        self.estimator = EstimatingCounter()
+        self.billing = Billing()
+        # Where the embedded model registers its tokenizer (the other upstreams are estimated).
+        self.counters: dict[str, TokenCounter] = self.billing.counters
+        self.leases = Leases(self.budget, streams, lease=settings.budget_lease)
         # The budget period's clock; tests move it to cross a period boundary.
         self.clock: Callable[[], datetime] = utcnow
-        self._ledger = ledger
-        self._holding: dict[str, Admission] = {}
-        self._renewer: asyncio.Task[None] | None = None
         self._down_logged_at = 0.0
 
     @classmethod
@@ -174,14 +133,7 @@ class Quotas:
             store_name=redis.name,
             redis=redis,
         )
-        quotas.sign_in_throttle = FailSafeSignInThrottle(
-            RedisSignInThrottle(
-                redis,
-                max_failures=settings.sign_in_max_failures,
-                window=settings.sign_in_window,
-            ),
-            quotas,
-        )
+        quotas.sign_in_throttle = sign_in_throttle(settings, redis, store_down=quotas.store_down)
         return quotas
 
     @classmethod
@@ -268,7 +220,7 @@ class Quotas:
                 if not acquired:
                     raise too_many_streams(self.max_streams)
                 admission.slot_key = ip
-                self._holding[admission.id] = admission
+                self.leases.hold(admission)
         except LimitStoreDown as exc:
             self.store_down(exc)
         return admission
@@ -296,7 +248,7 @@ class Quotas:
             )
         if admission.reservation is not None or admission.address_reservation is not None:
             admission.reserved_tokens = needed
-            self._holding[admission.id] = admission
+            self.leases.hold(admission)
         if admission.on_admitted is not None:
             await admission.on_admitted()
 
@@ -337,42 +289,6 @@ class Quotas:
 
     # The end of a request
 
-    async def bill(
-        self,
-        *,
-        usage: Usage | None,
-        text: str,
-        messages: Sequence[UpstreamMessage],
-        upstream: str,
-        accepted: bool = False,
-        max_completion: int | None = None,
-    ) -> BilledUsage:
-        """The tokens an answer cost: the upstream's own count, else counted from its text.
-
-        ``accepted``: an upstream took the request (answered 200), so it read the prompt,
-        which is billed even when no token came (stopped, or failed before the first one).
-        ``max_completion``: the max_tokens the request allowed; an upstream that went past
-        it (or says it did) is not billed for more."""
-        if usage is not None and usage.total_tokens > 0:
-            completion = usage.completion_tokens
-            if max_completion is not None:
-                completion = min(completion, max_completion)
-            return BilledUsage(usage.prompt_tokens, completion, "upstream")
-        counter = self.counters.get(upstream, self.estimator)
-        if not text and not accepted:  # refused, or stopped before an upstream took it
-            return BilledUsage(0, 0, counter.source)
-        try:
-            prompt = await counter.count_prompt(messages)
-            completion = await counter.count(text) if text else 0
-        except Exception:  # a broken tokenizer must not lose the bill
-            log.exception("counting tokens with %s failed; estimating", upstream)
-            counter = self.estimator
-            prompt = await counter.count_prompt(messages)
-            completion = await counter.count(text)
-        if max_completion is not None:
-            completion = min(completion, max_completion)
-        return BilledUsage(prompt, completion, counter.source)
-
     async def settle(
         self,
         admission: Admission,
@@ -384,9 +300,9 @@ class Quotas:
         accepted: bool = False,
         max_completion: int | None = None,
     ) -> BilledUsage:
-        """Bill the answer (see :meth:`bill`) and give back every hold. Never raises: the
+        """Bill the answer (:meth:`Billing.bill`) and give back every hold. Never raises: the
         answer must be saved."""
-        billed = await self.bill(
+        billed = await self.billing.bill(
             usage=usage,
             text=text,
             messages=messages,
@@ -405,7 +321,7 @@ class Quotas:
         if admission.done:
             return
         admission.done = True
-        self._holding.pop(admission.id, None)
+        self.leases.let_go(admission)
         steps: list[Awaitable[None]] = []
         if admission.reservation is not None:
             steps.append(
@@ -436,60 +352,19 @@ class Quotas:
 
     async def usage(self, user: User) -> dict[str, Any]:
         """What ``user`` used and has left this period (``GET /api/usage``)."""
-        limit = self.budget_of(user)
-        now = self.clock()
-        window = self.budget.window(now)
-        reserved = 0
-        if limit > 0:
-            try:
-                state = await self.budget.usage(user_id=user.id, now=now)
-                used, reserved = state.used, state.reserved
-            except LimitStoreDown:
-                used = await self._ledger(user.id, window)  # what is settled is in the ledger
-        else:
-            used = await self._ledger(user.id, window)
-        return {
-            "used": used,
-            "reserved": reserved,
-            "limit": limit or None,
-            "remaining": max(0, limit - used - reserved) if limit else None,
-            "period": window.period,
-            "period_start": _iso(window.start),
-            "resets_at": _iso(window.end),
-        }
+        return await self.budget.report(
+            user_id=user.id, limit=self.budget_of(user), now=self.clock()
+        )
 
     # Leases
 
     def start(self) -> None:
         """Renew the leases of running answers; call with the event loop running."""
-        self._renewer = asyncio.create_task(self._renew_periodically(), name="lease-renewer")
-
-    async def _renew_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            try:
-                await self.renew(self._holding.values())
-            except Exception:  # e.g. Redis down: retried next round, within the lease
-                log.warning("renewing limit leases failed", exc_info=True)
-
-    async def renew(self, admissions: Iterable[Admission]) -> None:
-        holding = list(admissions)
-        held = [a.reservation for a in holding if a.reservation is not None]
-        held += [a.address_reservation for a in holding if a.address_reservation is not None]
-        await self.budget.renew(held)
-        slots = [(a.slot_key, a.id) for a in holding if a.slot_key is not None]
-        if slots:
-            await self.streams.renew(slots=slots, lease=self.lease)
+        self.leases.start()
 
     async def close(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-        for counter in self.counters.values():
-            close = getattr(counter, "close", None)
-            if close is not None:
-                await asyncio.to_thread(close)
+        await self.leases.stop()
+        await self.billing.close()
         if self.redis is not None:
             await self.redis.close()
 
@@ -504,7 +379,3 @@ def _ledger_of(db: Database) -> Ledger:
             )
 
     return ledger
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -158,7 +158,7 @@ class RedisStreamSlots:
 
 
 class RedisSignInThrottle:
-    """:class:`chatrelay.auth.throttle.SignInThrottle` shared by every process."""
+    """:class:`chatrelay.limits.sign_in.SignInThrottle` shared by every process."""
 
     def __init__(self, redis: RedisLimits, *, max_failures: int, window: float) -> None:
         self._redis = redis
