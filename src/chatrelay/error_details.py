@@ -20,17 +20,27 @@ the stream, the error frame mid-stream, the /llm and /v1 re-encodings, the store
 from __future__ import annotations
 
 import logging
+from typing import Protocol, runtime_checkable
 
 from chatrelay.config import Settings
 from chatrelay.errors import ChatRelayError
 from chatrelay.observability import REQUEST_ID
-from chatrelay.upstreams.client import UpstreamFailure
 
 log = logging.getLogger(__name__)
 
 _AGAIN = "Try again in a moment."
 _SEND_AGAIN = "The answer so far is kept; send the message again for a whole answer."
 _TELL = "If it keeps failing, tell the operator of this server."
+
+
+@runtime_checkable
+class _UpstreamFailure(Protocol):
+    """What is read of an upstream's failure (``UpstreamFailure``, upstreams/client.py): a
+    protocol, so that this leaf does not import the layer above it."""
+
+    kind: str
+    upstream_status: int | None
+
 
 # By UpstreamFailure.kind: what failed, and what to do.
 _UPSTREAM_SUMMARIES = {
@@ -93,7 +103,7 @@ def for_client(error: ChatRelayError, *, detailed: bool) -> ChatRelayError:
 
 
 def _summary(error: ChatRelayError) -> str | None:
-    if isinstance(error, UpstreamFailure):
+    if isinstance(error, _UpstreamFailure):
         status = error.upstream_status
         if status is not None:
             what = _UPSTREAM_STATUS_SUMMARIES.get(status, f"failed. {_AGAIN}")
