@@ -91,7 +91,7 @@ async def api_user(request: Request) -> User:
         200: {
             "description": "A `chat.completion` object; with `stream: true`, Server-Sent Events "
             "of `chat.completion.chunk` objects ending with `data: [DONE]`. "
-            "`X-Conversation-Id` and `X-UpstreamMessage-Id` name the stored exchange.",
+            "`X-Conversation-Id` and `X-Message-Id` name the stored exchange.",
             "content": {
                 "application/json": {"schema": {"type": "object"}},
                 "text/event-stream": {"schema": {"type": "string"}},
