@@ -18,8 +18,9 @@ import random
 
 from chatrelay.config import LIVEPEER_MODELS, Settings
 from chatrelay.errors import NOT_FOUND, ChatRelayError
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamFailure
+from chatrelay.upstreams.client import Upstream, UpstreamConfig, UpstreamFailure
 from chatrelay.upstreams.health import CircuitBreaker, ModelHealth, ModelStatus
+from chatrelay.upstreams.stream import Timeouts
 
 
 def unreachable_failure(failures: list[UpstreamFailure]) -> UpstreamFailure:
