@@ -2,37 +2,46 @@
 
 A row that exists but belongs to someone else is reported exactly like an absent one
 (:class:`NotFound`), so ids reveal nothing.
+
+What a message row keeps of a message (and its attachments' bounds) is in message_rows.py; the
+writes of a running answer's row in answer_rows.py.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.errors import NOT_FOUND, ChatRelayError
-from chatrelay.store.models import Conversation, MessageRow, User, new_id, utcnow
-from chatrelay.text import message_text
 
-if TYPE_CHECKING:
-    from chatrelay.config import Settings
+# Re-exported ("as") until answers/ and tests/e2e/ import them from answer_rows.py and
+# message_rows.py, where they live now.
+from chatrelay.store.answer_rows import AnswerRowMissing as AnswerRowMissing
+from chatrelay.store.answer_rows import finish_answer as finish_answer
+from chatrelay.store.answer_rows import save_answer_texts as save_answer_texts
+from chatrelay.store.message_rows import AttachmentLimits as AttachmentLimits
+from chatrelay.store.message_rows import AttachmentQuotaExceeded as AttachmentQuotaExceeded
+from chatrelay.store.message_rows import AttachmentsTooLarge as AttachmentsTooLarge
+from chatrelay.store.message_rows import attachment_bytes as attachment_bytes
+from chatrelay.store.message_rows import check_attachments, edited_extra
+from chatrelay.store.message_rows import counts_as_history as counts_as_history
+from chatrelay.store.message_rows import edited_content as edited_content
+from chatrelay.store.message_rows import message_extra as message_extra
+from chatrelay.store.message_rows import upstream_message as upstream_message
+from chatrelay.store.models import Conversation, MessageRow, new_id, utcnow
+from chatrelay.text import message_text
 
 # The tables themselves, for the Core statements of the per-request writes (the ORM's unit
 # of work cost more CPU than everything else a chat request does:
 # docs/performance.md#statements-built-once).
 CONVERSATIONS = cast(Table, Conversation.__table__)
 MESSAGES = cast(Table, MessageRow.__table__)
-USERS = cast(Table, User.__table__)
 
 TITLE_WORDS = 8
 TITLE_CHARS = 80
-
-# Answers that count as conversation history sent upstream (an error or empty answer does not).
-HISTORY_STATUSES = ("complete", "stopped", "interrupted")
 
 
 class NotFound(ChatRelayError):
@@ -53,127 +62,6 @@ def title_from(text: str) -> str:
     if len(words) > TITLE_WORDS or len(title) > TITLE_CHARS:
         title = title[:TITLE_CHARS].rstrip() + "…"
     return title or "New chat"
-
-
-# ---- messages as sent upstream -------------------------------------------------------------
-# A message is stored as its role, its text (searchable, shown, counted) and ``extra``: the
-# rest of the dict as it was sent, given back intact when the conversation goes upstream again.
-
-
-def message_extra(message: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What a message's row keeps besides its role and text: every other key as sent, and
-    ``content`` itself when it is not a string (a list of parts, or null). None for a plain
-    text message, the common case, which then costs nothing more than before."""
-    extra = {
-        key: value
-        for key, value in message.items()
-        if key != "role" and (key != "content" or not isinstance(value, str))
-    }
-    return extra or None
-
-
-def upstream_message(row: MessageRow) -> dict[str, Any]:
-    """A stored message as it goes upstream again: as it was sent (``extra`` wins, so a
-    stored null content or list of parts comes back as it was)."""
-    return {"role": row.role, "content": row.content, **(row.extra or {})}
-
-
-def counts_as_history(row: MessageRow) -> bool:
-    """Whether a stored message is part of the history sent upstream: every question; an
-    answer that was complete, stopped or interrupted and said something (text, or a tool call
-    or refusal with no text), not an error or an empty one."""
-    if row.role != "assistant":
-        return True
-    return row.status in HISTORY_STATUSES and bool(row.content or row.extra)
-
-
-# "data:" then a media type and parameters (no spaces) up to the comma before the data.
-_DATA_URL = re.compile(r"data:[^\s,]*,")
-# Keys whose string is an inline attachment even when it is bare base64, not a data URL:
-# input_audio's "data" and a file part's "file_data".
-_BASE64_KEYS = {"input_audio": "data", "file": "file_data"}
-
-
-def attachment_bytes(extra: Mapping[str, Any] | None) -> int:
-    """The bytes of a message's inline attachments, as stored: every data URL anywhere in
-    ``extra`` (image_url, file and audio parts, vLLM's audio_url/video_url...) and the base64
-    of input_audio and file parts. 0 for none (and at once for a plain message)."""
-    if not extra:
-        return 0
-    total = 0
-    stack: list[tuple[str, Any]] = [("", extra)]
-    while stack:
-        parent, value = stack.pop()
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        inline = _BASE64_KEYS.get(parent)
-        for key, item in items:
-            if isinstance(item, str):
-                # A text part's text is text, whatever it starts with.
-                if key == inline or (key != "text" and _DATA_URL.match(item) is not None):
-                    total += len(item) if item.isascii() else len(item.encode())
-            elif isinstance(item, dict | list):
-                stack.append((key if isinstance(key, str) else parent, item))
-    return total
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentLimits:
-    """Bounds on inline attachments, in bytes as stored (0 is unlimited): one message's
-    (``CHATRELAY_MAX_ATTACHMENT_BYTES``) and all of one user's stored messages'
-    (``CHATRELAY_USER_ATTACHMENT_BYTES``)."""
-
-    per_message: int = 0
-    per_user: int = 0
-
-    @classmethod
-    def of(cls, settings: Settings) -> AttachmentLimits:
-        return cls(settings.max_attachment_bytes, settings.user_attachment_bytes)
-
-
-class AttachmentsTooLarge(ChatRelayError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            413,
-            f"A message's attachments are {size:,} bytes; this server stores at most "
-            f"{limit:,} bytes of them per message (CHATRELAY_MAX_ATTACHMENT_BYTES).",
-            code="attachments_too_large",
-            details={"size": size, "limit": limit},
-        )
-
-
-class AttachmentQuotaExceeded(ChatRelayError):
-    def __init__(self, size: int, stored: int, limit: int) -> None:
-        super().__init__(
-            413,
-            f"These attachments ({size:,} bytes) would take your stored attachments past "
-            f"{limit:,} bytes (CHATRELAY_USER_ATTACHMENT_BYTES): {stored:,} are stored already. "
-            "Delete conversations with attachments to make room.",
-            code="attachment_quota_exceeded",
-            details={"size": size, "stored": stored, "limit": limit},
-        )
-
-
-def _check_attachments(
-    connection: Connection, *, owner_id: str, sizes: list[int], limits: AttachmentLimits
-) -> None:
-    """Refuse (before anything is written) a message over its bound, or attachments that
-    would take the owner past theirs."""
-    if limits.per_message:
-        largest = max(sizes)
-        if largest > limits.per_message:
-            raise AttachmentsTooLarge(largest, limits.per_message)
-    if limits.per_user:
-        # The owner's row, locked (PostgreSQL), makes two requests with attachments take turns:
-        # both cannot fit in the room one of them leaves. SQLite's writer is one at a time.
-        connection.execute(
-            select(USERS.c.id).where(USERS.c.id == owner_id).with_for_update()
-        ).first()
-        # A sum over the partial index of the messages with attachments, not a counter: what
-        # a deleted conversation held is free again without anything else to keep in step.
-        stored = connection.scalar(_STORED_ATTACHMENT_BYTES, {"b_owner": owner_id}) or 0
-        size = sum(sizes)
-        if stored + size > limits.per_user:
-            raise AttachmentQuotaExceeded(size, stored, limits.per_user)
 
 
 async def create_conversation(session: AsyncSession, *, owner_id: str, title: str) -> Conversation:
@@ -314,7 +202,7 @@ def append_exchange(
     extras = [message_extra(question) for question in questions]
     sizes = [attachment_bytes(extra) for extra in extras]
     if attachment_limits is not None and any(sizes):
-        _check_attachments(connection, owner_id=owner_id, sizes=sizes, limits=attachment_limits)
+        check_attachments(connection, owner_id=owner_id, sizes=sizes, limits=attachment_limits)
     conversations_ = CONVERSATIONS.c
     if conversation_id is None:
         conversation_id = new_id("conv")
@@ -390,118 +278,6 @@ def append_exchange(
     return conversation_id, answer_id
 
 
-class AnswerRowMissing(Exception):
-    """An answer's final write matched no row: it is not stored (retried, then logged)."""
-
-    def __init__(self, message_id: str) -> None:
-        super().__init__(f"no stored answer '{message_id}' to write (deleted?)")
-        self.message_id = message_id
-
-
-# The writes of a running answer (its flushes and its final state) find its row by its id
-# alone, on purpose: the route checked the owner when the answer started, the id is
-# unguessable, and the owner may change while it runs (a guest signing in gives its rows to
-# the account, on whichever instance). A write filtered on the owner it started with found
-# no row after that and was lost.
-
-
-def save_answer_texts(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """The periodic flush of streaming answers, all in one statement executed for many rows.
-
-    Each row is ``{"b_id", "b_content"}`` (bind names may not be column names); only a row
-    still ``streaming`` is written.
-    """
-    now = utcnow()
-    # Core executemany: the ORM's bulk UPDATE would insist on primary keys alone.
-    connection.execute(_SAVE_ANSWER_TEXT, [{**row, "b_now": now} for row in rows])
-
-
-def finish_answer(
-    connection: Connection,
-    *,
-    message_id: str,
-    content: str,
-    status: str,
-    finish_reason: str | None,
-    error: str | None,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    upstream: str | None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """The answer's final state, and its conversation's last activity (Core: once per chat).
-
-    ``extra``: what the answer said besides its text (``content: None`` and its tool calls,
-    its reasoning, a refusal), as :func:`message_extra` keeps a message's; None for text.
-
-    Found by its id whoever owns it now (see above); raises :class:`AnswerRowMissing` when
-    no row was written, so that the caller never takes a lost ending for a stored one.
-    """
-    finished = connection.execute(
-        _FINISH_ANSWER,
-        {
-            "b_id": message_id,
-            "b_content": content,
-            "b_extra": extra,
-            "b_status": status,
-            "b_finish_reason": finish_reason,
-            "b_error": error,
-            "b_prompt_tokens": prompt_tokens,
-            "b_completion_tokens": completion_tokens,
-            "b_upstream": upstream,
-            "b_now": utcnow(),
-        },
-    )
-    if not finished.rowcount:
-        raise AnswerRowMissing(message_id)
-    connection.execute(_TOUCH_CONVERSATION_OF, {"b_id": message_id, "b_now": utcnow()})
-
-
-# Built once: building a statement (its values made into bound parameters, its cache key) costs
-# more than running its cached compiled form; an insert's values come as parameters.
-_INSERT_CONVERSATION = insert(CONVERSATIONS)
-_INSERT_MESSAGES = insert(MESSAGES)
-_STORED_ATTACHMENT_BYTES = select(func.sum(MESSAGES.c.attachment_bytes)).where(
-    MESSAGES.c.user_id == bindparam("b_owner"), MESSAGES.c.attachment_bytes.is_not(None)
-)
-_SAVE_ANSWER_TEXT = (
-    update(MESSAGES)
-    .where(
-        MESSAGES.c.id == bindparam("b_id"),
-        # A flush that waited for the lock must never overwrite the final text.
-        MESSAGES.c.status == "streaming",
-    )
-    .values(content=bindparam("b_content"), updated_at=bindparam("b_now"))
-)
-_FINISH_ANSWER = (
-    update(MESSAGES)
-    .where(MESSAGES.c.id == bindparam("b_id"))
-    .values(
-        content=bindparam("b_content"),
-        extra=bindparam("b_extra", type_=MESSAGES.c.extra.type),
-        status=bindparam("b_status"),
-        finish_reason=bindparam("b_finish_reason"),
-        error=bindparam("b_error"),
-        prompt_tokens=bindparam("b_prompt_tokens"),
-        completion_tokens=bindparam("b_completion_tokens"),
-        upstream=bindparam("b_upstream"),
-        updated_at=bindparam("b_now"),
-    )
-)
-_TOUCH_CONVERSATION_OF = (
-    update(CONVERSATIONS)
-    .where(
-        # "=", not "IN": SQLite plans IN (subquery) AND user_id = ? as a search of all the
-        # owner's conversations by the user index (docs/performance.md#touch-conversation).
-        CONVERSATIONS.c.id
-        == select(MESSAGES.c.conversation_id)
-        .where(MESSAGES.c.id == bindparam("b_id"))
-        .scalar_subquery(),
-    )
-    .values(updated_at=bindparam("b_now"))
-)
-
-
 async def get_message(session: AsyncSession, *, owner_id: str, message_id: str) -> MessageRow:
     _refuse_impossible_id("message", message_id)
     message = await session.scalar(
@@ -575,32 +351,13 @@ async def rewind_to_last_question(
         )
     if new_text is not None:
         question.content = new_text
-        question.extra = _edited_extra(question.extra, new_text)
+        question.extra = edited_extra(question.extra, new_text)
         question.attachment_bytes = attachment_bytes(question.extra) or None
         question.updated_at = utcnow()
     return question
 
 
-def _edited_extra(extra: dict[str, Any] | None, new_text: str) -> dict[str, Any] | None:
-    if not extra or not isinstance(extra.get("content"), list):
-        return extra
-    # A new dict: the JSON column sees a change only when its value is replaced.
-    return {**extra, "content": edited_content(extra["content"], new_text)}
-
-
-def edited_content(content: Any, new_text: str) -> Any:
-    """An edit replaces a question's text: in a list of parts, its text parts become one with
-    the new text (where the first was); its images and other parts stay."""
-    if not isinstance(content, list):
-        return new_text
-    parts: list[Any] = []
-    placed = False
-    for part in content:
-        if not (isinstance(part, dict) and part.get("type") == "text"):
-            parts.append(part)
-        elif not placed:
-            parts.append({**part, "text": new_text})
-            placed = True
-    if not placed:
-        parts.insert(0, {"type": "text", "text": new_text})
-    return parts
+# Built once: building a statement (its values made into bound parameters, its cache key) costs
+# more than running its cached compiled form; an insert's values come as parameters.
+_INSERT_CONVERSATION = insert(CONVERSATIONS)
+_INSERT_MESSAGES = insert(MESSAGES)
