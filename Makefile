@@ -42,12 +42,17 @@ JS_STAMP := tests/js/node_modules/.package-lock.json
 $(JS_STAMP): tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund
 
+# In parallel (pytest-xdist): most tests wait on sockets, so four workers keep two cores
+# busy. Each test has its own port, database, Redis prefix and files (tests/conftest.py); the
+# tests that start the real llama.cpp server share one worker (--dist loadgroup).
+TEST_WORKERS ?= 4
 test: $(STAMP)
 	@command -v npm >/dev/null 2>&1 && $(MAKE) --no-print-directory $(JS_STAMP) || \
 		echo "tests/js not installed (npm ci): the tests that need it will skip"
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
-# The pure parts on their own (tests/unit/: no sockets, no databases, no browser): seconds.
+# The pure parts on their own (tests/unit/: no sockets, no databases, no browser): seconds,
+# in one process (starting workers would take longer than the tests).
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 

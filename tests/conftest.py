@@ -23,7 +23,6 @@ from chatrelay.answers.service import ChatService
 from chatrelay.app import create_app
 from chatrelay.config import Settings
 from chatrelay.http.context import AppContext, app_context
-from chatrelay.upstreams.sidecar import free_port
 from tests.fake_upstream import FakeUpstream
 
 # The browser fixture for the page tests lives in its own module.
@@ -43,6 +42,16 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start the real llama.cpp server (marked ``slow``) go to one xdist
+    worker, one after another (``--dist loadgroup``): its inference takes the cores whole,
+    and a module's server (test_embedded_structured.py) is then started once, not once per
+    worker."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("llama_cpp"))
+
+
 @dataclass
 class RunningRelay:
     url: str
@@ -59,33 +68,73 @@ class RunningRelay:
         return self.context.chat
 
 
+class TestServer(uvicorn.Server):
+    """uvicorn's server, stopped at once when the test is done with it.
+
+    uvicorn looks every 0.1 s whether it should exit, and pauses 0.1 s in its shutdown before
+    it waits for the open connections to close: a fixed fifth of a second for each of the
+    suite's many relays. Here the main loop waits for ``stop()``, and the shutdown waits for
+    the connections and tasks to end as uvicorn's does, without the pause. The rest (lifespan,
+    protocol, the app's own shutdown) is uvicorn's. ``chatrelay serve`` runs its own server
+    (cli/quiet_server.py); its stopping is tested through real signals (test_server.py).
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self._stopping.set()
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # the Date header, once
+        await self._stopping.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        # uvicorn has no event for either: polled as it does, but every 5 ms instead of 100.
+        while self.server_state.connections or self.server_state.tasks:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        for server in self.servers:
+            await server.wait_closed()
+        await self.lifespan.shutdown()
+
+
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[RunningRelay]:
     """The real app under uvicorn on a free loopback port, in this test's event loop."""
     app = create_app(settings)
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        ws="none",
-        lifespan="on",
-        proxy_headers=False,  # as `chatrelay serve`: the app reads the proxy headers itself
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            yield RunningRelay(url, app, client)
-    finally:
-        server.should_exit = True
-        await task
+    # Bound here and handed to uvicorn: no moment when another test could take the port.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(("127.0.0.1", 0))
+        port = listening.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws="none",
+            lifespan="on",
+            proxy_headers=False,  # as `chatrelay serve`: the app reads the proxy headers itself
+        )
+        server = TestServer(config)
+        task = asyncio.create_task(server.serve(sockets=[listening]))
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                yield RunningRelay(url, app, client)
+        finally:
+            server.stop()
+            await task
 
 
 @pytest.fixture

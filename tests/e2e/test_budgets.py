@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from chatrelay.store import usage as usage_queries
-from tests.conftest import free_port
 from tests.fake_upstream import DROP, FakeUpstream, livepeer_chunk, livepeer_events, openai_events
 from tests.limits_helpers import ask, chat_text, ledger, limits_backend, needed, usage_of
 from tests.polling import wait_until
+from tests.ports import free_port
 from tests.sse_client import events_of, read_answer
 
 __all__ = ["limits_backend"]  # a fixture, imported to be used here
@@ -305,7 +305,7 @@ async def test_the_embedded_model_is_billed_with_its_own_tokenizer(tmp_path) -> 
         async with relay.client.stream("POST", "/api/chat", json=body, timeout=60) as response:
             assert response.status_code == 200
             answer = await read_answer(response)
-        await wait_until(lambda: not relay.service.answers, within=10)
+        await wait_until(lambda: not relay.service.answers)
         [row] = await ledger(relay.context.db)
         report = await usage_of(relay.client)
     assert answer.text.strip()

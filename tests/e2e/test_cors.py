@@ -19,11 +19,11 @@ from playwright.async_api import Browser, expect
 from chatrelay.app import create_app
 from chatrelay.config import Settings
 from chatrelay.http.cors import CorsPolicy
-from chatrelay.upstreams.sidecar import free_port
 from tests.browser import WAIT_MS
 from tests.conftest import RunningRelay
 from tests.e2e.test_openai_api import MODEL, api_key
 from tests.fake_upstream import FakeUpstream, livepeer_events
+from tests.ports import free_port
 
 PAGE_DIR = Path(__file__).parent.parent / "cors_page"
 OPENAI_JS = Path(__file__).parent.parent / "js" / "node_modules" / "openai"

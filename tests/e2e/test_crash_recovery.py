@@ -7,12 +7,17 @@ import contextlib
 import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
-from tests.conftest import free_port
+from chatrelay.store.database import Database
+from chatrelay.store.models import MessageRow
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
+from tests.polling import wait_until_async
+from tests.ports import free_port
 from tests.sse_client import events_of, user
 
 
@@ -39,6 +44,18 @@ async def wait_healthy(url: str, process: asyncio.subprocess.Process | None = No
     raise AssertionError(f"{url} did not come up")
 
 
+async def stored_words_at_least(database_url: str, words: int) -> bool:
+    """Whether the (only) answer's stored row holds ``words`` words yet."""
+    db = Database(database_url)
+    try:
+        async with db.read() as session:
+            query = select(MessageRow.content).where(MessageRow.role == "assistant")
+            content = await session.scalar(query)
+    finally:
+        await db.close()
+    return len((content or "").split()) >= words
+
+
 async def test_kill_9_mid_answer_then_restart(
     relay_for, fake: FakeUpstream, database_url: str, tmp_path: Path
 ) -> None:
@@ -61,7 +78,8 @@ async def test_kill_9_mid_answer_then_restart(
                         seen += 1
                         if seen == 20:
                             break
-                await asyncio.sleep(0.3)  # a few flushes happen
+                # What it has sent so far is in its row (flushed on its timer) when it dies.
+                await wait_until_async(partial(stored_words_at_least, database_url, seen))
                 process.send_signal(signal.SIGKILL)  # no shutdown code runs
                 await process.wait()
             cookies = dict(client.cookies)

@@ -14,7 +14,8 @@ import pytest
 
 from chatrelay.config import EMBEDDED_MODEL, Settings
 from chatrelay.upstreams.sidecar import BUNDLED_MODEL_FILE, find_bundled_model
-from tests.conftest import free_port, serve
+from tests.conftest import serve
+from tests.ports import free_port
 from tests.sse_client import DONE, read_answer, user
 
 pytestmark = pytest.mark.slow

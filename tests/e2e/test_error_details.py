@@ -11,8 +11,9 @@ import pytest
 from chatrelay.config import Settings
 from chatrelay.error_details import for_client, shows_details
 from chatrelay.upstreams.client import UpstreamFailure
-from tests.conftest import RelayFactory, free_port
+from tests.conftest import RelayFactory
 from tests.fake_upstream import FakeUpstream, livepeer_chunk
+from tests.ports import free_port
 from tests.sse_client import read_answer, user
 
 SECRET = "sk-live-0123456789abcdef"

@@ -16,7 +16,6 @@ import pytest
 from chatrelay.answers.failover import CONTINUE_INSTRUCTION
 from chatrelay.config import Settings
 from chatrelay.upstreams.registry import UpstreamRegistry, remote_upstream_configs
-from tests.conftest import free_port
 from tests.fake_upstream import (
     DROP,
     FakeResponse,
@@ -26,6 +25,7 @@ from tests.fake_upstream import (
     paced,
 )
 from tests.polling import wait_until
+from tests.ports import free_port
 from tests.sse_client import DONE, read_answer, user
 
 MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct"
@@ -271,7 +271,7 @@ async def test_health_check_half_opens_a_recovered_upstream(relay_for, fake: Fak
     async with relay_for(breaker_failures=1, breaker_cooldown=600, health_interval=0.1) as relay:
         await ask(relay)
         breaker = relay.service.registry.breakers["livepeer"]
-        await wait_until(lambda: breaker.state == "half_open", within=3)
+        await wait_until(lambda: breaker.state == "half_open")
         fake.script = paced(livepeer_events(["back"]), 0.001)
         _, answer = await ask(relay)
         assert answer is not None and answer.text == "back"

@@ -12,9 +12,9 @@ import pytest
 
 from chatrelay.config import Settings
 from chatrelay.http.hosts import AllowedHosts, AllowedHostsRequired
-from chatrelay.upstreams.sidecar import free_port
 from tests.conftest import RelayFactory
 from tests.fake_upstream import FakeUpstream, livepeer_events
+from tests.ports import free_port
 from tests.sse_client import user
 
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from chatrelay.observability import JsonFormatter
-from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.polling import wait_until
+from tests.ports import free_port
 from tests.sse_client import read_answer, user
 
 MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import free_port
 from tests.fake_upstream import DROP, FakeResponse, FakeUpstream, livepeer_chunk
 from tests.limits_helpers import ask, ledger, limits_backend, needed, usage_of
 from tests.polling import wait_until
+from tests.ports import free_port
 from tests.sse_client import read_answer
 
 __all__ = ["limits_backend"]  # a fixture, imported to be used here

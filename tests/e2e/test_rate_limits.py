@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 
 from chatrelay.limits.redis_backend import RedisSignInThrottle
-from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.limits_helpers import ask, chat_text, limits_backend
 from tests.polling import wait_until
+from tests.ports import free_port
 from tests.sse_client import events_of, read_answer
 
 __all__ = ["limits_backend"]  # a fixture, imported to be used here

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from chatrelay.config import LIVEPEER_MODELS
-from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream, livepeer_events
+from tests.ports import free_port
 from tests.sse_client import user
 
 

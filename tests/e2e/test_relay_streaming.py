@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from tests.fake_upstream import (
     DROP,
@@ -155,12 +154,11 @@ async def test_connection_dropped_mid_answer_ends_with_error(fake: FakeUpstream,
 async def test_stall_mid_answer_ends_with_error(fake: FakeUpstream, relay_for) -> None:
     never = asyncio.Event()
     fake.script = [livepeer_chunk("Hello"), b": still here\n\n", never]
-    async with relay_for(stall_timeout=0.3, first_token_timeout=30) as relay:
-        began = time.monotonic()
+    # The stall timer takes over from the first-token timer at the first token: were it
+    # not so, nothing would end this answer before pytest-timeout.
+    async with relay_for(stall_timeout=0.3, first_token_timeout=3600) as relay:
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             answer = await read_answer(response)
-        # The stall timer takes over from the (longer) first-token timer at the first token.
-        assert time.monotonic() - began < 10
     assert answer.text == "Hello"
     [error] = answer.errors
     assert error["code"] == "upstream_stall"

@@ -127,12 +127,22 @@ async def test_each_finished_answer_is_kept_for_the_ttl_from_its_own_end(
                 finished_at[response.headers["x-message-id"]] = loop.time()
             await asyncio.sleep(pause)
         first, second = finished_at
-        assert set(relay.service.answers) == {first, second}  # within the ttl: in memory
-        await wait_until(lambda: first not in relay.service.answers, within=2)
-        assert loop.time() - finished_at[first] > 0.9  # (its answer ended just before)
-        assert second in relay.service.answers  # its own ttl is not over yet
-        await wait_until(lambda: not relay.service.answers, within=2)
-        assert loop.time() - finished_at[second] > 0.9
+
+        def kept_for_their_ttl() -> bool:
+            """No answer let go before its own ttl from its own end (each ended just before it
+            was timed); how much later is the machine's business."""
+            now = loop.time()
+            return all(
+                message_id in relay.service.answers or now - ended > 0.9
+                for message_id, ended in finished_at.items()
+            )
+
+        assert set(relay.service.answers) <= {first, second}
+        assert kept_for_their_ttl()  # within the ttl: in memory
+        while relay.service.answers:
+            assert kept_for_their_ttl()
+            await asyncio.sleep(0.01)
+        assert kept_for_their_ttl()
         # Then a re-attach replays the stored answer (see the test above).
         async with relay.client.stream("GET", f"/api/messages/{first}/stream") as replay:
             text, events, _ = await read_rest(replay)
@@ -167,7 +177,7 @@ async def test_a_dropped_connection_is_not_a_stop(
         async with relay.client.stream("POST", "/api/chat", json=user("x")) as response:
             conversation_id = response.headers["x-conversation-id"]
             await read_some(response, 3)
-        await wait_until(lambda: not relay.service.answers, within=10)
+        await wait_until(lambda: not relay.service.answers)
         stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
     answer = stored["messages"][-1]
     assert answer["status"] == "complete" and answer["content"] == WHOLE
@@ -225,7 +235,7 @@ async def test_signing_in_while_an_answer_streams_keeps_it(
         url = f"/api/messages/{message_id}/stream"
         async with relay.client.stream("GET", url, headers={"Last-Event-ID": last_id}) as resumed:
             rest, _, _ = await read_rest(resumed)
-        await wait_until(lambda: not relay.service.answers, within=10)
+        await wait_until(lambda: not relay.service.answers)
         stored = (await relay.client.get(f"/api/conversations/{conversation_id}")).json()
     assert before + rest == WHOLE
     assert stored["messages"][-1]["status"] == "complete"

@@ -85,8 +85,8 @@ async def test_a_stopped_answer_does_not_reuse_its_connection(fake: FakeUpstream
         fake.script = livepeer_events(["again"])
         assert await answer_of(upstream) == "again"
     assert fake.requests[0].peer != fake.requests[1].peer
-    await asyncio.sleep(0.3)
-    assert fake.disconnected_at is not None  # the first answer's upstream was hung up on
+    # The first answer's upstream was hung up on (let be, it would have ended, not been cut).
+    await wait_until(lambda: fake.disconnected_at is not None)
 
 
 @pytest.mark.parametrize("stopped", [False, True])
@@ -113,7 +113,7 @@ async def test_a_stream_once_over_leaves_no_garbage_for_the_collector(
             # at the latest when the drain gives up (DRAIN_SECONDS), which on a loaded machine
             # (the whole suite before it) came later than 2 s after the stream ended, and on
             # a machine running other test suites besides later than 5 s.
-            await wait_until(lambda: not left(), within=20)
+            await wait_until(lambda: not left())
     finally:
         gc.enable()
 

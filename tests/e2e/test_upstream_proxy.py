@@ -31,9 +31,9 @@ from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, Upstr
 from chatrelay.upstreams.dialects import GenerationParams
 from chatrelay.upstreams.http1 import ConnectionPool
 from chatrelay.upstreams.proxy import no_proxy_matches, proxy_for
-from chatrelay.upstreams.sidecar import free_port
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.polling import wait_until
+from tests.ports import free_port
 from tests.sse_client import DONE, StreamedAnswer, events_of, read_answer, user
 
 TINYPROXY = "/usr/bin/tinyproxy"
@@ -106,7 +106,7 @@ async def tinyproxy(tmp_path: Path) -> AsyncIterator[StartProxy]:
             with socket.socket() as probe:
                 return probe.connect_ex(("127.0.0.1", port)) == 0
 
-        await wait_until(listening, within=10)
+        await wait_until(listening)
         return Tinyproxy(f"http://127.0.0.1:{port}", log)
 
     yield start

