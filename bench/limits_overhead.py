@@ -34,8 +34,9 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chatrelay.config import Settings
+from chatrelay.limits.admission import Caller
 from chatrelay.limits.periods import PeriodWindow
-from chatrelay.limits.quotas import Caller, Quotas
+from chatrelay.limits.quotas import Quotas
 from chatrelay.limits.redis_backend import RedisLimits
 from chatrelay.upstreams.chunk import Usage
 from chatrelay.upstreams.dialects import UpstreamMessage

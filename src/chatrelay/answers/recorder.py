@@ -35,8 +35,10 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Connection
 
-from chatrelay.limits.quotas import Admission, BilledUsage, Quotas
-from chatrelay.store import conversations, usage
+from chatrelay.limits.admission import Admission
+from chatrelay.limits.billing import BilledUsage
+from chatrelay.limits.quotas import Quotas
+from chatrelay.store import answer_rows, usage
 from chatrelay.store.database import Database
 from chatrelay.store.models import AnswerStatus
 from chatrelay.upstreams.chunk import Usage
@@ -111,7 +113,7 @@ class AnswerRecorder:
     ) -> None:
         self.store = store
         # Who asked. Not a filter of the answer's writes, which find its row by id whoever
-        # owns it now (store/conversations.py).
+        # owns it now (store/answer_rows.py).
         self.owner_id = owner_id
         self.admission = admission
         self.writes = 0
@@ -180,7 +182,7 @@ class AnswerStore:
         if not rows:
             return
         small = len(rows) <= SMALL_FLUSH_ROWS and size <= SMALL_FLUSH_CHARS
-        await self.db.write(partial(conversations.save_answer_texts, rows=rows), small=small)
+        await self.db.write(partial(answer_rows.save_answer_texts, rows=rows), small=small)
         for recorder, length in grown:
             recorder.saved_length = length
             recorder.writes += 1
@@ -195,7 +197,7 @@ class AnswerStore:
             reported = counted = Usage(billed.prompt_tokens, billed.completion_tokens)
         # Everything the writes need, read here on the event loop: they run on a writer thread.
         final = partial(
-            conversations.finish_answer,
+            answer_rows.finish_answer,
             message_id=outcome.id,
             content=outcome.text,
             # Tool calls, reasoning, a refusal: stored with the text, sent back with the history.
@@ -219,7 +221,7 @@ class AnswerStore:
                 await self.db.write(write, small=True)
                 recorder.writes += 1
                 return counted
-            except conversations.AnswerRowMissing:
+            except answer_rows.AnswerRowMissing:
                 # Never taken for a success: the row may be in a transaction that moves it.
                 log.warning(
                     "answer %s: no row to store its end in (attempt %d)", outcome.id, attempt

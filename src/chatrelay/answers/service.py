@@ -42,8 +42,9 @@ from chatrelay.answers.turns import (
 from chatrelay.config import Settings
 from chatrelay.error_details import shows_details
 from chatrelay.errors import ChatRelayError
-from chatrelay.limits.quotas import Admission, Caller, Quotas
-from chatrelay.store import conversations
+from chatrelay.limits.admission import Admission, Caller
+from chatrelay.limits.quotas import Quotas
+from chatrelay.store import conversations, message_rows
 from chatrelay.store.database import Database
 from chatrelay.store.instances import InstanceHeartbeat
 from chatrelay.store.models import MessageRow
@@ -101,7 +102,7 @@ class ChatService:
         self.answers: dict[str, Answer] = {}
         self._expiry = _Expiry(self.answers, settings.finished_job_ttl)
         self.quotas = quotas or Quotas.in_memory(settings, db)
-        self._attachment_limits = conversations.AttachmentLimits.of(settings)
+        self._attachment_limits = message_rows.AttachmentLimits.of(settings)
         self.answer_store = AnswerStore(db, interval=settings.flush_interval, quotas=self.quotas)
         self._detailed_errors = shows_details(settings)
         self._policy = RetryPolicy(

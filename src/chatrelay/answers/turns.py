@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from chatrelay.config import Settings
 from chatrelay.errors import ChatRelayError
-from chatrelay.store import conversations
+from chatrelay.store import conversations, message_rows
 from chatrelay.store.database import Database
 from chatrelay.store.models import MessageRow
 from chatrelay.text import message_text
@@ -84,20 +84,20 @@ async def read_turn(
     if asked.action == "send":
         # The server keeps the history: of what the client sent, only the new message.
         history = [
-            conversations.upstream_message(m) for m in stored if conversations.counts_as_history(m)
+            message_rows.upstream_message(m) for m in stored if message_rows.counts_as_history(m)
         ]
         return history, _new_part(incoming, asked.api), None
     question = conversations.question_to_answer_again(stored)  # again under the lock
     earlier = [
-        conversations.upstream_message(m)
+        message_rows.upstream_message(m)
         for m in stored
-        if m.seq < question.seq and conversations.counts_as_history(m)
+        if m.seq < question.seq and message_rows.counts_as_history(m)
     ]
     # Answered again as it was sent (its images and parts), or with the edit's text
     # (which the store put in place of its text parts).
-    again = conversations.upstream_message(question)
+    again = message_rows.upstream_message(question)
     if asked.action == "edit":
-        edited = conversations.edited_content(again.get("content"), message_text(incoming[0]))
+        edited = message_rows.edited_content(again.get("content"), message_text(incoming[0]))
         again = {**again, "content": edited}
     return [*earlier, again], [], question
 
@@ -111,7 +111,7 @@ async def store_turn(
     question: MessageRow | None,
     model: str,
     instance_id: str,
-    attachment_limits: conversations.AttachmentLimits,
+    attachment_limits: message_rows.AttachmentLimits,
 ) -> tuple[str, str]:
     """The question and its empty answer (status ``streaming``) committed; for regenerate
     and edit, the old answer dropped instead (and the edit applied). The conversation's id

@@ -24,8 +24,8 @@ from chatrelay.auth import passwords
 from chatrelay.auth.credential_cache import CredentialCache
 from chatrelay.auth.secret import load_secret_key
 from chatrelay.auth.sessions import SessionCookies
-from chatrelay.auth.throttle import SignInThrottle
 from chatrelay.config import Settings
+from chatrelay.limits.sign_in import SignInThrottle
 from chatrelay.store.database import Database
 
 _SLOT = "chatrelay_auth_parts"

@@ -30,12 +30,12 @@ from chatrelay.auth.identity import (
 )
 from chatrelay.auth.passwords import hash_password, verify_password
 from chatrelay.auth.sessions import end_user_sessions, is_secure, new_token, token_hash
-from chatrelay.auth.throttle import SignInThrottle, new_attempt_id
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
 from chatrelay.http.context import ContextDep, DatabaseDep
 from chatrelay.http.routes.auth import me
 from chatrelay.limits.refusals import too_many_failures
+from chatrelay.limits.sign_in import SignInThrottle, new_attempt_id
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow

@@ -25,12 +25,12 @@ from chatrelay.auth.identity import (
 )
 from chatrelay.auth.passwords import burn_verify_time, hash_password, needs_rehash, verify_password
 from chatrelay.auth.sessions import is_secure, new_token, token_hash
-from chatrelay.auth.throttle import new_attempt_id
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
 from chatrelay.http.context import ContextDep, DatabaseDep, QuotasDep
 from chatrelay.limits.quotas import Quotas
 from chatrelay.limits.refusals import too_many_failures
+from chatrelay.limits.sign_in import new_attempt_id
 from chatrelay.store import users
 from chatrelay.store.models import User, utcnow
 from chatrelay.text import StoredText
