@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 
 from tests.e2e.test_crash_recovery import start_server_process
 from tests.fake_upstream import FakeUpstream
@@ -184,15 +183,3 @@ async def test_connections_beyond_the_limit_are_answered_503(
                     break
                 await asyncio.sleep(0.05)
             assert answered[-1] == 200
-
-
-@pytest.mark.parametrize("limit", ["max_header_bytes", "header_timeout", "max_connections"])
-def test_the_limits_are_settings(limit: str) -> None:
-    from chatrelay.config import Settings
-    from chatrelay.http.connection_limits import ConnectionLimits
-
-    value = {"max_header_bytes": 2048, "header_timeout": 3.0, "max_connections": 7}[limit]
-    limits = ConnectionLimits.of(Settings(**{limit: value}))
-    assert getattr(limits, limit) == value
-    options = limits.uvicorn_options()
-    assert options["http"].limits is limits and options["timeout_keep_alive"] == 5.0

@@ -8,10 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
-from chatrelay.config import Settings
-from chatrelay.http.hosts import AllowedHosts, AllowedHostsRequired
 from tests.conftest import RelayFactory
 from tests.fake_upstream import FakeUpstream, livepeer_events
 from tests.ports import free_port
@@ -88,25 +84,3 @@ async def test_bound_elsewhere_the_names_are_required(tmp_path: Path) -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 2
     assert b"CHATRELAY_ALLOWED_HOSTS" in stderr
-
-
-@pytest.mark.parametrize(
-    ("entries", "host", "allowed"),
-    [
-        (["*"], "anything.example:1", True),
-        (["::1"], "[::1]:8000", True),
-        (["[::1]:8000"], "[::1]:8001", False),
-        (["example.com"], "example.com.", True),
-        (["example.com"], "example.com:abc", False),
-        (["*.example.com"], ".example.com", False),
-    ],
-)
-def test_allow_list_entries(entries: list[str], host: str, allowed: bool) -> None:
-    assert AllowedHosts.parse(entries).allows(host) is allowed
-
-
-def test_a_non_loopback_bind_without_names_is_a_configuration_error() -> None:
-    with pytest.raises(AllowedHostsRequired):
-        AllowedHosts.of(Settings(host="0.0.0.0"))
-    assert AllowedHosts.of(Settings(host="0.0.0.0", allowed_hosts="*")).any_host
-    assert AllowedHosts.of(Settings(host="::1")).allows("localhost:1")

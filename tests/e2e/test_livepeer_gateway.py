@@ -13,18 +13,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from chatrelay.answers.frames import OpenAIFrames
 from chatrelay.config import Settings
-from chatrelay.http.routes.livepeer import LivepeerFrames
 from chatrelay.http.served import ServedEndpoints, ServedRoute
-from chatrelay.upstreams.chunk import Usage
 from tests.conftest import RunningRelay, serve
 from tests.e2e.test_openai_api import api_key
 from tests.fake_upstream import (
@@ -553,20 +549,6 @@ async def test_the_route_answers_as_the_served_endpoint(relay_for, fake: FakeUps
         routed = await answers()
     assert served == routed
     assert served[0] == (200, ["Same", ""])
-
-
-def test_a_chunk_is_the_json_of_its_token_whatever_the_names_hold() -> None:
-    """The byte template of a token survives a '%' in the model's name and any token text."""
-    encoder = OpenAIFrames("chatcmpl-1", "acme/100%-model")
-    answer = SimpleNamespace(encoder=encoder, model=encoder.model, usage=Usage(7, 2))
-    frames = LivepeerFrames(answer)  # type: ignore[arg-type]
-    for token in ['say "%s" 100%', "\n\u2028😀\\", "%d%%"]:
-        frame = frames.content(orjson.dumps(token)[1:-1], 3)
-        assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
-        chunk = orjson.loads(frame[len(b"data: ") :])
-        assert chunk["choices"][0]["delta"] == {"content": token, "role": "assistant"}
-        assert chunk["model"] == "acme/100%-model"
-        assert chunk["usage"] == {"completion_tokens": 3, "prompt_tokens": 7, "total_tokens": 10}
 
 
 async def test_a_refused_request_keeps_nothing_of_itself_in_the_error(

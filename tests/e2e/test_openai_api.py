@@ -327,33 +327,6 @@ async def test_a_refused_request_keeps_nothing_of_itself_in_the_error(
         assert answer.error is not None and answer.error.__traceback__ is None
 
 
-@pytest.mark.parametrize(
-    ("path", "root_path", "method", "served_itself"),
-    [
-        (PATH, "", "POST", True),
-        ("/proxy" + PATH, "/proxy", "POST", True),  # uvicorn --root-path puts it in front
-        ("/proxy" + PATH, "", "POST", False),
-        (PATH, "", "GET", False),  # the router answers 405
-    ],
-)
-async def test_served_endpoints_match_as_the_router_does(
-    path: str, root_path: str, method: str, served_itself: bool
-) -> None:
-    reached: list[str] = []
-
-    async def endpoint(scope: object, receive: object, send: object, rest: object) -> None:
-        reached.append("endpoint")
-
-    async def rest_of_app(scope: object, receive: object, send: object) -> None:
-        reached.append("rest")
-
-    app = ServedEndpoints(rest_of_app, {("POST", PATH): endpoint})  # type: ignore[dict-item]
-    scope = {"type": "http", "method": method, "path": path, "root_path": root_path}
-    await app(scope, None, None)  # type: ignore[arg-type]
-    assert reached == ["endpoint" if served_itself else "rest"]
-    assert (scope.get("route") == ServedRoute("POST", PATH)) == served_itself
-
-
 @pytest.mark.parametrize("keep_generating", [False, True])
 async def test_a_client_that_leaves_stops_its_answer_unless_it_asked_not_to(
     relay_for, fake: FakeUpstream, keep_generating: bool

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from chatrelay.sse import (
     DONE,
+    EventTooLarge,
     ServerSentEvent,
     SSEDecoder,
     encode_comment,
@@ -545,3 +546,17 @@ def test_round_trip_stream(
     got = [e for i in range(len(wire)) for e in d.feed(wire[i : i + 1])]
     assert got + d.flush() == expected
     assert d.comments == len(comments)
+
+
+def test_the_decoder_bounds_a_line_and_an_event() -> None:
+    decoder = SSEDecoder(max_bytes=1000)
+    decoder.feed(b"data: " + b"a" * 900)
+    with pytest.raises(EventTooLarge, match="a line longer than 1000 bytes"):
+        decoder.feed(b"a" * 200)  # still no end of line
+    decoder = SSEDecoder(max_bytes=1000)
+    with pytest.raises(EventTooLarge, match="an event's data"):
+        for _ in range(30):  # data lines, and never the blank line that ends their event
+            decoder.feed(b"data: " + b"b" * 50 + b"\n")
+    decoder = SSEDecoder(max_bytes=1000)
+    events = decoder.feed(b"data: " + b"c" * 990 + b"\n\n")  # within the bound: as ever
+    assert [len(e.data) for e in events] == [990]

@@ -77,3 +77,65 @@ def test_whole_frames_between_tokens_take_no_text() -> None:
     assert buffer.content_text(1, 2) == ""
     assert buffer.frame(1) == b": keep-alive\n\n"
     assert buffer.frame(2) == encoder.content('"b"')
+
+
+def ended() -> tuple[OpenAIFrames, EventBuffer, bytes]:
+    encoder = OpenAIFrames("chatcmpl-4", "m", created=1)
+    buffer = EventBuffer(encoder.content_template)
+    buffer.append(encoder.role())
+    buffer.append_content(b"Hi")
+    page_ending = encoder.final("stop", None, status="complete")
+    buffer.append_ending(page_ending)
+    buffer.append(DONE)
+    buffer.close()
+    return encoder, buffer, page_ending
+
+
+OTHER_ENDING = b'data: {"done":true,"theirs":1}\n\n'
+
+
+async def test_a_follower_given_an_ending_gets_its_own_in_the_endings_place() -> None:
+    encoder, buffer, page_ending = ended()
+    theirs = b"".join([chunk async for chunk in buffer.follow(ending=lambda: OTHER_ENDING)])
+    assert theirs == encoder.role() + encoder.content("Hi") + OTHER_ENDING + DONE
+    # The page's followers, and the stored frame itself, are untouched.
+    page = b"".join([chunk async for chunk in buffer.follow()])
+    assert page == encoder.role() + encoder.content("Hi") + page_ending + DONE
+    assert buffer.frame(2) == page_ending
+    assert buffer.content_text() == "Hi"  # the ending takes no text
+
+
+async def test_the_ending_keeps_its_id_and_a_follower_past_it_never_renders_it() -> None:
+    _, buffer, _ = ended()
+    calls: list[int] = []
+
+    def ending() -> bytes:
+        calls.append(1)
+        return OTHER_ENDING
+
+    resumed = b"".join([c async for c in buffer.follow(after=2, ids=True, ending=ending)])
+    assert resumed == b"id: 3\n" + OTHER_ENDING + b"id: 4\n" + DONE
+    past = b"".join([c async for c in buffer.follow(after=3, ids=True, ending=ending)])
+    assert past == b"id: 4\n" + DONE
+    assert calls == [1]  # rendered once, for the one follower that got it
+
+
+async def test_a_live_follower_gets_its_ending_when_it_comes() -> None:
+    encoder = OpenAIFrames("chatcmpl-5", "m", created=1)
+    buffer = EventBuffer(encoder.content_template)
+    got: list[bytes] = []
+
+    async def listen() -> None:
+        async for chunk in buffer.follow(ending=lambda: OTHER_ENDING):
+            got.append(chunk)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0)
+    buffer.append_content(b"one")
+    await asyncio.sleep(0)
+    assert got == [encoder.content("one")]
+    buffer.append_ending(encoder.error("cut", type="upstream_error", code="upstream_cut"))
+    buffer.append(DONE)
+    buffer.close()
+    await listener
+    assert b"".join(got) == encoder.content("one") + OTHER_ENDING + DONE
