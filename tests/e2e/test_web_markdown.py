@@ -157,7 +157,13 @@ async def test_the_answer_grows_over_many_frames_while_it_streams(
     browser: Browser, relay_for, fake: FakeUpstream
 ) -> None:
     words = [f"word{i} " for i in range(40)]
-    fake.script = paced(livepeer_events(words), 0.04)
+    # Six parts, each held until the page shows it: at least five partial texts are on the
+    # page for a while, however the machine's load batches the frames.
+    parts = [asyncio.Event() for _ in range(5)]
+    events = livepeer_events(words)
+    fake.script = paced(events[:7], 0.005)
+    for index, part in enumerate(parts):
+        fake.script += [part, *paced(events[7 * (index + 1) : 7 * (index + 2)], 0.005)]
     async with relay_for() as relay:
         async with open_chat(browser, relay) as chat:
             page = chat.page
@@ -174,6 +180,10 @@ async def test_the_answer_grows_over_many_frames_while_it_streams(
                 }"""
             )
             answer = await chat.say("Count words")
+            for index, part in enumerate(parts):
+                shown = words[7 * index + 6].strip()
+                await expect(answer.locator(".content")).to_contain_text(shown)
+                part.set()
             await expect(answer).to_have_attribute("data-state", "done")
             full = "".join(words).strip()
             await expect(answer.locator(".content")).to_have_text(full)

@@ -15,12 +15,21 @@ from playwright.async_api import Browser, Request, expect
 
 from tests.conftest import RunningRelay
 from tests.e2e.test_web_page import open_chat
-from tests.fake_upstream import FakeUpstream, livepeer_events, paced
+from tests.fake_upstream import FakeUpstream, Step, livepeer_events, paced
 from tests.polling import wait_until
 from tests.ports import free_port
 
 TOKENS = [f" t{i}" for i in range(60)]
 FULL = "".join(TOKENS).strip()
+
+
+def held_after(count: int, rest: asyncio.Event) -> list[Step]:
+    """The answer's first ``count`` tokens, then the rest once ``rest`` is set: what the test
+    does in the middle of the answer happens in the middle, however slow the machine."""
+    events = livepeer_events(TOKENS)
+    return [*paced(events[:count], 0.01), rest, *paced(events[count:], 0.01)]
+
+
 # The browser logs the requests that failed while the server could not be reached.
 UNREACHABLE = ["ERR_CONNECTION", "ERR_EMPTY_RESPONSE", "ERR_INCOMPLETE", "Failed to load"]
 
@@ -108,7 +117,8 @@ class StreamRequests:
 async def test_reload_in_the_middle_of_an_answer_reattaches_and_completes(
     browser: Browser, relay_for, fake: FakeUpstream, tmp_path
 ) -> None:
-    fake.script = paced(livepeer_events(TOKENS), 0.05)
+    rest = asyncio.Event()
+    fake.script = held_after(10, rest)
     async with relay_for(data_dir=tmp_path) as relay:
         async with open_chat(browser, relay) as chat:
             page = chat.page
@@ -120,9 +130,10 @@ async def test_reload_in_the_middle_of_an_answer_reattaches_and_completes(
             await page.reload()
             await expect(chat.messages).to_have_count(2)
             answer = chat.answers.last
-            # Attached again: still growing, with Stop to stop it.
+            # Attached again: still running, with Stop to stop it; then growing.
             await expect(answer).to_have_attribute("data-state", "streaming")
             await expect(chat.send_button).to_have_text("Stop")
+            rest.set()
             await expect(answer.locator(".content")).to_contain_text("t40 ")
             await expect(answer).to_have_attribute("data-state", "done")
             # Every token once: the replay did not add to the text shown before it.
@@ -167,7 +178,8 @@ async def test_stop_works_on_an_answer_reattached_after_a_reload(
 async def test_a_dropped_connection_shows_offline_then_resumes_every_token_once(
     browser: Browser, relay_for, fake: FakeUpstream, tmp_path
 ) -> None:
-    fake.script = paced(livepeer_events(TOKENS), 0.05)
+    rest = asyncio.Event()
+    fake.script = held_after(10, rest)
     # The answer's events stay available a while after it ends: the resume replays them.
     async with relay_for(data_dir=tmp_path, finished_job_ttl=30) as direct:
         async with behind_proxy(direct) as (proxy, relay):
@@ -188,6 +200,7 @@ async def test_a_dropped_connection_shows_offline_then_resumes_every_token_once(
                 await expect(answer).to_have_attribute("data-connection", "lost")
                 await expect(chat.send_button).to_have_text("Stop")
                 # The answer goes on on the server meanwhile (a dropped connection is no stop).
+                rest.set()
                 await wait_until(lambda: fake.finished_at is not None)
                 assert fake.disconnected_at is None
 
