@@ -1,7 +1,7 @@
 """The forms some settings are written in, and how each is parsed: comma lists, rate limits
 and trusted proxies.
 
-A leaf, like config.py that validates its fields with these: the layers that use the parsed
+A leaf, like config/ that validates its fields with these: the layers that use the parsed
 values (``limits/rate.py``, ``limits/client_ip.py``, ``limits/quotas.py``) import them from
 here, so that the settings import no layer.
 """

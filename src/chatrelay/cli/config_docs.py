@@ -1,9 +1,10 @@
-"""docs/configuration.md, generated from the ``Settings`` field descriptions in config.py.
+"""docs/configuration.md, generated from the ``Settings`` field descriptions in config/.
 
     python -m chatrelay.cli.config_docs > docs/configuration.md
 
-The settings are described once, in config.py; this page is made from them so that it cannot
-say something else (tests/unit/cli/test_config_docs.py fails when the two drift apart).
+The settings are described once, in the modules of config/; this page is made from them so
+that it cannot say something else (tests/unit/cli/test_config_docs.py fails when the two drift
+apart).
 """
 
 from __future__ import annotations
@@ -15,131 +16,38 @@ from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 
 from chatrelay.config import Settings, UpstreamSpec
+from chatrelay.config.accounts import AccountSettings
+from chatrelay.config.budgets import BudgetSettings
+from chatrelay.config.embedded import EmbeddedSettings
+from chatrelay.config.failover import FailoverSettings
+from chatrelay.config.logs import LogSettings
+from chatrelay.config.requests import RequestSettings
+from chatrelay.config.serving import ServingSettings
+from chatrelay.config.storage import StorageSettings
+from chatrelay.config.upstreams import UpstreamSettings
 
-# The page's sections: each setting in exactly one (the test checks it), in this order.
-SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "Upstreams",
-        (
-            "livepeer_gateway_urls",
-            "livepeer_api_key",
-            "openai_base_url",
-            "openai_api_key",
-            "upstreams",
-            "default_model",
-            "models",
-        ),
-    ),
-    (
-        "Serving and client connections",
-        (
-            "host",
-            "port",
-            "allowed_hosts",
-            "detailed_errors",
-            "max_header_bytes",
-            "max_headers",
-            "header_timeout",
-            "body_timeout",
-            "idle_timeout",
-            "max_connections",
-            "cors_origins",
-            "trusted_proxies",
-        ),
-    ),
-    (
-        "Requests",
-        (
-            "default_max_tokens",
-            "max_tokens_limit",
-            "max_messages",
-            "max_message_chars",
-            "max_total_chars",
-            "max_body_bytes",
-            "max_attachment_bytes",
-            "user_attachment_bytes",
-            "system_prompt",
-            "llm_guests",
-            "llm_default_max_tokens",
-        ),
-    ),
-    (
-        "Timeouts, retries and failover",
-        (
-            "connect_timeout",
-            "first_token_timeout",
-            "stall_timeout",
-            "stream_start_wait",
-            "keepalive_interval",
-            "retry_deadline",
-            "max_failovers",
-            "breaker_failures",
-            "breaker_cooldown",
-            "health_interval",
-            "warm_models",
-            "keep_warm_interval",
-        ),
-    ),
-    (
-        "The embedded model",
-        (
-            "embedded",
-            "embedded_model_path",
-            "embedded_context",
-            "embedded_threads",
-            "embedded_start_timeout",
-        ),
-    ),
-    (
-        "Storage and instances",
-        (
-            "data_dir",
-            "database_url",
-            "flush_interval",
-            "finished_job_ttl",
-            "instance_heartbeat",
-            "event_mirror_interval",
-            "redis_url",
-            "redis_prefix",
-            "redis_timeout",
-        ),
-    ),
-    (
-        "Accounts and sessions",
-        (
-            "secret_key",
-            "auth_cache_seconds",
-            "session_days",
-            "guest_session_days",
-            "sign_in_max_failures",
-            "sign_in_window",
-            "register_limit",
-            "guest_create_limit",
-            "prune_interval",
-        ),
-    ),
-    (
-        "Budgets and rate limits",
-        (
-            "guest_token_budget",
-            "user_token_budget",
-            "guest_address_token_budget",
-            "budget_period",
-            "budget_lease",
-            "budget_fail_open",
-            "rate_limit",
-            "max_streams_per_ip",
-            "ipv6_prefix",
-        ),
-    ),
-    ("Logs", ("log_content",)),
+# The page's sections, in this order: one per settings mixin of chatrelay/config/, its fields in
+# the order declared there (the test checks that each setting is in exactly one).
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (title, tuple(mixin.model_fields))
+    for title, mixin in (
+        ("Upstreams", UpstreamSettings),
+        ("Serving and client connections", ServingSettings),
+        ("Requests", RequestSettings),
+        ("Timeouts, retries and failover", FailoverSettings),
+        ("The embedded model", EmbeddedSettings),
+        ("Storage and instances", StorageSettings),
+        ("Accounts and sessions", AccountSettings),
+        ("Budgets and rate limits", BudgetSettings),
+        ("Logs", LogSettings),
+    )
 )
 
 HEADER = """\
 # Configuration
 
 <!-- Generated by `python -m chatrelay.cli.config_docs > docs/configuration.md` from the field
-descriptions in src/chatrelay/config.py: edit those, then regenerate. -->
+descriptions in src/chatrelay/config/: edit those, then regenerate. -->
 
 Environment variables, or a `.env` file in the working directory, or a TOML file given with
 `chatrelay serve --config FILE` (the CLI commands take `--config` too) whose top-level keys are

@@ -36,7 +36,7 @@ def test_every_setting_is_described_in_one_section_of_the_page() -> None:
         for name, field in model.model_fields.items()
         if not (field.description or "").strip()
     ]
-    assert undescribed == [], "give these a description= in config.py"
+    assert undescribed == [], "give these a description= in config/"
 
 
 def test_the_page_names_the_variables_settings_read(monkeypatch: pytest.MonkeyPatch) -> None:
