@@ -3,6 +3,7 @@ across instances, and the heartbeat that settles the answers of a dead instance.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,12 @@ async def test_follow_and_stop_an_answer_running_on_another_instance(
     fake: FakeUpstream, relay_for, database_url: str, redis_limits: dict[str, str]
 ) -> None:
     fake.script = paced(livepeer_events(WORDS), 0.01)
-    shared = {"database_url": database_url, "secret_key": SECRET, **redis_limits}
+    # The answers stopped below are held after a few words until then (no stall timer runs
+    # out meanwhile): a stop that took its time still finds them running.
+    held = [*livepeer_events(WORDS[:5], stop_chunk=False), asyncio.Event()]
+    shared = {
+        "database_url": database_url, "secret_key": SECRET, "stall_timeout": 3600, **redis_limits
+    }  # fmt: skip
     async with relay_for(**shared) as a, relay_for(**shared) as b:
         async with a.client.stream("POST", "/api/chat", json=user("x")) as response:
             message_id = response.headers["x-message-id"]
@@ -39,7 +45,7 @@ async def test_follow_and_stop_an_answer_running_on_another_instance(
             rest, events, _ = await read_rest(resumed)
         assert before + rest == "".join(WORDS) and events[-1] == DONE
 
-        fake.script = paced(livepeer_events(WORDS), 0.05)
+        fake.script = held
         async with a.client.stream("POST", "/api/chat", json=user("y")) as response:
             second = response.headers["x-message-id"]
             await read_some(response, 2)
@@ -49,7 +55,7 @@ async def test_follow_and_stop_an_answer_running_on_another_instance(
         assert events[-2]["x_chatrelay"] == {"status": "stopped"}
 
         # Deleting a conversation through B stops its answer running on A.
-        fake.script = paced(livepeer_events(WORDS), 0.05)
+        fake.script = held
         async with a.client.stream("POST", "/api/chat", json=user("z")) as response:
             conversation_id = response.headers["x-conversation-id"]
             third = response.headers["x-message-id"]
