@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from chatrelay.auth.api_keys import issue_api_key
 from chatrelay.auth.identity import require_account
 from chatrelay.auth.sessions import COOKIE_NAME, token_hash
-from chatrelay.auth.throttle import MemorySignInThrottle
+from chatrelay.limits.sign_in import MemorySignInThrottle
 from chatrelay.store import users
 from chatrelay.store.database import Database
 from chatrelay.store.models import ApiKey, Conversation, MessageRow, User, utcnow

@@ -304,7 +304,7 @@ async def test_streaming_answer_text_is_flushed_while_it_grows(
 
 def record_flushes(relay: Any) -> list[tuple[int, bool]]:
     """Each flush's number of answers, and whether it was written on the event loop."""
-    from chatrelay.store.conversations import save_answer_texts
+    from chatrelay.store.answer_rows import save_answer_texts
 
     db = relay.service.answer_store.db
     write, flushes = db.write, []
@@ -384,8 +384,8 @@ async def test_an_idle_server_does_not_wake_to_flush(relay_for, fake) -> None:
 
 async def test_a_late_flush_never_overwrites_the_final_text(database_url: str) -> None:
     """A periodic flush that waited for the lock while the answer was finished is a no-op."""
+    from chatrelay.store import answer_rows, users
     from chatrelay.store import conversations as store
-    from chatrelay.store import users
     from chatrelay.store.database import Database
 
     db = Database(database_url)
@@ -400,13 +400,13 @@ async def test_a_late_flush_never_overwrites_the_final_text(database_url: str) -
             )  # fmt: skip
         await db.write(
             partial(
-                store.finish_answer, message_id=answer.id,
+                answer_rows.finish_answer, message_id=answer.id,
                 content="the whole answer", status="complete", finish_reason="stop", error=None,
                 prompt_tokens=1, completion_tokens=3, upstream="livepeer",
             )
         )  # fmt: skip
         stale = [{"b_id": answer.id, "b_content": "the who"}]
-        await db.write(partial(store.save_answer_texts, rows=stale))
+        await db.write(partial(answer_rows.save_answer_texts, rows=stale))
         async with db.read() as session:
             [stored] = await store.messages_of(
                 session, owner_id=guest.id, conversation_id=conversation.id

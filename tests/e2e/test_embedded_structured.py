@@ -21,9 +21,10 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from chatrelay.answers.carriage import cannot_carry
 from chatrelay.config import EMBEDDED_MODEL, Settings
 from chatrelay.errors import ChatRelayError
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig
+from chatrelay.upstreams.client import Upstream, UpstreamConfig
 from chatrelay.upstreams.dialects import DIALECTS, GenerationParams
 from chatrelay.upstreams.llama_server import LlamaServerDialect
+from chatrelay.upstreams.stream import Timeouts
 from tests.conftest import RunningRelay, serve
 from tests.e2e.test_openai_api import api_key, client_for
 

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from chatrelay.store import conversations
+from chatrelay.store import conversations, message_rows
 from chatrelay.store.database import Database, alembic_config, upgrade_database
 from chatrelay.store.models import Base
 
@@ -76,7 +76,7 @@ async def test_0004_keeps_existing_messages_as_plain_text_and_downgrades(
                 session, owner_id="usr_old", conversation_id="conv_old"
             )
         assert (old.content, old.extra, old.attachment_bytes) == ("hello", None, None)
-        assert conversations.upstream_message(old) == {"role": "user", "content": "hello"}
+        assert message_rows.upstream_message(old) == {"role": "user", "content": "hello"}
 
         await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0003")
         async with db.engine.connect() as connection:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig
+from chatrelay.upstreams.client import Upstream, UpstreamConfig
 from chatrelay.upstreams.dialects import GenerationParams
+from chatrelay.upstreams.stream import Timeouts
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.polling import wait_until
 from tests.sse_client import DONE, events_of, read_answer, user

@@ -16,17 +16,17 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from chatrelay.store import conversations
-from chatrelay.store.conversations import (
+from chatrelay.store import answer_rows, conversations
+from chatrelay.store.conversations import append_turn
+from chatrelay.store.database import Database, upgrade_database
+from chatrelay.store.message_rows import (
     AttachmentLimits,
     AttachmentQuotaExceeded,
     AttachmentsTooLarge,
-    append_exchange,
     attachment_bytes,
     message_extra,
     upstream_message,
 )
-from chatrelay.store.database import Database, upgrade_database
 from chatrelay.store.users import create_guest
 from chatrelay.text import message_text
 from tests.e2e.test_openai_api import api_key
@@ -97,7 +97,7 @@ async def exchange(
 ) -> tuple[str, str]:
     return await db.write(
         partial(
-            append_exchange,
+            append_turn,
             owner_id=owner_id,
             conversation_id=conversation_id,
             title="shapes",
@@ -112,7 +112,7 @@ async def exchange(
 async def finish(db: Database, owner_id: str, answer_id: str, text_: str, extra: Any) -> None:
     await db.write(
         partial(
-            conversations.finish_answer,
+            answer_rows.finish_answer,
             message_id=answer_id,
             content=text_,
             status="complete",

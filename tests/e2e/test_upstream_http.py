@@ -17,15 +17,9 @@ import pytest
 
 from chatrelay.upstreams import http1
 from chatrelay.upstreams.chunk import UpstreamChunk
-from chatrelay.upstreams.client import (
-    Timeouts,
-    Upstream,
-    UpstreamConfig,
-    UpstreamFailure,
-    UpstreamStream,
-    Watchdog,
-)
+from chatrelay.upstreams.client import Upstream, UpstreamConfig, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams
+from chatrelay.upstreams.stream import Timeouts, UpstreamStream, Watchdog
 from tests.fake_upstream import FakeUpstream, livepeer_events, openai_events, paced
 from tests.polling import wait_until
 from tests.sse_client import read_answer, user

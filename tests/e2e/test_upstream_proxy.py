@@ -27,10 +27,11 @@ import pytest
 from aiohttp import web
 
 from chatrelay.upstreams import http1, proxy
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamFailure
+from chatrelay.upstreams.client import Upstream, UpstreamConfig, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams
 from chatrelay.upstreams.http1 import ConnectionPool
 from chatrelay.upstreams.proxy import no_proxy_matches, proxy_for
+from chatrelay.upstreams.stream import Timeouts
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events
 from tests.polling import wait_until
 from tests.ports import free_port

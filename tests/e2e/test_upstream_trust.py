@@ -14,7 +14,7 @@ import pytest
 
 from chatrelay.answers import rich as rich_module
 from chatrelay.answers.attempt import MAX_TOKEN_COUNT, MAX_TOKENS_SLACK
-from chatrelay.upstreams.http1 import MAX_RESPONSE_HEAD
+from chatrelay.upstreams.exchange import MAX_RESPONSE_HEAD
 from tests.fake_upstream import (
     FakeUpstream,
     livepeer_chunk,

@@ -15,7 +15,7 @@ from typing import Any
 from playwright.async_api import Locator, Request, expect
 from sqlalchemy import text
 
-from chatrelay.store import conversations
+from chatrelay.store import answer_rows, conversations
 from chatrelay.store.database import Database
 from tests.browser import WAIT_MS
 from tests.e2e.test_openai_api import api_key
@@ -38,7 +38,7 @@ async def store_exchange(
     """Questions and their answer, stored as the relay stores a /v1 request's."""
     _, answer_id = await db.write(
         partial(
-            conversations.append_exchange,
+            conversations.append_turn,
             owner_id=owner_id,
             conversation_id=conversation_id,
             title="",
@@ -49,7 +49,7 @@ async def store_exchange(
     )
     await db.write(
         partial(
-            conversations.finish_answer,
+            answer_rows.finish_answer,
             message_id=answer_id,
             status="complete",
             error=None,

@@ -123,7 +123,7 @@ async def store_turn(
             title = conversations.title_from(message_text(first))
         return await db.write(
             partial(
-                conversations.append_exchange,
+                conversations.append_turn,
                 owner_id=owner_id,
                 conversation_id=asked.conversation_id,
                 title=title,

@@ -30,11 +30,8 @@ from chatrelay.config import Settings
 
 # Admission, Caller and BilledUsage re-exported ("as") until answers/service.py,
 # answers/recorder.py and bench/limits_overhead.py import them from admission.py and billing.py.
-from chatrelay.limits.admission import Admission as Admission
-from chatrelay.limits.admission import Caller as Caller
-from chatrelay.limits.admission import OnAdmitted
-from chatrelay.limits.billing import BilledUsage as BilledUsage
-from chatrelay.limits.billing import Billing
+from chatrelay.limits.admission import Admission, Caller, OnAdmitted
+from chatrelay.limits.billing import BilledUsage, Billing
 from chatrelay.limits.budget import (
     BudgetExceeded,
     BudgetStore,

@@ -19,18 +19,13 @@ from chatrelay.errors import NOT_FOUND, ChatRelayError
 
 # Re-exported ("as") until answers/ and tests/e2e/ import them from answer_rows.py and
 # message_rows.py, where they live now.
-from chatrelay.store.answer_rows import AnswerRowMissing as AnswerRowMissing
-from chatrelay.store.answer_rows import finish_answer as finish_answer
-from chatrelay.store.answer_rows import save_answer_texts as save_answer_texts
-from chatrelay.store.message_rows import AttachmentLimits as AttachmentLimits
-from chatrelay.store.message_rows import AttachmentQuotaExceeded as AttachmentQuotaExceeded
-from chatrelay.store.message_rows import AttachmentsTooLarge as AttachmentsTooLarge
-from chatrelay.store.message_rows import attachment_bytes as attachment_bytes
-from chatrelay.store.message_rows import check_attachments, edited_extra
-from chatrelay.store.message_rows import counts_as_history as counts_as_history
-from chatrelay.store.message_rows import edited_content as edited_content
-from chatrelay.store.message_rows import message_extra as message_extra
-from chatrelay.store.message_rows import upstream_message as upstream_message
+from chatrelay.store.message_rows import (
+    AttachmentLimits,
+    attachment_bytes,
+    check_attachments,
+    edited_extra,
+    message_extra,
+)
 from chatrelay.store.models import Conversation, MessageRow, new_id, utcnow
 from chatrelay.text import message_text
 
@@ -179,7 +174,7 @@ async def add_message(
     return message
 
 
-def append_exchange(
+def append_turn(
     connection: Connection,
     *,
     owner_id: str,

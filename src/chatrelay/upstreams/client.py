@@ -35,10 +35,9 @@ from chatrelay.upstreams.dialects import (
 )
 from chatrelay.upstreams.exchange import Exchange, ResponseHead, ResponseHeadTooLarge
 from chatrelay.upstreams.http1 import ConnectionPool, request_target
-from chatrelay.upstreams.stream import Timeouts, UpstreamStream
 
 # Re-exported until tests/e2e/test_upstream_http.py imports it from stream.py.
-from chatrelay.upstreams.stream import Watchdog as Watchdog
+from chatrelay.upstreams.stream import Timeouts, UpstreamStream
 
 # An upstream's error body is read for its message only; never let it fill memory.
 MAX_ERROR_BODY = 64 * 1024

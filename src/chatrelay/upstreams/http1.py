@@ -43,7 +43,6 @@ import aiohappyeyeballs
 from chatrelay import __version__
 
 # Re-exported until tests/e2e/test_upstream_trust.py imports it from exchange.py.
-from chatrelay.upstreams.exchange import MAX_RESPONSE_HEAD as MAX_RESPONSE_HEAD
 from chatrelay.upstreams.exchange import Exchange
 from chatrelay.upstreams.proxy import MAX_CONNECT_ANSWER, Proxy, proxy_for
 

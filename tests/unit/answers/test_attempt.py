@@ -13,9 +13,10 @@ import chatrelay.upstreams.llama_server  # noqa: F401  # registers the embedded 
 from chatrelay.answers.answer import Answer
 from chatrelay.answers.attempt import Attempt
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig, UpstreamStream
+from chatrelay.upstreams.client import Upstream, UpstreamConfig
 from chatrelay.upstreams.dialects import DIALECTS, GenerationParams
 from chatrelay.upstreams.health import ModelHealth
+from chatrelay.upstreams.stream import Timeouts, UpstreamStream
 
 JSON = st.recursive(
     st.none()

@@ -7,7 +7,8 @@ import pytest
 
 from chatrelay.answers.carriage import carriage
 from chatrelay.errors import ChatRelayError
-from chatrelay.upstreams.client import Timeouts, Upstream, UpstreamConfig
+from chatrelay.upstreams.client import Upstream, UpstreamConfig
+from chatrelay.upstreams.stream import Timeouts
 
 TIMEOUTS = Timeouts(connect=1, first_token=1, stall=1)
 TEXT = [{"role": "user", "content": "Hi"}]

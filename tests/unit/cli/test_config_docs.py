@@ -87,6 +87,7 @@ def _anchors(path: Path) -> set[str]:
         slug = _slug(heading)
         anchors.add(slug if not seen[slug] else f"{slug}-{seen[slug]}")
         seen[slug] += 1
+    anchors.update(re.findall(r'<a id="([^"]+)"></a>', text))  # explicit anchors, as GitHub's
     return anchors
 
 
