@@ -60,6 +60,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench-relay: $(STAMP)
 	$(BIN)/python bench/relay_latency.py
