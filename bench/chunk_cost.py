@@ -64,7 +64,7 @@ def kinds() -> dict[str, str]:
 async def one_run_us(data: str) -> float:
     """µs of CPU per event, parse + take + the follower's frame, over EVENTS events."""
     answer = Answer(
-        message_id="msg_bench",
+        answer_id="msg_bench",
         registry=None,  # type: ignore[arg-type]  # only stored; no attempt is made here
         model="gpt-test",
         messages=[{"role": "user", "content": "x"}],

@@ -48,9 +48,9 @@ from chatrelay.limits.tokens import LlamaVocabCounter
 from chatrelay.observability import RequestLog, metrics_response
 from chatrelay.store.database import Database, database_url
 from chatrelay.store.pruning import Pruner
+from chatrelay.upstreams.local_model import LocalModelServer, find_bundled_model
 from chatrelay.upstreams.monitor import UpstreamMonitor
 from chatrelay.upstreams.registry import UpstreamRegistry
-from chatrelay.upstreams.sidecar import LocalModelServer, find_bundled_model
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"

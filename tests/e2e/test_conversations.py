@@ -400,7 +400,7 @@ async def test_a_late_flush_never_overwrites_the_final_text(database_url: str) -
             )  # fmt: skip
         await db.write(
             partial(
-                answer_rows.finish_answer, message_id=answer.id,
+                answer_rows.finish_answer, answer_id=answer.id,
                 content="the whole answer", status="complete", finish_reason="stop", error=None,
                 prompt_tokens=1, completion_tokens=3, upstream="livepeer",
             )

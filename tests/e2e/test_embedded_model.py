@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from chatrelay.config import EMBEDDED_MODEL, Settings
-from chatrelay.upstreams.sidecar import BUNDLED_MODEL_FILE, find_bundled_model
+from chatrelay.upstreams.local_model import BUNDLED_MODEL_FILE, find_bundled_model
 from tests.conftest import serve
 from tests.ports import free_port
 from tests.sse_client import DONE, read_answer, user
@@ -33,8 +33,8 @@ async def test_no_upstream_means_embedded_model_streams(tmp_path: Path) -> None:
         listing = (await relay.client.get("/api/models")).json()
         assert listing["default"] == EMBEDDED_MODEL
         assert listing["data"][0]["owned_by"] == "embedded"
-        sidecar = relay.context.local_model
-        assert sidecar is not None and sidecar.port is not None
+        local_model = relay.context.local_model
+        assert local_model is not None and local_model.port is not None
 
         body = {**user("Name three colours."), "max_tokens": 24, "temperature": 0}
         async with relay.client.stream("POST", "/api/chat", json=body, timeout=60) as response:
@@ -48,9 +48,9 @@ async def test_no_upstream_means_embedded_model_streams(tmp_path: Path) -> None:
         # llama.cpp's server reports no usage: the tokens are counted with the model's vocabulary.
         usage = answer.final["usage"]
         assert usage["prompt_tokens"] > 0 and 0 < usage["completion_tokens"] <= 24
-        process = sidecar._process
+        process = local_model._process
     # Leaving the app stops the llama.cpp server.
-    assert sidecar._process is None
+    assert local_model._process is None
     assert process.returncode is not None
 
 

@@ -88,7 +88,7 @@ def test_messages_go_as_its_server_takes_them() -> None:
 
 
 def test_a_user_message_with_an_image_keeps_its_parts() -> None:
-    # Never reached through the sidecar (text_only: carriage refuses it by name); were it
+    # Never reached through the local model (text_only: carriage refuses it by name); were it
     # sent, the server must see the image, not a message without it.
     parts = [text("What is this?"), {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]
     assert sent([{"role": "user", "content": parts}], {})["messages"][0]["content"] == parts

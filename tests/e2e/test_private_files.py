@@ -106,11 +106,11 @@ async def test_the_embedded_server_answers_only_chatrelay_and_logs_privately(
     monkeypatch.setenv("HOST", "0.0.0.0")
 
     async with serve(Settings(max_tokens_limit=16, data_dir=tmp_path / "data")) as relay:
-        sidecar = relay.context.local_model
-        assert sidecar is not None and sidecar.port is not None
-        assert _listening_addresses(sidecar.port) == {"127.0.0.1"}
+        local_model = relay.context.local_model
+        assert local_model is not None and local_model.port is not None
+        assert _listening_addresses(local_model.port) == {"127.0.0.1"}
         request = {"model": EMBEDDED_MODEL, "messages": [{"role": "user", "content": "Hi"}]}
-        async with httpx.AsyncClient(base_url=sidecar.base_url, timeout=30) as local_user:
+        async with httpx.AsyncClient(base_url=local_model.base_url, timeout=30) as local_user:
             for headers in ({}, {"authorization": "Bearer guessed"}):
                 direct = await local_user.post(
                     "/v1/chat/completions", json={**request, "max_tokens": 4}, headers=headers
@@ -118,8 +118,8 @@ async def test_the_embedded_server_answers_only_chatrelay_and_logs_privately(
                 assert direct.status_code == 401, direct.text
                 assert (await local_user.get("/v1/models", headers=headers)).status_code == 401
         # The key is not on its command line, which every local user can read.
-        assert sidecar._process is not None
-        assert sidecar.api_key not in _command_line(sidecar._process.pid)
+        assert local_model._process is not None
+        assert local_model.api_key not in _command_line(local_model._process.pid)
 
         # chatrelay itself is answered: it sends the key.
         body = {**user("Say hi."), "max_tokens": 8, "temperature": 0}
@@ -129,7 +129,7 @@ async def test_the_embedded_server_answers_only_chatrelay_and_logs_privately(
         assert answer.events[-1] == DONE
         assert answer.text.strip()
 
-        log_path = sidecar.log_path
+        log_path = local_model.log_path
         assert log_path is not None
         assert log_path.parent.parent == shared_tmp
         assert oct(mode(log_path.parent)) == "0o700"

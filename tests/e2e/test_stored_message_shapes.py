@@ -113,7 +113,7 @@ async def finish(db: Database, owner_id: str, answer_id: str, text_: str, extra:
     await db.write(
         partial(
             answer_rows.finish_answer,
-            message_id=answer_id,
+            answer_id=answer_id,
             content=text_,
             status="complete",
             finish_reason="tool_calls" if extra and "tool_calls" in extra else "stop",

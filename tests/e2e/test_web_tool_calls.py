@@ -50,7 +50,7 @@ async def store_exchange(
     await db.write(
         partial(
             answer_rows.finish_answer,
-            message_id=answer_id,
+            answer_id=answer_id,
             status="complete",
             error=None,
             prompt_tokens=30,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    answer = Answer(message_id=..., upstream=..., model=..., messages=..., params=...)
+    answer = Answer(answer_id=..., upstream=..., model=..., messages=..., params=...)
     answer.start()
     await answer.accepted(wait=5.0)           # raises ChatRelayError if the upstream refused
     async for data in answer.buffer.follow(): # SSE bytes for the client
@@ -90,7 +90,7 @@ class Answer:
     def __init__(
         self,
         *,
-        message_id: str,
+        answer_id: str,
         registry: UpstreamRegistry,
         model: str,
         messages: list[UpstreamMessage],
@@ -104,7 +104,7 @@ class Answer:
         dropped_params: tuple[str, ...] = (),
         detailed_errors: bool = True,
     ) -> None:
-        self.id = message_id
+        self.id = answer_id
         self.owner_id = owner_id
         self.conversation_id = conversation_id
         self.recorder = recorder
@@ -127,7 +127,7 @@ class Answer:
         # Whether a failure mid-answer may be continued elsewhere: not once part of a tool
         # call, or of a JSON answer, is out (a continuation cannot be spliced into JSON).
         self.spliceable = not _asks_for_json(params)
-        self.encoder = OpenAIFrames(f"chatcmpl-{message_id}", model)
+        self.encoder = OpenAIFrames(f"chatcmpl-{answer_id}", model)
         # The answer's text lives in the buffer only (its tokens as escaped JSON text).
         self.buffer = EventBuffer(self.encoder.content_template)
         self.status: AnswerStatus = "pending"
@@ -310,7 +310,7 @@ class Answer:
         usage = self.usage
         ttft = self.first_token_at - self.started_at if self.first_token_at else None
         return {
-            "message_id": self.id,
+            "answer_id": self.id,
             "conversation_id": self.conversation_id,
             "model": self.model,
             "upstream": self.upstream_names,

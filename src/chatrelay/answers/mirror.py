@@ -1,7 +1,7 @@
 """Answer events shared between instances through Redis, and stops sent across them.
 
 With ``CHATRELAY_REDIS_URL`` set, the frames of every answer are mirrored into a Redis Stream
-(``{prefix}answer:{message_id}``; entry id ``0-{event id}``, so a resume from event ``n`` is an
+(``{prefix}answer:{answer_id}``; entry id ``0-{event id}``, so a resume from event ``n`` is an
 ``XREAD`` from ``0-n``) that a client attached to any other instance can follow. The stream is
 capped in length and expires ``ttl`` seconds after its answer ended. A stop sent to any
 instance is published on ``{prefix}stop``; the instance that runs the answer stops it.
@@ -16,9 +16,9 @@ Usage::
     mirror = EventMirror.connect(url, prefix="chatrelay:", on_stop=service.stop_local)
     mirror.start()
     mirror.track(answer.id, answer.buffer)           # mirrored until the buffer is closed
-    async for data in mirror.follow(message_id, after=n, ending=...):  # on another instance
+    async for data in mirror.follow(answer_id, after=n, ending=...):  # on another instance
         ...
-    await mirror.publish_stop(message_id)
+    await mirror.publish_stop(answer_id)
     await mirror.close()
 """
 
@@ -92,8 +92,8 @@ class EventMirror:
         )
         return cls(redis, idle_check=idle_check, **options)  # type: ignore[arg-type]
 
-    def key(self, message_id: str) -> str:
-        return f"{self.prefix}answer:{message_id}"
+    def key(self, answer_id: str) -> str:
+        return f"{self.prefix}answer:{answer_id}"
 
     def start(self) -> None:
         self._tasks = [
@@ -114,8 +114,8 @@ class EventMirror:
 
     # --- the writing side --------------------------------------------------------------
 
-    def track(self, message_id: str, buffer: EventBuffer) -> None:
-        self._mirrors[message_id] = _Mirror(buffer)
+    def track(self, answer_id: str, buffer: EventBuffer) -> None:
+        self._mirrors[answer_id] = _Mirror(buffer)
         self._wake.set()
 
     async def _mirror_forever(self) -> None:
@@ -130,21 +130,21 @@ class EventMirror:
                 log.warning("mirroring answer events to Redis failed: %s", exc)  # catches up
                 # Answers that have ended are stored in full: while Redis is away they are
                 # not kept here (a re-attach replays them from the database instead).
-                for message_id, mirror in list(self._mirrors.items()):
+                for answer_id, mirror in list(self._mirrors.items()):
                     if mirror.buffer.closed:
-                        del self._mirrors[message_id]
+                        del self._mirrors[answer_id]
 
     async def _mirror_round(self) -> None:
         if not self._mirrors:
             return
         pipe = self.redis.pipeline(transaction=False)
         progress: list[tuple[str, _Mirror, int, bool]] = []
-        for message_id, mirror in list(self._mirrors.items()):
+        for answer_id, mirror in list(self._mirrors.items()):
             buffer, closed = mirror.buffer, mirror.buffer.closed
             end = len(buffer)
             if end == mirror.written and not closed:
                 continue
-            key = self.key(message_id)
+            key = self.key(answer_id)
             for index in range(mirror.written, end):
                 pipe.xadd(
                     key,
@@ -156,7 +156,7 @@ class EventMirror:
             if closed:
                 pipe.xadd(key, {END_FIELD: b"1"}, id=f"0-{end + 1}")
             pipe.expire(key, self.ttl if closed else ORPHAN_TTL)
-            progress.append((message_id, mirror, end, closed))
+            progress.append((answer_id, mirror, end, closed))
         if not progress:
             return
         # After a round that failed half-way, the frames that did land are refused as "equal
@@ -165,19 +165,19 @@ class EventMirror:
         failures = [r for r in results if isinstance(r, Exception) and "smaller" not in str(r)]
         if failures:
             log.warning("Redis refused %d answer events: %s", len(failures), failures[0])
-        for message_id, mirror, end, closed in progress:
+        for answer_id, mirror, end, closed in progress:
             mirror.written = end
             if closed:
-                del self._mirrors[message_id]
+                del self._mirrors[answer_id]
 
     # --- the following side ------------------------------------------------------------
 
-    async def exists(self, message_id: str) -> bool:
-        return bool(await self.redis.exists(self.key(message_id)))
+    async def exists(self, answer_id: str) -> bool:
+        return bool(await self.redis.exists(self.key(answer_id)))
 
     async def follow(
         self,
-        message_id: str,
+        answer_id: str,
         *,
         after: int,
         ending: Callable[[], Awaitable[bytes | None]],
@@ -193,7 +193,7 @@ class EventMirror:
         an answer whose events end without one (refused before its stream began) ends with
         ``ending()``.
         """
-        key = self.key(message_id)
+        key = self.key(answer_id)
         last = await self._start(key, min(max(after, 0), LAST_POSITION))
         block = max(1, round(self.idle_check * 1000))
         ended = False  # whether the last frame sent was [DONE]
@@ -239,9 +239,9 @@ class EventMirror:
 
     # --- stops -------------------------------------------------------------------------
 
-    async def publish_stop(self, message_id: str) -> int:
+    async def publish_stop(self, answer_id: str) -> int:
         """Ask every instance to stop the answer; how many instances heard it."""
-        return int(await self.redis.publish(self.stop_channel, message_id))
+        return int(await self.redis.publish(self.stop_channel, answer_id))
 
     async def _listen_for_stops(self) -> None:
         while True:

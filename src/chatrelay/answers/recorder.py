@@ -198,7 +198,7 @@ class AnswerStore:
         # Everything the writes need, read here on the event loop: they run on a writer thread.
         final = partial(
             answer_rows.finish_answer,
-            message_id=outcome.id,
+            answer_id=outcome.id,
             content=outcome.text,
             # Tool calls, reasoning, a refusal: stored with the text, sent back with the history.
             extra=outcome.extra,

@@ -6,8 +6,8 @@ Usage::
     await service.open()
     asked = AnswerRequest(messages=[{"role": "user", "content": "hi"}])  # answers/turns.py
     answer = await service.start(asked, owner_id=user.id, caller=quotas.caller(user, ip))
-    frames = await service.reattach(message_id, owner_id=user.id, after=last_event_id)
-    await service.stop(message_id, owner_id=user.id)
+    frames = await service.reattach(answer_id, owner_id=user.id, after=last_event_id)
+    await service.stop(answer_id, owner_id=user.id)
     await service.shutdown()
 
 Answers run in the process that started them. With Redis (``CHATRELAY_REDIS_URL``) their events
@@ -183,7 +183,7 @@ class ChatService:
             attachment_limits=self._attachment_limits,
         )
         answer = Answer(
-            message_id=answer_id,
+            answer_id=answer_id,
             owner_id=owner_id,
             conversation_id=conversation_id,
             registry=self.registry,
@@ -216,38 +216,38 @@ class ChatService:
         else:
             self._expiry.add(answer.id)
 
-    def local_answer(self, message_id: str, *, owner_id: str) -> Answer | None:
-        answer = self.answers.get(message_id)
+    def local_answer(self, answer_id: str, *, owner_id: str) -> Answer | None:
+        answer = self.answers.get(answer_id)
         return answer if answer is not None and answer.owner_id == owner_id else None
 
-    def live_text(self, message_id: str, *, owner_id: str) -> str | None:
+    def live_text(self, answer_id: str, *, owner_id: str) -> str | None:
         """The text so far of the owner's answer if it runs here (or ended a moment ago):
         fresher than its stored row, which is flushed on a timer; None otherwise."""
-        answer = self.local_answer(message_id, owner_id=owner_id)
+        answer = self.local_answer(answer_id, owner_id=owner_id)
         return answer.text if answer is not None else None
 
-    async def _stored_answer(self, message_id: str, *, owner_id: str) -> MessageRow:
+    async def _stored_answer(self, answer_id: str, *, owner_id: str) -> MessageRow:
         async with self.db.read() as session:
             message = await conversations.get_message(
-                session, owner_id=owner_id, message_id=message_id
+                session, owner_id=owner_id, message_id=answer_id
             )
         if message.role != "assistant":
-            raise conversations.NotFound("answer", message_id)
+            raise conversations.NotFound("answer", answer_id)
         return message
 
     async def reattach(
-        self, message_id: str, *, owner_id: str, after: int = 0, position: Position | None = None
+        self, answer_id: str, *, owner_id: str, after: int = 0, position: Position | None = None
     ) -> AsyncIterator[bytes]:
         """The answer's events after event ``after`` (with ids), live while it runs anywhere;
         ``position`` follows how far they went out when it runs here.
 
         Raises NotFound (404) before anything streams if the answer is not the owner's.
         """
-        answer = self.local_answer(message_id, owner_id=owner_id)
+        answer = self.local_answer(answer_id, owner_id=owner_id)
         start = resume_index(answer.buffer, after) if answer is not None else None
         if answer is not None and start is not None:
             return answer.buffer.follow(start, ids=True, position=position)
-        message = await self._stored_answer(message_id, owner_id=owner_id)
+        message = await self._stored_answer(answer_id, owner_id=owner_id)
         mirror = self.mirror
         if mirror is not None and (
             message.status == "streaming" or await mirror.exists(message.id)
@@ -256,11 +256,11 @@ class ChatService:
             return mirror.follow(message.id, after=after, ending=ending)
         return replay_stored(self.db, message, poll_interval=self.settings.flush_interval)
 
-    async def _ending_if_over(self, message_id: str, owner_id: str) -> bytes | None:
+    async def _ending_if_over(self, answer_id: str, owner_id: str) -> bytes | None:
         """For a follower that heard nothing for a while: None while the answer is streaming,
         else how its stream ends (its instance died and was settled, or it was deleted)."""
         try:
-            message = await self._stored_answer(message_id, owner_id=owner_id)
+            message = await self._stored_answer(answer_id, owner_id=owner_id)
         except conversations.NotFound:
             return DONE
         return None if message.status == "streaming" else ending_frames(message)
@@ -277,19 +277,19 @@ class ChatService:
     def running_ids(self) -> list[str]:
         return [answer.id for answer in self.answers.values() if not answer.finished]
 
-    def stop_local(self, message_id: str) -> bool:
+    def stop_local(self, answer_id: str) -> bool:
         """Stop the answer if it runs in this process (a stop published by another instance
         names only the id: that instance checked the owner)."""
-        answer = self.answers.get(message_id)
+        answer = self.answers.get(answer_id)
         return answer.stop() if answer is not None else False
 
-    async def stop(self, message_id: str, *, owner_id: str) -> str:
+    async def stop(self, answer_id: str, *, owner_id: str) -> str:
         """Stop the answer wherever it runs; its status: ``stopping`` or how it ended."""
-        answer = self.local_answer(message_id, owner_id=owner_id)
+        answer = self.local_answer(answer_id, owner_id=owner_id)
         if answer is not None:
             answer.stop()
             return "stopping" if not answer.finished else answer.status
-        message = await self._stored_answer(message_id, owner_id=owner_id)
+        message = await self._stored_answer(answer_id, owner_id=owner_id)
         if message.status != "streaming":
             return message.status
         if self.mirror is None:
@@ -302,7 +302,7 @@ class ChatService:
                 "and re-attaches work across them.",
                 code="answer_elsewhere",
             )
-        await self.mirror.publish_stop(message_id)
+        await self.mirror.publish_stop(answer_id)
         return "stopping"
 
     async def stop_all(self, message_ids: list[str], *, conversation_id: str) -> None:
@@ -311,9 +311,9 @@ class ChatService:
         for answer in list(self.answers.values()):
             if answer.conversation_id == conversation_id:
                 answer.stop()
-        for message_id in message_ids:
-            if not self.stop_local(message_id) and self.mirror is not None:
-                await self.mirror.publish_stop(message_id)
+        for answer_id in message_ids:
+            if not self.stop_local(answer_id) and self.mirror is not None:
+                await self.mirror.publish_stop(answer_id)
 
     async def shutdown(self) -> None:
         try:

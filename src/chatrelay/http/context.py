@@ -26,8 +26,8 @@ from chatrelay.auth.parts import AuthParts
 from chatrelay.config import Settings
 from chatrelay.limits.quotas import Quotas
 from chatrelay.store.database import Database
+from chatrelay.upstreams.local_model import LocalModelServer
 from chatrelay.upstreams.registry import UpstreamRegistry
-from chatrelay.upstreams.sidecar import LocalModelServer
 
 _SLOT = "chatrelay_context"
 

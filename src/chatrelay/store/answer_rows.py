@@ -24,9 +24,9 @@ MESSAGES = cast(Table, MessageRow.__table__)
 class AnswerRowMissing(Exception):
     """An answer's final write matched no row: it is not stored (retried, then logged)."""
 
-    def __init__(self, message_id: str) -> None:
-        super().__init__(f"no stored answer '{message_id}' to write (deleted?)")
-        self.message_id = message_id
+    def __init__(self, answer_id: str) -> None:
+        super().__init__(f"no stored answer '{answer_id}' to write (deleted?)")
+        self.answer_id = answer_id
 
 
 def save_answer_texts(connection: Connection, rows: list[dict[str, Any]]) -> None:
@@ -43,7 +43,7 @@ def save_answer_texts(connection: Connection, rows: list[dict[str, Any]]) -> Non
 def finish_answer(
     connection: Connection,
     *,
-    message_id: str,
+    answer_id: str,
     content: str,
     status: str,
     finish_reason: str | None,
@@ -64,7 +64,7 @@ def finish_answer(
     finished = connection.execute(
         _FINISH_ANSWER,
         {
-            "b_id": message_id,
+            "b_id": answer_id,
             "b_content": content,
             "b_extra": extra,
             "b_status": status,
@@ -77,8 +77,8 @@ def finish_answer(
         },
     )
     if not finished.rowcount:
-        raise AnswerRowMissing(message_id)
-    connection.execute(_TOUCH_CONVERSATION_OF, {"b_id": message_id, "b_now": utcnow()})
+        raise AnswerRowMissing(answer_id)
+    connection.execute(_TOUCH_CONVERSATION_OF, {"b_id": answer_id, "b_now": utcnow()})
 
 
 _SAVE_ANSWER_TEXT = (

@@ -271,5 +271,5 @@ def _whole_json(text: str) -> bool:
     return True
 
 
-# Known to every Upstream by its name (UpstreamConfig.dialect): the sidecar's upstream uses it.
+# Known to every Upstream by its name (UpstreamConfig.dialect): the local model's upstream uses it.
 DIALECTS[LlamaServerDialect.name] = LlamaServerDialect()

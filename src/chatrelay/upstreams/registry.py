@@ -3,7 +3,7 @@
 Usage::
 
     registry = UpstreamRegistry.from_settings(settings)   # env and TOML upstreams
-    registry.add(embedded_config)                          # the sidecar, once it is up
+    registry.add(embedded_config)                          # the local model, once it is up
     model = registry.resolve_model(request_model_or_None)  # 404 for an unknown model
     upstream = registry.pick(model, avoid={"lp-a"})        # healthy, weighted, least busy
     registry.succeeded(upstream) / registry.failed(upstream, failure)

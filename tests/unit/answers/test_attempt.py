@@ -92,7 +92,7 @@ CHUNKS = st.fixed_dictionaries(
 
 async def test_no_json_of_any_shape_raises_out_of_the_parser_or_the_answer() -> None:
     answer = Answer(
-        message_id="msg_property",
+        answer_id="msg_property",
         registry=None,  # type: ignore[arg-type]  # no attempt is made
         model="m",
         messages=[{"role": "user", "content": "x"}],

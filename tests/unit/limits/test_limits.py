@@ -15,7 +15,7 @@ from chatrelay.limits.rate import MemoryRateLimiter
 from chatrelay.limits.streams import MemoryStreamSlots
 from chatrelay.limits.tokens import LlamaVocabCounter, estimate_prompt_tokens, estimate_tokens
 from chatrelay.setting_types import parse_rate_limit
-from chatrelay.upstreams.sidecar import find_bundled_model
+from chatrelay.upstreams.local_model import find_bundled_model
 
 # Trusted proxies: right-most untrusted
 

@@ -2,10 +2,10 @@
 
 Usage::
 
-    sidecar = LocalModelServer(model_path=find_bundled_model())
-    config = await sidecar.start()     # an UpstreamConfig for the llama-cpp-python dialect
+    local_model = LocalModelServer(model_path=find_bundled_model())
+    config = await local_model.start()     # an UpstreamConfig for the llama-cpp-python dialect
     ...
-    await sidecar.stop()
+    await local_model.stop()
 
 It listens on a free loopback port, dies with its parent (PR_SET_PDEATHSIG, so even a crash
 of chatrelay leaves no orphan) and is stopped on exit.
