@@ -46,7 +46,7 @@ def checked_messages(raw: list[Any]) -> list[UpstreamMessage]:
             isinstance(calls, list) and all(isinstance(call, dict) for call in calls)
         ):
             raise invalid(f"{where}.tool_calls", "must be a list of tool call objects")
-        _check_strings(where, message)
+        check_storable(where, message)
         messages.append(message)
     return messages
 
@@ -58,8 +58,8 @@ def _check_part(where: str, part: Any) -> None:
         raise invalid(f"{where}.text", "is required in a text part (a string)")
 
 
-def _check_strings(where: str, value: Any) -> None:
-    """Every string storable (no NUL, no lone surrogate): the message is stored as sent."""
+def check_storable(where: str, value: Any) -> None:
+    """Every string storable (no NUL, no lone surrogate): what a client sent is stored as sent."""
     if isinstance(value, str):
         try:
             storable(value)
@@ -67,10 +67,10 @@ def _check_strings(where: str, value: Any) -> None:
             raise invalid(where, str(exc)) from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_strings(f"{where}.{key}", item)
+            check_storable(f"{where}.{key}", item)
     elif isinstance(value, list):
         for number, item in enumerate(value):
-            _check_strings(f"{where}[{number}]", item)
+            check_storable(f"{where}[{number}]", item)
 
 
 def invalid(param: str, what: str) -> ChatRelayError:

@@ -16,7 +16,6 @@ from typing import Any
 
 from chatrelay.answers.request_messages import invalid
 from chatrelay.errors import ChatRelayError
-from chatrelay.text import storable
 from chatrelay.upstreams.dialects import UpstreamMessage
 
 MESSAGE_ROLES = ("user", "system", "developer", "assistant")
@@ -219,21 +218,6 @@ def text_of(obj: Mapping[str, Any], key: str, where: str) -> str:
     if not isinstance(value, str):
         raise invalid(f"{where}.{key}", "is required (a string)")
     return value
-
-
-def check_storable(where: str, value: Any) -> None:
-    """Every string storable (no NUL, no lone surrogate): the input is stored as sent."""
-    if isinstance(value, str):
-        try:
-            storable(value)
-        except ValueError as exc:
-            raise invalid(where, str(exc)) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_storable(f"{where}.{key}", item)
-    elif isinstance(value, list):
-        for number, item in enumerate(value):
-            check_storable(f"{where}[{number}]", item)
 
 
 def unsupported(param: str, what: str, why: str) -> ChatRelayError:

@@ -26,10 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatrelay.answers.request_messages import invalid
+from chatrelay.answers.request_messages import check_storable, invalid
 from chatrelay.answers.responses_input import (
     chat_messages,
-    check_storable,
     item_references,
     text_of,
     unsupported,
