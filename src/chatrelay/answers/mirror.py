@@ -53,6 +53,11 @@ class _Mirror:
     written: int = 0
 
 
+# How often and how long close() cancels and waits for its tasks.
+CANCEL_TRIES = 20
+CANCEL_WAIT = 0.25
+
+
 class EventMirror:
     def __init__(
         self,
@@ -102,11 +107,7 @@ class EventMirror:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancelled(self._tasks)
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             # What ended during shutdown, written once more (never holding shutdown up long).
             await asyncio.wait_for(self._mirror_round(), 2.0)
@@ -254,6 +255,20 @@ class EventMirror:
             except (RedisError, OSError) as exc:
                 log.warning("listening for stops on Redis failed, again in 1 s: %s", exc)
                 await asyncio.sleep(1.0)
+
+
+async def _cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until they are done, cancelling again what carries on:
+    redis-py's ``Pipeline.execute`` can absorb a cancellation and return, and a task that
+    swallowed it goes back to waiting for work. Bounded: a few seconds at most."""
+    for _ in range(CANCEL_TRIES):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=CANCEL_WAIT)
+    log.error("Redis mirror tasks did not stop: %s", [t for t in tasks if not t.done()])
 
 
 def _range_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
