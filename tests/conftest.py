@@ -24,7 +24,6 @@ from chatrelay.app import create_app
 from chatrelay.config import Settings
 from chatrelay.http.context import AppContext, app_context
 from tests.fake_upstream import FakeUpstream
-from tests.polling import wait_until
 
 # The browser fixture for the page tests lives in its own module.
 pytest_plugins = ["tests.browser"]
@@ -134,27 +133,8 @@ async def serve(settings: Settings) -> AsyncIterator[RunningRelay]:
             async with httpx.AsyncClient(base_url=url, timeout=10) as client:
                 yield RunningRelay(url, app, client)
         finally:
-            await _mirror_written(app)
             server.stop()
             await task
-
-
-async def _mirror_written(app: FastAPI) -> None:
-    """Until the relay's Redis mirror has nothing left to write.
-
-    EventMirror.close() hangs for ever when its task is cancelled in the middle of a round:
-    redis-py's Pipeline.execute sometimes absorbs the cancellation and returns, and the task
-    goes back to waiting for work (reported with the restructure of issue 22). Stopped between
-    rounds, as a relay whose answers have ended is, it closes at once; until that is fixed
-    src-side, the tests' relays are stopped so.
-    """
-    mirror = app_context(app).chat.mirror
-    if mirror is None:
-        return
-    # The answers that have ended, written out and let go of (the ones still running, if a
-    # test leaves any, are ended by the shutdown itself).
-    tracked = mirror._mirrors
-    await wait_until(lambda: not any(m.buffer.closed for m in tracked.values()))
 
 
 @pytest.fixture
