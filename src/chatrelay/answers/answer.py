@@ -310,7 +310,7 @@ class Answer:
         usage = self.usage
         ttft = self.first_token_at - self.started_at if self.first_token_at else None
         return {
-            "answer_id": self.id,
+            "message_id": self.id,  # the wire name of the answer's id (docs/operations.md)
             "conversation_id": self.conversation_id,
             "model": self.model,
             "upstream": self.upstream_names,
