@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling hosts this machine cannot
@@ -25,7 +25,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WAIT_MS = 5_000  # any single thing a person waits for on a page
+# How long an action or an expectation waits for the page to get there: a bound against a
+# hang, not a margin (a loaded machine makes the page slower, never wrong).
+WAIT_MS = 30_000
+expect.set_options(timeout=WAIT_MS)
 
 # Recorded by the test harness, not by the page: CDP injects it ahead of the page's own code.
 RECORD_CSP_VIOLATIONS = """
@@ -56,3 +59,8 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
             yield launched
         finally:
             await launched.close()
+
+
+# Settings for a relay whose test holds the upstream while the page acts: on a loaded machine
+# that can outlast the stall and first-token timers, which are not what such a test is about.
+HELD = {"stall_timeout": 60, "first_token_timeout": 60}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
+from tests.browser import HELD
 from tests.e2e.test_web_conversations import REFUSALS, ChatRequests, api, ask, hash_id
 from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeResponse, FakeUpstream, livepeer_events
@@ -193,7 +194,7 @@ async def test_stop_while_waiting_for_the_first_token_stops_the_upstream(
 ) -> None:
     held = asyncio.Event()  # a cold model: the upstream does not even answer yet
     fake.responses = [FakeResponse(script=livepeer_events(["Too late."]), hold_headers=held)]
-    async with relay_for(data_dir=tmp_path, stream_start_wait=1) as relay:
+    async with relay_for(**HELD, data_dir=tmp_path, stream_start_wait=1) as relay:
         async with open_chat(browser, relay) as chat:
             page = chat.page
             answer = await chat.say("Are you there?")

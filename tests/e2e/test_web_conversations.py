@@ -11,6 +11,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Locator, Page, Request, expect
 
+from tests.browser import HELD
 from tests.e2e.test_web_page import ChatPage, open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 
@@ -338,7 +339,7 @@ async def test_load_more_pages_the_list(
 async def test_stored_answers_show_their_states(
     browser: Browser, relay_for, fake: FakeUpstream, tmp_path: Path
 ) -> None:
-    async with relay_for(data_dir=tmp_path, finished_job_ttl=30) as relay:
+    async with relay_for(**HELD, data_dir=tmp_path, finished_job_ttl=30) as relay:
         async with open_chat(browser, relay) as chat:
             page = chat.page
             # An answer that fails half-way.

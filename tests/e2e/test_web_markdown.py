@@ -10,6 +10,7 @@ import re
 
 from playwright.async_api import Browser, Request, expect
 
+from tests.browser import HELD
 from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 
@@ -164,7 +165,7 @@ async def test_the_answer_grows_over_many_frames_while_it_streams(
     fake.script = paced(events[:7], 0.005)
     for index, part in enumerate(parts):
         fake.script += [part, *paced(events[7 * (index + 1) : 7 * (index + 2)], 0.005)]
-    async with relay_for() as relay:
+    async with relay_for(**HELD) as relay:
         async with open_chat(browser, relay) as chat:
             page = chat.page
             # Record the length of the answer's visible text at every animation frame.
@@ -204,7 +205,7 @@ async def test_the_page_follows_the_answer_until_the_reader_scrolls_up(
     gate = asyncio.Event()
     fake.script = [*paced(livepeer_events(lines[:40], stop_chunk=False), 0.01), gate]
     fake.script += paced(livepeer_events(lines[40:]), 0.02)
-    async with relay_for() as relay:
+    async with relay_for(**HELD) as relay:
         async with open_chat(browser, relay) as chat:
             page = chat.page
             await page.set_viewport_size({"width": 900, "height": 600})

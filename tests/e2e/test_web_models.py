@@ -10,6 +10,7 @@ import re
 from playwright.async_api import Browser, expect
 
 from chatrelay.config import LIVEPEER_MODELS
+from tests.browser import HELD
 from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream, livepeer_events
 
@@ -26,7 +27,7 @@ async def test_a_fresh_relay_shows_cold_models_and_a_warm_one_after_an_answer(
 ) -> None:
     first_token = asyncio.Event()
     fake.script = [first_token, *livepeer_events(["Ready", " now."])]
-    async with relay_for() as relay:
+    async with relay_for(**HELD) as relay:
         async with open_chat(browser, relay) as chat:
             # Nothing has answered yet: every model is cold, and the page says what that means.
             await expect(chat.select.locator("option")).to_have_text(

@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, expect
 
 from chatrelay.config import LIVEPEER_MODELS
-from tests.browser import RECORD_CSP_VIOLATIONS, WAIT_MS
+from tests.browser import HELD, RECORD_CSP_VIOLATIONS, WAIT_MS
 from tests.conftest import RunningRelay
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.polling import wait_until
@@ -135,7 +135,7 @@ async def test_answer_streams_in_token_by_token(
         rest,
         *livepeer_events([",", " world", "!"]),
     ]
-    async with relay_for() as relay:
+    async with relay_for(**HELD) as relay:
         async with open_chat(browser, relay) as chat:
             answer = await chat.say("Say hello")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Request, expect
 
+from tests.browser import HELD
 from tests.conftest import RunningRelay
 from tests.e2e.test_web_page import open_chat
 from tests.fake_upstream import FakeUpstream, Step, livepeer_events, paced
@@ -119,7 +120,7 @@ async def test_reload_in_the_middle_of_an_answer_reattaches_and_completes(
 ) -> None:
     rest = asyncio.Event()
     fake.script = held_after(10, rest)
-    async with relay_for(data_dir=tmp_path) as relay:
+    async with relay_for(**HELD, data_dir=tmp_path) as relay:
         async with open_chat(browser, relay) as chat:
             page = chat.page
             answer = await chat.say("Count slowly")
@@ -181,7 +182,7 @@ async def test_a_dropped_connection_shows_offline_then_resumes_every_token_once(
     rest = asyncio.Event()
     fake.script = held_after(10, rest)
     # The answer's events stay available a while after it ends: the resume replays them.
-    async with relay_for(data_dir=tmp_path, finished_job_ttl=30) as direct:
+    async with relay_for(**HELD, data_dir=tmp_path, finished_job_ttl=30) as direct:
         async with behind_proxy(direct) as (proxy, relay):
             async with open_chat(browser, relay) as chat:
                 page = chat.page
