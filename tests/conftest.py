@@ -46,10 +46,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests that start the real llama.cpp server (marked ``slow``) go to one xdist
     worker, one after another (``--dist loadgroup``): its inference takes the cores whole,
     and a module's server (test_embedded_structured.py) is then started once, not once per
-    worker."""
+    worker. The page tests (those that use the ``browser``) share another worker: Chromium
+    takes a core of its own while it renders, and two of them at once on a 2-core machine
+    made their waits the slowest of the run."""
     for item in items:
         if item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.xdist_group("llama_cpp"))
+        elif "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @dataclass
