@@ -12,7 +12,7 @@ once), and the settings to check: right on a developer's machine, wrong for anyo
 internet. With details off, the client gets a sentence by the kind of failure, and the
 request id (``X-Request-Id``) under which the full text is in the server's log.
 
-The one place: a generation answer's error is what every API shape shows (the HTTP error before
+The one place: an answer's error is what every API shape shows (the HTTP error before
 the stream, the error frame mid-stream, the /llm and /v1 re-encodings, the stored message), so
 ``Answer`` passes each error here once, as it is set.
 """

@@ -1,4 +1,4 @@
-"""The event buffer between a generation answer and everyone listening to it.
+"""The event buffer between an answer and its followers.
 
 Usage::
 
@@ -47,8 +47,8 @@ import orjson
 
 class Position:
     """How far one follower has taken its events: the events before ``index`` went out (moved
-    on only once the follower asks for more), so a follower cut off
-    can be given the rest from there (http/event_stream.py)."""
+    on only once the follower asks for more), so a follower cut off can be given the rest
+    from there (http/event_stream.py)."""
 
     __slots__ = ("index",)
 

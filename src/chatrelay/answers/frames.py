@@ -1,7 +1,7 @@
 """OpenAI ``chat.completion.chunk`` frames, encoded for the wire.
 
-A content chunk is built from two byte templates around the JSON-escaped token instead of a
-dict per token: this runs once per token for every listener-facing stream, so it is kept to
+A content frame is built from two byte templates around the JSON-escaped token instead of a
+dict per token: this runs once per token for every follower, so it is kept to
 one ``orjson.dumps`` of a string and two concatenations.
 """
 

@@ -6,7 +6,7 @@ With ``CHATRELAY_REDIS_URL`` set, the frames of every answer are mirrored into a
 capped in length and expires ``ttl`` seconds after its answer ended. A stop sent to any
 instance is published on ``{prefix}stop``; the instance that runs the answer stops it.
 
-The generation answer never waits on Redis and does nothing per token for it: one background
+The answer never waits on Redis and does nothing per token for it: one background
 task copies what every tracked answer's buffer gained since the last round into one pipeline,
 every ``interval`` seconds (a round trip per token per answer would cost more CPU than the
 whole relay).

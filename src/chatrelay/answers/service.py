@@ -1,4 +1,4 @@
-"""Starting, finding and stopping generation answers.
+"""Starting, finding and stopping answers.
 
 Usage::
 
