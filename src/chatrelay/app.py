@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
+from chatrelay.answers.responses_stored import StoredResponses
 from chatrelay.answers.service import ChatService
 from chatrelay.auth.parts import AuthParts, install_auth_parts
 from chatrelay.auth.sessions import SessionCookieWriter
@@ -41,6 +42,7 @@ from chatrelay.http.routes.limits import router as usage_router
 from chatrelay.http.routes.livepeer import install_livepeer_gateway
 from chatrelay.http.routes.openai import router as openai_router
 from chatrelay.http.routes.openai import served_endpoints
+from chatrelay.http.routes.responses import router as responses_router
 from chatrelay.http.served import ServedEndpoints
 from chatrelay.limits.client_ip import ProxyHeaders, TrustedProxies
 from chatrelay.limits.quotas import Quotas
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             registry=registry,
             chat=service,
             auth=auth,
+            responses=(responses := StoredResponses(service)),
             local_model=local_model,
         )
         install_context(app, context)  # what the routes are given (http/context.py)
@@ -120,6 +123,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             await monitor.close()
             await pruner.close()
             await service.shutdown()
+            await responses.close()
             await quotas.close()
             await registry.close()
             if local_model is not None:
@@ -142,6 +146,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.include_router(account_router)
     app.include_router(conversation_router)
     app.include_router(openai_router)
+    app.include_router(responses_router)
     app.include_router(usage_router)
     install_livepeer_gateway(app)  # POST /llm; its served layer is the innermost
     install_api_docs(app)

@@ -39,6 +39,11 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/conversations/{conversation_id}/export"): {200, 401, 404, 422},
     # OpenAI answers every invalid request with 400: there is no 422 under /v1.
     ("POST", "/v1/chat/completions"): {200, 400, 401, 403, 404, 413, 429, 502, 503},
+    ("POST", "/v1/responses"): {200, 400, 401, 403, 404, 409, 413, 429, 502, 503},
+    ("GET", "/v1/responses/{response_id}"): {200, 401, 404},
+    ("DELETE", "/v1/responses/{response_id}"): {200, 401, 404},
+    ("POST", "/v1/responses/{response_id}/cancel"): {200, 401, 404},
+    ("GET", "/v1/responses/{response_id}/input_items"): {200, 400, 401, 404},
     ("GET", "/v1/models"): {200, 401},
     ("GET", "/v1/models/{model_id}"): {200, 401, 404},
     ("GET", "/api/usage"): {200, 401},

@@ -67,7 +67,14 @@ class FrameShape(Protocol):
         ...
 
     def whole(self, frame: bytes) -> bytes:
-        """A whole frame (role, comment, ``[DONE]``) in this shape; ``b""`` leaves it out."""
+        """A whole frame (role, comment, ``[DONE]``, a delta that is more than text without
+        text of the answer) in this shape; ``b""`` leaves it out."""
+        ...
+
+    def rich(self, frame: bytes, escaped: bytes | bytearray, count: int) -> bytes:
+        """A delta that is more than text (answers/answer.py relay_rich) and carries text of
+        the answer (``escaped``, the ``count``-th token): in an API that has no field for the
+        rest, its text alone."""
         ...
 
     def ending(self) -> bytes:
@@ -170,19 +177,18 @@ class EventBuffer:
         the tokens as it goes: one call of the shape per token, as ``frame`` is one call of
         the answer's template, and no counting back over the events for the running total."""
         whole_get, tokens, ends = self._whole.get, self._tokens, self._ends
-        content, reshape, ending = shape.content, shape.whole, shape.ending
+        content, reshape, rich, ending = shape.content, shape.whole, shape.rich, shape.ending
         count = self.content_count(after)
 
         def frame(index: int) -> bytes:
             nonlocal count
             whole = whole_get(index)
             start = ends[index - 1] if index else 0
-            # A whole frame with text of the answer is a delta that was more than text
-            # (answers/answer.py relay_rich): its text in this shape, which has no field for
-            # the rest.
             if whole is not None and ends[index] == start:
                 return ending() if index == self._ending_at else reshape(whole)
             count += 1
+            if whole is not None:  # a delta that was more than text, with text
+                return rich(whole, tokens[start : ends[index]], count)
             return content(tokens[start : ends[index]], count)
 
         return frame

@@ -162,7 +162,9 @@ class ChatService:
                 param="max_tokens",
             )
         history, incoming, question = await read_turn(self.db, asked, owner_id=owner_id)
-        upstream_messages = with_system_prompt(history + incoming, self.settings.system_prompt)
+        upstream_messages = with_system_prompt(
+            history + incoming, self.settings.system_prompt, asked.instructions
+        )
         check_sizes(upstream_messages, self.settings)
         # Refused by name before anything is spent when no upstream of the model can take
         # what was asked; else only those that can will answer.

@@ -16,9 +16,12 @@ knows an HTTP schema.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
+
+from sqlalchemy import Connection
 
 from chatrelay.config import Settings
 from chatrelay.errors import ChatRelayError
@@ -54,6 +57,12 @@ class AnswerRequest:
     api: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     max_tokens_field: str = "max_tokens"
+    # A system message sent first for this answer alone, not stored with the conversation
+    # (the Responses API's ``instructions``, which a continuation does not inherit).
+    instructions: str | None = None
+    # A write of the route's own in the transaction that stores the turn, given the
+    # connection, the conversation's id and the answer's (a Responses request's record).
+    stored_with: Callable[[Connection, str, str], None] | None = None
 
 
 def _new_part(incoming: list[UpstreamMessage], api: bool) -> list[UpstreamMessage]:
@@ -131,6 +140,7 @@ async def store_turn(
                 model=model,
                 instance_id=instance_id,
                 attachment_limits=attachment_limits,
+                also=asked.stored_with,
             ),
             small=True,
         )
@@ -178,9 +188,12 @@ async def _answer_again(
 
 
 def with_system_prompt(
-    messages: list[UpstreamMessage], prompt: str | None
+    messages: list[UpstreamMessage], prompt: str | None, instructions: str | None = None
 ) -> list[UpstreamMessage]:
-    """The operator's system prompt first, unless the messages bring their own."""
+    """The request's own ``instructions`` first; else the operator's system prompt first,
+    unless the messages bring their own."""
+    if instructions is not None:
+        return [{"role": "system", "content": instructions}, *messages]
     if prompt and not any(m["role"] == "system" for m in messages):
         return [{"role": "system", "content": prompt}, *messages]
     return messages

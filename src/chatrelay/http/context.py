@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.applications import Starlette
 
+from chatrelay.answers.responses_stored import StoredResponses
 from chatrelay.answers.service import ChatService
 from chatrelay.auth.parts import AuthParts
 from chatrelay.config import Settings
@@ -40,6 +41,7 @@ class AppContext:
     registry: UpstreamRegistry
     chat: ChatService
     auth: AuthParts
+    responses: StoredResponses  # the Responses API's stored responses
     # The embedded llama.cpp server, when no upstream is configured (CHATRELAY_EMBEDDED).
     local_model: LocalModelServer | None = None
 
@@ -93,3 +95,10 @@ DatabaseDep = Annotated[Database, Depends(_db)]
 QuotasDep = Annotated[Quotas, Depends(_quotas)]
 RegistryDep = Annotated[UpstreamRegistry, Depends(_registry)]
 ChatDep = Annotated[ChatService, Depends(_chat)]
+
+
+async def _responses(request: Request) -> StoredResponses:
+    return app_context(request.app).responses
+
+
+ResponsesDep = Annotated[StoredResponses, Depends(_responses)]

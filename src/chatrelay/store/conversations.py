@@ -9,7 +9,7 @@ writes of a running answer's row in answer_rows.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, delete, func, insert, select, update
@@ -184,6 +184,7 @@ def append_turn(
     model: str,
     instance_id: str | None,
     attachment_limits: AttachmentLimits | None = None,
+    also: Callable[[Connection, str, str], None] | None = None,
 ) -> tuple[str, str]:
     """Store ``questions`` (messages as sent upstream: role, content and any other keys) and
     an empty ``streaming`` answer after them, in a new conversation (``conversation_id`` None,
@@ -192,6 +193,8 @@ def append_turn(
     (two more when a question has attachments and the owner's total is bounded).
 
     Attachments over ``attachment_limits`` are refused (413) before anything is written.
+    ``also``: a write of the caller's own in the same transaction, given the connection, the
+    conversation's id and the answer's (a Responses request's record).
     """
     now = utcnow()
     extras = [message_extra(question) for question in questions]
@@ -270,6 +273,8 @@ def append_turn(
         }
     )
     connection.execute(_INSERT_MESSAGES, rows)
+    if also is not None:
+        also(connection, conversation_id, answer_id)
     return conversation_id, answer_id
 
 

@@ -203,3 +203,25 @@ class UsageRecord(Base):
     source: Mapped[str] = mapped_column(String(16))
     # When the request was admitted: the budget period it counts in.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ResponseRow(Base):
+    """What a Responses API request asked, kept beside the answer it made (``store``: true):
+    the request fields a response object repeats and its input items, which the conversation's
+    messages do not hold as given (the API's ``GET /v1/responses/{id}`` and ``/input_items``).
+    Its id is the answer's (``resp_<key>`` on the wire for ``msg_<key>``)."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    # ChatForm.echo: instructions, tools, text, metadata, ... as the request gave them.
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The input items, as given (a string input as one user message item).
+    input: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -132,6 +132,9 @@ class LivepeerFrames:
             return frame  # a comment (keep-alive, "waiting for the upstream")
         return b""  # the role chunk, [DONE]
 
+    def rich(self, frame: bytes, escaped: bytes | bytearray, count: int) -> bytes:
+        return self.content(escaped, count)  # the runner's chunk has no field for the rest
+
     def ending(self) -> bytes:
         error = self._answer.error
         if error is not None:
