@@ -81,6 +81,7 @@ def run_driver(
     non_streaming: bool = False,
     ramp_s: float | None = None,
     kind: str = "text",
+    api: str = "chat",
 ) -> dict[str, Any]:
     """One load run against ``system``, with its CPU and memory sampled meanwhile. Streams
     start spread over ``ramp_s`` (by default one answer's duration)."""
@@ -108,6 +109,8 @@ def run_driver(
         str(deadline),
         "--kind",
         kind,
+        "--api",
+        api,
     ]
     if system.api_key:
         command += ["--api-key", system.api_key]

@@ -38,7 +38,8 @@ from mock_upstream import run_fast
 # A gap longer than this between two chunks of one stream is a stall (what a reader notices).
 STALL_NS = 100_000_000
 # The mock's content: a space and time.time_ns(), in any JSON spacing a relay re-encodes with.
-CONTENT_TIME = re.compile(rb'"(?:content|arguments)":\s*"\s*(\d{16,20})')
+# (A Responses API stream carries it as a text delta's "delta".)
+CONTENT_TIME = re.compile(rb'"(?:content|arguments|delta)":\s*"\s*(\d{16,20})')
 
 
 def loopback_only(url: str) -> tuple[str, int, str]:
@@ -169,12 +170,15 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     streaming = not args.non_streaming
     directives = f"chunks={args.chunks} pace={args.pace_ms:g} bytes={args.chunk_bytes}"
     directives += f" kind={args.kind}"
-    body = {
-        "model": args.model,
-        "messages": [{"role": "user", "content": f"bench: {directives}"}],
-        "max_tokens": args.chunks,
-        "stream": streaming,
-    }
+    body: dict[str, Any] = {"model": args.model, "stream": streaming}
+    if args.api == "responses":  # the same answer asked of POST /v1/responses
+        body.update(input=f"bench: {directives}", max_output_tokens=args.chunks)
+        path = path.replace("/chat/completions", "/responses")
+    else:
+        body.update(
+            messages=[{"role": "user", "content": f"bench: {directives}"}],
+            max_tokens=args.chunks,
+        )
     request = build_request(host, port, path, body, args.api_key)
     exchanges: list[Exchange] = []
     per_client = args.requests_per_client
@@ -310,6 +314,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pace-ms", type=float, default=20.0)
     parser.add_argument("--chunk-bytes", type=int, default=20)
     parser.add_argument("--kind", choices=("text", "tool", "logprobs"), default="text")
+    parser.add_argument(
+        "--api",
+        choices=("chat", "responses"),
+        default="chat",
+        help="responses: ask the same answer of /v1/responses (the URL's chat path replaced)",
+    )
     parser.add_argument(
         "--ramp-s",
         type=float,
