@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from tests.fake_upstream import (
     MODEL,
     FakeResponse,
     FakeUpstream,
+    livepeer_chunk,
     livepeer_events,
     openai_chunk,
     openai_events,
@@ -400,3 +402,52 @@ async def test_a_cut_answer_is_incomplete(relay_for, fake: FakeUpstream) -> None
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
+
+
+@pytest.fixture
+async def second() -> AsyncIterator[FakeUpstream]:
+    upstream = FakeUpstream()
+    await upstream.start()
+    yield upstream
+    await upstream.close()
+
+
+async def test_a_livepeer_cut_mid_answer_fails_over_within_the_response(
+    relay_for, fake: FakeUpstream, second: FakeUpstream
+) -> None:
+    """A Livepeer gateway that ends the body early (its silent cut) is continued on the other
+    gateway: the client reads one whole response, no seam, no error."""
+    fake.script = [livepeer_chunk("The quick", completion_tokens=2),
+                   livepeer_chunk(" brown", completion_tokens=3)]  # fmt: skip
+    second.script = livepeer_events([" fox", " jumps."])
+    urls = [fake.base_url, second.base_url]
+    async with relay_for(livepeer_gateway_urls=urls, retry_deadline=10, max_failovers=2) as relay:
+        relay.service.registry.upstreams[1].active += 1000  # the first answers first
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            async with client.responses.stream(
+                model=MODEL, input="Tell me about the fox", max_output_tokens=50
+            ) as stream:
+                deltas = [
+                    event.delta
+                    async for event in stream
+                    if event.type == "response.output_text.delta"
+                ]
+                final = await stream.get_final_response()
+            stored = await client.responses.retrieve(final.id)
+    assert "".join(deltas) == "The quick brown fox jumps."
+    assert final.status == "completed" and final.output_text == "The quick brown fox jumps."
+    assert stored.output_text == final.output_text and stored.status == "completed"
+    assert second.requests[-1].json["max_tokens"] < 50  # what is left of the answer's budget
+
+
+async def test_the_budget_holds_on_responses_too(relay_for, fake: FakeUpstream) -> None:
+    fake.script = openai_events(["ok"])
+    async with relay_for("openai", user_token_budget=40) as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            with pytest.raises(openai.RateLimitError) as refused:
+                await client.responses.create(model=GPT, input="hi", max_output_tokens=500)
+    assert refused.value.status_code == 429
+    assert refused.value.response.headers.get("retry-after")
+    assert fake.requests == []  # refused before anything was sent or stored
