@@ -451,3 +451,34 @@ async def test_the_budget_holds_on_responses_too(relay_for, fake: FakeUpstream) 
     assert refused.value.status_code == 429
     assert refused.value.response.headers.get("retry-after")
     assert fake.requests == []  # refused before anything was sent or stored
+
+
+async def test_item_references_resolve_and_are_bounded(relay_for, fake: FakeUpstream) -> None:
+    fake.script = openai_events(["Paris"])
+    async with relay_for("openai") as relay:
+        key, _ = await api_key(relay)
+        async with client_for(relay, key) as client:
+            first = await client.responses.create(model=GPT, input="Capital of France?")
+            message = first.output[0].id
+            await client.responses.create(
+                model=GPT,
+                input=[
+                    {"role": "user", "content": "Capital of France?"},
+                    {"type": "item_reference", "id": message},
+                    {"role": "user", "content": "Sure?"},
+                ],
+            )
+            with pytest.raises(openai.NotFoundError) as unknown:
+                await client.responses.create(
+                    model=GPT, input=[{"type": "item_reference", "id": message + "9"}]
+                )
+            many = [{"type": "item_reference", "id": f"msg_r{n}_0"} for n in range(65)]
+            with pytest.raises(openai.BadRequestError) as bounded:
+                await client.responses.create(model=GPT, input=many)
+    assert fake.requests[-1].json["messages"] == [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris"},
+        {"role": "user", "content": "Sure?"},
+    ]
+    assert unknown.value.code == "item_not_found"
+    assert bounded.value.code == "too_many_item_references"

@@ -42,6 +42,8 @@ from chatrelay.upstreams.dialects import UpstreamMessage
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 100  # input_items' limit, as OpenAI bounds it
+# Stored responses one request may reference items of: each is a read, so it is bounded.
+MAX_REFERENCED = 64
 
 
 class StoredResponses:
@@ -115,6 +117,14 @@ class StoredResponses:
             if place is None:
                 continue
             response_id, index = place
+            if response_id not in responses and len(responses) >= MAX_REFERENCED:
+                raise ChatRelayError(
+                    400,
+                    f"The input references items of more than {MAX_REFERENCED} responses. "
+                    "Continue from the last one with previous_response_id instead.",
+                    code="too_many_item_references",
+                    param="input",
+                )
             if response_id not in responses:
                 try:
                     responses[response_id] = await self.get(owner_id, response_id)
