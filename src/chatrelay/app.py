@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from chatrelay import __version__
 from chatrelay.answers.responses_stored import StoredResponses
 from chatrelay.answers.service import ChatService
+from chatrelay.answers.spending import warming_recorder
 from chatrelay.auth.parts import AuthParts, install_auth_parts
 from chatrelay.auth.sessions import SessionCookieWriter
 from chatrelay.config import Settings
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             warm_models=[m for m in warm if m],
             keep_warm=settings.keep_warm_interval,
             health_interval=settings.health_interval,
+            on_warmed=warming_recorder(db, registry.price_of),
         )
         monitor.start()
         context = AppContext(

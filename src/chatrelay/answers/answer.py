@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from chatrelay.answers.attempt import Attempt, believed_usage
+from chatrelay.answers.attempt import Attempt, AttemptUse, believed_usage
 from chatrelay.answers.events import EventBuffer, Position
 from chatrelay.answers.failover import RetryPolicy, continuation_messages, until_answered
 from chatrelay.answers.frames import DONE, OpenAIFrames
@@ -82,6 +82,7 @@ class Answer:
         "upstream_accepted",
         "upstreams",
         "usage",
+        "uses",
     )
 
     def __init__(
@@ -110,6 +111,7 @@ class Answer:
         self.model = model
         # Every upstream that was asked, in order; those that streamed part of the answer too.
         self.attempts: list[str] = []
+        self.uses: list[AttemptUse] = []  # each attempt's record, for its cost
         self.served_by: list[str] = []
         self.failovers = 0
         self.messages = messages
@@ -346,6 +348,7 @@ class Answer:
             accepted=self.upstream_accepted,
             max_tokens=self.params.max_tokens,
             messages=self.messages,
+            attempts=tuple(self.uses),
         )
 
     def cut_at_length(self) -> bool:
@@ -369,16 +372,19 @@ class Answer:
         health = self.registry.health_of(self.model)
         health.request_started()
         attempt = Attempt(self, name, health, params.max_tokens)
+        events_before, accepted = self.buffer.content_count(), False
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
-                self.upstream_accepted = True
+                self.upstream_accepted = accepted = True
                 if not self.opened.done():
                     self._open()
                 await stream.relay(attempt.take)
         finally:
             if attempt.waiting:
                 health.request_ended()
+            events = self.buffer.content_count() - events_before
+            self.uses.append(attempt.use(accepted=accepted, events=events))
         if self.finish_reason == "stop" and attempt.completion_tokens() >= params.max_tokens:
             # Livepeer's runner says "stop" even when max_tokens ran out: the budget was
             # used up, so the answer was cut by its length, and a client must be told.

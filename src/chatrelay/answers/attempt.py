@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -30,6 +31,18 @@ MAX_TOKENS_SLACK = 16
 
 # What a stored token count can hold (an SQL INTEGER): an upstream's larger number is a lie.
 MAX_TOKEN_COUNT = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptUse:
+    """What one attempt asked of its upstream and got, for its cost (upstreams/pricing.py):
+    every attempt of an answer, failovers and retries included, is paid for on its own."""
+
+    upstream: str
+    requested_tokens: int  # the max_tokens it was sent (a Livepeer gateway bills these)
+    accepted: bool  # the upstream answered 200: it read the prompt, and bills it
+    completion_tokens: int  # what it generated (its usage, else its content events)
+    prompt_tokens: int | None  # as its usage said; None when it said nothing
 
 
 class Relayed(Protocol):
@@ -65,6 +78,7 @@ class Attempt:
         "last",
         "left",
         "name",
+        "sent",
         "waiting",
     )
 
@@ -73,7 +87,7 @@ class Attempt:
     ) -> None:
         self.answer, self.name, self.health = answer, name, health
         # Content events this attempt may still send: the max_tokens it was sent, and slack.
-        sent = answer.params.max_tokens if max_tokens is None else max_tokens
+        sent = self.sent = answer.params.max_tokens if max_tokens is None else max_tokens
         self.left = sent + MAX_TOKENS_SLACK
         self.append = answer.buffer.append_content
         self.waiting = True  # for the first token
@@ -87,6 +101,22 @@ class Attempt:
         if usage is None:
             return 0
         return usage.completion_tokens - (before.completion_tokens if before else 0)
+
+    def use(self, *, accepted: bool, events: int) -> AttemptUse:
+        """The attempt's record once it is over; ``events``: the content events it sent."""
+        usage, before = self.answer.usage, self.before
+        reported = usage is not None and usage is not before
+        prompt = None
+        if reported and usage is not None:
+            prompt = usage.prompt_tokens - (before.prompt_tokens if before else 0)
+        completion = self.completion_tokens() if reported else events
+        return AttemptUse(
+            self.name,
+            self.sent,
+            accepted,
+            max(completion, 0),
+            None if prompt is None else max(prompt, 0),
+        )
 
     def take(self, chunk: UpstreamChunk) -> bool:
         answer = self.answer

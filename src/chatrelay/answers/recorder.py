@@ -35,16 +35,29 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Connection
 
+from chatrelay.answers.attempt import AttemptUse
+from chatrelay.answers.spending import Prices, cost_row
 from chatrelay.limits.admission import Admission
 from chatrelay.limits.billing import BilledUsage
 from chatrelay.limits.quotas import Quotas
-from chatrelay.store import answer_rows, usage
+from chatrelay.store import answer_rows, costs, usage
 from chatrelay.store.database import Database
-from chatrelay.store.models import AnswerStatus
+from chatrelay.store.models import AnswerStatus, utcnow
 from chatrelay.upstreams.chunk import Usage
 from chatrelay.upstreams.dialects import UpstreamMessage
 
 log = logging.getLogger(__name__)
+
+
+def _both(*writes: Callable[[Connection], None] | None) -> Callable[[Connection], None]:
+    def write(connection: Connection) -> None:
+        for one in writes:
+            if one is not None:
+                one(connection)
+
+    return write
+
+
 # A flush this small (a few answers' text, as at low concurrency) is written on the event loop
 # itself, not on the writer thread: the hop there and back (a wake-up of each thread) cost
 # more CPU than the write (docs/performance.md#small-writes).
@@ -93,6 +106,8 @@ class AnswerOutcome:
     max_tokens: int
     # The conversation as sent, for counting the prompt when no usage came.
     messages: list[UpstreamMessage]
+    # Every attempt, in order, for what each cost (its row in attempt_costs).
+    attempts: tuple[AttemptUse, ...] = ()
 
     @property
     def metered_text(self) -> str:
@@ -134,10 +149,20 @@ class AnswerRecorder:
 
 
 class AnswerStore:
-    def __init__(self, db: Database, *, interval: float, quotas: Quotas | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        interval: float,
+        quotas: Quotas | None = None,
+        prices: Prices | None = None,
+    ) -> None:
         self.db = db
         self.interval = interval
         self.quotas = quotas
+        # What an upstream charges for a model (the registry's ``price_of``): each attempt's
+        # cost is written with the answer's end.
+        self.prices = prices
         self.active: dict[str, AnswerRecorder] = {}
         # Set while any answer streams: an idle server's flusher sleeps instead of waking
         # every ``interval`` to find nothing to write.
@@ -210,11 +235,9 @@ class AnswerStore:
             upstream=outcome.upstream_names or None,
         )
         ledger = self._usage_row(recorder, outcome, billed)
+        spent = self._cost_rows(recorder, outcome, billed)
 
-        def write(connection: Connection) -> None:
-            final(connection)
-            if ledger is not None:
-                ledger(connection)
+        write = _both(final, ledger, spent)
 
         for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
             try:
@@ -233,14 +256,45 @@ class AnswerStore:
         log.error(
             "answer %s: its end (%s) could not be stored; given up", outcome.id, outcome.status
         )
-        if ledger is not None:
+        if ledger is not None or spent is not None:
             # Its row is gone (its conversation deleted meanwhile): what it spent is still
             # the operator's record, and its budget's.
             try:
-                await self.db.write(ledger, small=True)
+                await self.db.write(_both(ledger, spent), small=True)
             except Exception:
                 log.exception("recording the usage of answer %s failed", outcome.id)
         return counted
+
+    def _cost_rows(
+        self, recorder: AnswerRecorder, outcome: AnswerOutcome, billed: BilledUsage | None
+    ) -> Callable[[Connection], None] | None:
+        """Each attempt's cost (answers/spending.py), as a write."""
+        prices = self.prices
+        if prices is None or not outcome.attempts:
+            return None
+        admission = recorder.admission
+        user_id = admission.user_id if admission is not None else recorder.owner_id
+        created_at = admission.admitted_at if admission is not None else utcnow()
+        counted_prompt = billed.prompt_tokens if billed is not None else 0
+        rows = [
+            cost_row(
+                prices(use.upstream, outcome.model),
+                kind="answer",
+                user_id=user_id,
+                api_key_id=admission.api_key_id if admission is not None else None,
+                message_id=outcome.id,
+                model=outcome.model,
+                upstream=use.upstream,
+                accepted=use.accepted,
+                # An attempt whose upstream said nothing of the prompt: the answer's count.
+                prompt_tokens=counted_prompt if use.prompt_tokens is None else use.prompt_tokens,
+                completion_tokens=use.completion_tokens,
+                requested_tokens=use.requested_tokens,
+                created_at=created_at,
+            )
+            for use in outcome.attempts
+        ]
+        return partial(costs.record_costs, rows=rows)
 
     async def _settle(
         self, admission: Admission | None, outcome: AnswerOutcome

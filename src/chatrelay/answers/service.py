@@ -103,7 +103,9 @@ class ChatService:
         self._expiry = _Expiry(self.answers, settings.finished_job_ttl)
         self.quotas = quotas or Quotas.in_memory(settings, db)
         self._attachment_limits = message_rows.AttachmentLimits.of(settings)
-        self.answer_store = AnswerStore(db, interval=settings.flush_interval, quotas=self.quotas)
+        self.answer_store = AnswerStore(
+            db, interval=settings.flush_interval, quotas=self.quotas, prices=registry.price_of
+        )
         self._detailed_errors = shows_details(settings)
         self._policy = RetryPolicy(
             deadline=settings.retry_deadline, max_failovers=settings.max_failovers

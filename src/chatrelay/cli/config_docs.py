@@ -87,6 +87,11 @@ models = ["meta-llama/Meta-Llama-3.1-8B-Instruct"]
 weight = 3
 text_only = false
 drop_params = []
+input_price = 0.05                # per million prompt tokens, in currency (unset: unknown)
+output_price = 0.10               # per million completion tokens
+currency = "USD"
+billing = "requested"             # Livepeer bills max_tokens; "used" bills what was generated
+model_prices = { "mistralai/Mistral-7B-Instruct-v0.3" = { output_price = 0.08 } }
 ```
 
 | key | default | what it does |

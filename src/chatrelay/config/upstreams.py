@@ -17,6 +17,13 @@ LIVEPEER_MODELS = (
 )
 
 
+class ModelPriceSpec(BaseModel):
+    """One model's own prices on an upstream (``model_prices``), over the upstream's."""
+
+    input_price: float | None = Field(default=None, ge=0)
+    output_price: float | None = Field(default=None, ge=0)
+
+
 class UpstreamSpec(BaseModel):
     """One upstream declared in the TOML config (``[[upstreams]]``)."""
 
@@ -49,6 +56,27 @@ class UpstreamSpec(BaseModel):
         default_factory=list,
         description="Request fields left out for it instead of refused (as LiteLLM's "
         "`drop_params`); responses list the ones dropped in `X-Chatrelay-Dropped-Params`.",
+    )
+    input_price: float | None = Field(
+        default=None,
+        ge=0,
+        description="What it charges per million prompt tokens, in `currency`. Unset: its "
+        "costs are unknown (shown as such, never as zero).",
+    )
+    output_price: float | None = Field(
+        default=None, ge=0, description="What it charges per million completion tokens."
+    )
+    currency: str = Field(default="USD", max_length=8, description="The currency of its prices.")
+    billing: Literal["requested", "used"] | None = Field(
+        default=None,
+        description="`requested`: it bills the `max_tokens` asked for, generated or not (a "
+        "Livepeer gateway, the default for `livepeer`); `used`: the tokens generated (the "
+        "default for `openai`).",
+    )
+    model_prices: dict[str, ModelPriceSpec] = Field(
+        default_factory=dict,
+        description="Prices of some of its models, over its own: "
+        '`model_prices = { "m" = { input_price = 0.1, output_price = 0.4 } }`.',
     )
 
 

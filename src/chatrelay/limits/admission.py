@@ -28,6 +28,8 @@ class Caller:
     client_ip: str | None
     guest: bool = False
     on_admitted: OnAdmitted | None = None
+    # The API key it came with (None: a session), for what each key spends.
+    api_key_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -47,3 +49,4 @@ class Admission:
     address_reservation: Reservation | None = None
     reserved_tokens: int = 0
     done: bool = False
+    api_key_id: str | None = None

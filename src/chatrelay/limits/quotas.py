@@ -157,13 +157,26 @@ class Quotas:
         return limit_key(client_ip, ipv6_prefix=self.ipv6_prefix)
 
     def caller(
-        self, user: User, client_ip: str | None, *, on_admitted: OnAdmitted | None = None
+        self,
+        user: User,
+        client_ip: str | None,
+        *,
+        on_admitted: OnAdmitted | None = None,
+        api_key_id: str | None = None,
     ) -> Caller:
         """``on_admitted``: run once the request passed every limit and check, before anything
-        is stored (a guest not stored yet writes itself then)."""
+        is stored (a guest not stored yet writes itself then). ``api_key_id``: the key the
+        request came with."""
         budget = self.budget_of(user)
         address = self.address(client_ip)
-        return Caller(user.id, budget, address, guest=user.is_guest, on_admitted=on_admitted)
+        return Caller(
+            user.id,
+            budget,
+            address,
+            guest=user.is_guest,
+            on_admitted=on_admitted,
+            api_key_id=api_key_id,
+        )
 
     async def count_new_guest(self, client_ip: str | None) -> None:
         """A guest is about to be created for ``client_ip``: 429 if its address has had its
@@ -201,6 +214,7 @@ class Quotas:
             admitted_at=self.clock(),
             guest=caller.guest if caller else False,
             on_admitted=caller.on_admitted if caller else None,
+            api_key_id=caller.api_key_id if caller else None,
         )
         ip = admission.client_ip
         if ip is None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -224,4 +225,37 @@ class ResponseRow(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     # The input items, as given (a string input as one user message item).
     input: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AttemptCostRow(Base):
+    """What one request to one upstream cost: every attempt of every answer (failovers and
+    retries paid for on their own) and the operator's own warming requests. Beside the usage
+    ledger, which counts tokens per answer for budgets; like it, no foreign keys: the
+    operator's record outlives what it describes. Money in nanos (1e-9) of ``currency``;
+    NULL when the upstream has no price configured (unknown, not zero)."""
+
+    __tablename__ = "attempt_costs"
+    __table_args__ = (
+        Index("ix_attempt_costs_created", "created_at"),
+        Index("ix_attempt_costs_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("cost"))
+    # Whose answer it was; NULL for the operator's own requests (warming a model).
+    user_id: Mapped[str | None] = mapped_column(String(40))
+    api_key_id: Mapped[str | None] = mapped_column(String(40))  # NULL: a session's
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))  # answer | warming
+    model: Mapped[str] = mapped_column(String(200))
+    upstream: Mapped[str] = mapped_column(String(200))
+    billing: Mapped[str] = mapped_column(String(16))  # requested | used
+    accepted: Mapped[bool] = mapped_column(Boolean)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)  # generated
+    requested_tokens: Mapped[int] = mapped_column(Integer)  # the max_tokens it was sent
+    paid_tokens: Mapped[int] = mapped_column(Integer)  # what the upstream bills
+    paid_cost: Mapped[int | None] = mapped_column(BigInteger)
+    used_cost: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -21,9 +21,9 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from chatrelay.errors import UPSTREAM, ChatRelayError
@@ -35,6 +35,7 @@ from chatrelay.upstreams.dialects import (
 )
 from chatrelay.upstreams.exchange import Exchange, ResponseHead, ResponseHeadTooLarge
 from chatrelay.upstreams.http1 import ConnectionPool, request_target
+from chatrelay.upstreams.pricing import UNPRICED, Price
 
 # Re-exported until tests/e2e/test_upstream_http.py imports it from stream.py.
 from chatrelay.upstreams.stream import Timeouts, UpstreamStream
@@ -59,6 +60,12 @@ class UpstreamConfig:
     text_only: bool = False
     # Request fields left out for it instead of refused.
     drop_params: tuple[str, ...] = ()
+    # What it charges (upstreams/pricing.py), and its models' own prices over that.
+    price: Price = UNPRICED
+    model_prices: Mapping[str, Price] = field(default_factory=dict)
+
+    def price_of(self, model: str) -> Price:
+        return self.model_prices.get(model, self.price)
 
 
 # Statuses that say the request itself is wrong or not allowed: another upstream (or a

@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from chatrelay.upstreams.chunk import UpstreamChunk
+from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams
 from chatrelay.upstreams.registry import UpstreamRegistry
@@ -30,6 +32,22 @@ from chatrelay.upstreams.registry import UpstreamRegistry
 log = logging.getLogger(__name__)
 
 WARMING_PROMPT = [{"role": "user", "content": "Hi"}]
+# A warming request's tokens, when its upstream reports none: "Hi" and a chat template's few.
+WARMING_PROMPT_TOKENS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Warmed:
+    """What one warming request cost its upstream: the operator's own spending."""
+
+    upstream: str
+    model: str
+    accepted: bool  # the upstream answered 200, and bills it
+    prompt_tokens: int
+    completion_tokens: int
+
+
+OnWarmed = Callable[[Warmed], Awaitable[None]]
 
 
 class UpstreamMonitor:
@@ -40,8 +58,11 @@ class UpstreamMonitor:
         warm_models: list[str],
         keep_warm: float,
         health_interval: float,
+        on_warmed: OnWarmed | None = None,
     ) -> None:
         self.registry = registry
+        # Told of every warming request an upstream took, for its cost (answers/spending.py).
+        self.on_warmed = on_warmed
         self.warm_models = warm_models
         self.keep_warm = keep_warm
         self.health_interval = health_interval
@@ -77,14 +98,17 @@ class UpstreamMonitor:
         health = self.registry.health_of(model)
         health.request_started()
         began, waiting = time.monotonic(), True
+        seen = _Seen()
         try:
             params = GenerationParams(max_tokens=1)
             async with upstream.stream(model, list(WARMING_PROMPT), params) as stream:
-                await stream.relay(_answered)
+                seen.accepted = True
+                await stream.relay(seen.take)
             health.first_token(time.monotonic() - began)
             health.request_ended()
             waiting = False
         except UpstreamFailure as failure:
+            await self._spent(seen, upstream.config.name, model)  # taken, then failed
             self.registry.failed(upstream, failure)
             log.warning("warming %s on %s failed: %s", model, upstream.config.name, failure.kind)
             return False
@@ -94,9 +118,19 @@ class UpstreamMonitor:
         finally:
             if waiting:
                 health.request_ended()
+        await self._spent(seen, upstream.config.name, model)
         self.registry.succeeded(upstream)
         log.info("model %s is warm (%.1f s)", model, time.monotonic() - began)
         return True
+
+    async def _spent(self, seen: _Seen, upstream: str, model: str) -> None:
+        """A warming request the upstream took is paid for: recorded as the operator's."""
+        if not seen.accepted or self.on_warmed is None:
+            return
+        try:
+            await self.on_warmed(seen.warmed(upstream, model))
+        except Exception:  # its record must not stop the warming
+            log.exception("recording the cost of warming %s failed", model)
 
     async def _health_loop(self) -> None:
         while True:  # the first check at start: /readyz waits for an upstream to answer
@@ -111,7 +145,25 @@ class UpstreamMonitor:
             breaker.failure()
 
 
-def _answered(chunk: UpstreamChunk) -> bool:
-    """The warm-up's one token (or its end) has come: enough (an error event is raised by
-    ``relay`` as a failure)."""
-    return bool(chunk.content or chunk.finish_reason or chunk.done)
+class _Seen:
+    """What a warming request got back: whether it was taken, its token, its usage."""
+
+    def __init__(self) -> None:
+        self.accepted = False
+        self.tokens = 0
+        self.usage: Usage | None = None
+
+    def take(self, chunk: UpstreamChunk) -> bool:
+        """The warm-up's one token (or its end) has come: enough (an error event is raised
+        by ``relay`` as a failure)."""
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.content:
+            self.tokens += 1
+        return bool(chunk.content or chunk.finish_reason or chunk.done)
+
+    def warmed(self, upstream: str, model: str) -> Warmed:
+        usage = self.usage
+        prompt = usage.prompt_tokens if usage is not None else WARMING_PROMPT_TOKENS
+        completion = usage.completion_tokens if usage is not None else self.tokens
+        return Warmed(upstream, model, True, max(prompt, 0), max(completion, 0))

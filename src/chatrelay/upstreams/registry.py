@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import os
 import random
+from dataclasses import replace
 
 from chatrelay.config import LIVEPEER_MODELS, Settings
 from chatrelay.errors import NOT_FOUND, ChatRelayError
 from chatrelay.upstreams.client import Upstream, UpstreamConfig, UpstreamFailure
 from chatrelay.upstreams.health import CircuitBreaker, ModelHealth, ModelStatus
+from chatrelay.upstreams.pricing import UNPRICED, Price, default_billing
 from chatrelay.upstreams.stream import Timeouts
 
 
@@ -49,6 +51,7 @@ def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
                 models=tuple(settings.models) or LIVEPEER_MODELS,
                 api_key=settings.livepeer_api_key,
                 configured_by="LIVEPEER_GATEWAY_URL",
+                price=Price(None, None, billing="requested"),
             )
         )
     if settings.openai_base_url:
@@ -69,6 +72,8 @@ def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
         if key is None and spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
         default_models = LIVEPEER_MODELS if spec.dialect == "livepeer" else ()
+        billing = spec.billing or default_billing(spec.dialect)
+        price = Price(spec.input_price, spec.output_price, spec.currency, billing)
         configs.append(
             UpstreamConfig(
                 name=spec.name,
@@ -80,6 +85,15 @@ def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
                 weight=spec.weight,
                 text_only=spec.text_only,
                 drop_params=tuple(spec.drop_params),
+                price=price,
+                model_prices={
+                    model: replace(
+                        price,
+                        input=price.input if own.input_price is None else own.input_price,
+                        output=price.output if own.output_price is None else own.output_price,
+                    )
+                    for model, own in spec.model_prices.items()
+                },
             )
         )
     return configs
@@ -218,6 +232,13 @@ class UpstreamRegistry:
     def abandoned(self, upstream: Upstream) -> None:
         """The attempt was cancelled (stop, shutdown): neither a success nor a failure."""
         self.breakers[upstream.config.name].trial_in_flight = False
+
+    def price_of(self, upstream: str, model: str) -> Price:
+        """What the named upstream charges for the model (unknown for a name not here)."""
+        for candidate in self.upstreams:
+            if candidate.config.name == upstream:
+                return candidate.config.price_of(model)
+        return UNPRICED
 
     def health_of(self, model: str) -> ModelHealth:
         return self.model_health.setdefault(model, ModelHealth())

@@ -12,7 +12,7 @@ from chatrelay.answers.answer import Answer
 from chatrelay.answers.events import Position
 from chatrelay.answers.service import ChatService
 from chatrelay.answers.turns import AnswerRequest
-from chatrelay.auth.identity import current_user, new_guest_writer, require_user
+from chatrelay.auth.identity import current_user, identify, new_guest_writer, require_user
 from chatrelay.errors import ChatRelayError
 from chatrelay.http.api_docs import error_responses
 from chatrelay.http.context import ChatDep, RegistryDep
@@ -92,7 +92,10 @@ async def start_answer(
     # The address ProxyHeaders settled on: the peer, or the client a trusted proxy names.
     client_ip = request.client.host if request.client else None
     # A guest not stored yet is written once the request passed every limit and check.
-    caller = service.quotas.caller(user, client_ip, on_admitted=new_guest_writer(request))
+    identity = await identify(request)  # resolved already, by the route's user
+    caller = service.quotas.caller(
+        user, client_ip, on_admitted=new_guest_writer(request), api_key_id=identity.api_key_id
+    )
     answer = await service.start(asked, owner_id=user.id, caller=caller)
     log_fields(request, partial(_answer_log_fields, answer))
     ids = {"X-Message-Id": answer.id, "X-Conversation-Id": answer.conversation_id}
