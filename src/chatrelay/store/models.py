@@ -78,6 +78,11 @@ class User(Base):
     # Tokens per budget period set for this user by an admin (0 is unlimited); None follows
     # CHATRELAY_USER_TOKEN_BUDGET / CHATRELAY_GUEST_TOKEN_BUDGET.
     token_budget: Mapped[int | None] = mapped_column(Integer)
+    # Money per budget period set for this user (nanos of the upstreams' currency; 0 is
+    # unlimited); None follows CHATRELAY_USER_SPEND_LIMIT / CHATRELAY_GUEST_SPEND_LIMIT.
+    spend_limit: Mapped[int | None] = mapped_column(BigInteger)
+    # Set by an admin: the user's sessions and keys are refused from then on.
+    disabled_at: Mapped[datetime | None] = mapped_column()
 
     @property
     def is_guest(self) -> bool:
@@ -107,6 +112,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+    # Money per budget period this key may spend (nanos); None: only its user's limit.
+    spend_limit: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Conversation(Base):
