@@ -213,7 +213,19 @@ class AnswerStore:
             recorder.writes += 1
 
     async def save_final(self, recorder: AnswerRecorder, outcome: AnswerOutcome) -> Usage | None:
-        billed = await self._settle(recorder.admission, outcome)
+        priced: list[dict[str, Any]] = []  # the attempts' cost rows, made as it is billed
+
+        def spent(billed: BilledUsage | None) -> dict[str, int]:
+            """What each upstream was paid (nanos), for the spend limits' settlement."""
+            priced[:] = self._cost_rows(recorder, outcome, billed)
+            paid: dict[str, int] = {}
+            for row in priced:
+                paid[row["upstream"]] = paid.get(row["upstream"], 0) + (row["paid_cost"] or 0)
+            return paid
+
+        billed = await self._settle(recorder.admission, outcome, spent)
+        if not priced:  # not billed here (no admission): priced all the same
+            spent(billed)
         reported = outcome.usage
         counted = None
         if reported is None and billed is not None:
@@ -235,9 +247,9 @@ class AnswerStore:
             upstream=outcome.upstream_names or None,
         )
         ledger = self._usage_row(recorder, outcome, billed)
-        spent = self._cost_rows(recorder, outcome, billed)
+        costed = partial(costs.record_costs, rows=priced) if priced else None
 
-        write = _both(final, ledger, spent)
+        write = _both(final, ledger, costed)
 
         for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
             try:
@@ -256,22 +268,22 @@ class AnswerStore:
         log.error(
             "answer %s: its end (%s) could not be stored; given up", outcome.id, outcome.status
         )
-        if ledger is not None or spent is not None:
+        if ledger is not None or costed is not None:
             # Its row is gone (its conversation deleted meanwhile): what it spent is still
             # the operator's record, and its budget's.
             try:
-                await self.db.write(_both(ledger, spent), small=True)
+                await self.db.write(_both(ledger, costed), small=True)
             except Exception:
                 log.exception("recording the usage of answer %s failed", outcome.id)
         return counted
 
     def _cost_rows(
         self, recorder: AnswerRecorder, outcome: AnswerOutcome, billed: BilledUsage | None
-    ) -> Callable[[Connection], None] | None:
-        """Each attempt's cost (answers/spending.py), as a write."""
+    ) -> list[dict[str, Any]]:
+        """Each attempt's cost (answers/spending.py), as rows of attempt_costs."""
         prices = self.prices
         if prices is None or not outcome.attempts:
-            return None
+            return []
         admission = recorder.admission
         user_id = admission.user_id if admission is not None else recorder.owner_id
         created_at = admission.admitted_at if admission is not None else utcnow()
@@ -294,10 +306,13 @@ class AnswerStore:
             )
             for use in outcome.attempts
         ]
-        return partial(costs.record_costs, rows=rows)
+        return rows
 
     async def _settle(
-        self, admission: Admission | None, outcome: AnswerOutcome
+        self,
+        admission: Admission | None,
+        outcome: AnswerOutcome,
+        spent: Callable[[BilledUsage], dict[str, int]],
     ) -> BilledUsage | None:
         # Before the write and outside its retries: holds are given back even if it fails.
         if admission is None or self.quotas is None:
@@ -312,6 +327,7 @@ class AnswerStore:
                 # The prompt is billed once an upstream took it; never more than max_tokens.
                 accepted=outcome.accepted,
                 max_completion=outcome.max_tokens,
+                spent=spent,
             )
         except Exception:  # the answer itself must be saved whatever happens to its bill
             log.exception("billing answer %s failed", outcome.id)

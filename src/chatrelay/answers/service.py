@@ -44,6 +44,8 @@ from chatrelay.error_details import shows_details
 from chatrelay.errors import ChatRelayError
 from chatrelay.limits.admission import Admission, Caller
 from chatrelay.limits.quotas import Quotas
+from chatrelay.limits.spending import SpendAsk
+from chatrelay.limits.tokens import estimate_prompt_tokens
 from chatrelay.store import conversations, message_rows
 from chatrelay.store.database import Database
 from chatrelay.store.instances import InstanceHeartbeat
@@ -174,7 +176,19 @@ class ChatService:
         # The budget (for the prompt too, history included) is reserved before anything is
         # stored or sent, and outside the writing transaction: the limits store may be remote,
         # and SQLite's write lock (or a pooled connection) must never wait on it.
-        await self.quotas.reserve(admission, messages=upstream_messages, max_tokens=max_tokens)
+        spend = None
+        if self.registry.priced:  # the worst case in money, for the spend limits
+            worst, caps = self.registry.spend_ask(
+                model,
+                carried.upstreams,
+                prompt_tokens=estimate_prompt_tokens(upstream_messages),
+                max_tokens=max_tokens,
+            )
+            spend = SpendAsk(worst, caps)
+        await self.quotas.reserve(
+            admission, messages=upstream_messages, max_tokens=max_tokens, spend=spend
+        )
+        allowed = carried.upstreams - admission.over_cap  # past their spend cap: not these
         # The question is committed before the upstream is called: nothing accepted is lost.
         conversation_id, answer_id = await store_turn(
             self.db,
@@ -202,7 +216,7 @@ class ChatService:
                 extra=asked.extra or None,
                 max_tokens_field=asked.max_tokens_field,
             ),
-            upstreams=carried.upstreams,
+            upstreams=allowed,
             dropped_params=carried.dropped,
             detailed_errors=self._detailed_errors,
             recorder=self.answer_store.recorder(owner_id=owner_id, admission=admission),

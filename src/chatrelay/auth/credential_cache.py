@@ -4,15 +4,18 @@ Every request names its user by a credential, and looking it up is a database re
 write now and then): at hundreds of requests a second that read was a large part of what a
 request cost. So a found credential is remembered for ``ttl`` seconds (5 by default,
 ``CHATRELAY_AUTH_CACHE_SECONDS``; 0 turns it off). Sign-in, sign-up and sign-out in this
-process forget at once the session they replace; a session deleted by another instance, a key
-revoked with ``chatrelay keys revoke`` or a budget changed with ``chatrelay users budget`` take
-effect here within ``ttl`` seconds. Unknown credentials are never remembered (each is a read).
+process forget at once the session they replace, and an admin's change to a user (disabled,
+budget) or a key (revoked) in this process forgets that user's or key's credentials at once;
+a session deleted by another instance, a change made there or with the CLI (``chatrelay keys
+revoke``, ``chatrelay users budget``) take effect here within ``ttl`` seconds. Unknown
+credentials are never remembered (each is a read).
 
 Usage::
 
     cache = CredentialCache(ttl=5.0)
     entry = cache.get(key)              # None: look it up, then cache.put(key, entry)
     cache.forget(key)
+    cache.forget_user(user_id)          # every credential of that user
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class CachedCredential:
     api_key_id: str | None = None
     last_used_at: datetime | None = None
     remembered_until: float = 0.0
+    api_key_spend_limit: int | None = None  # the key's own spend limit (nanos), if any
 
 
 class CredentialCache:
@@ -45,6 +49,8 @@ class CredentialCache:
         # Credentials forgotten on purpose (sign-out, sign-in replacing a session), until when:
         # a request that read one just before it was deleted must not remember it again.
         self._forgotten: dict[str, float] = {}
+        # The same for users an admin changed (disabled, budget): by user id, until when.
+        self._forgotten_users: dict[str, float] = {}
 
     def get(self, key: str) -> CachedCredential | None:
         entry = self._entries.get(key)
@@ -63,6 +69,8 @@ class CredentialCache:
             if until > time.monotonic():
                 return
             del self._forgotten[key]
+        if self._forgotten_users and self._user_forgotten(entry.user.id):
+            return
         if len(self._entries) >= MAX_ENTRIES:
             self._drop_expired()
             if len(self._entries) >= MAX_ENTRIES:
@@ -76,6 +84,26 @@ class CredentialCache:
             if len(self._forgotten) >= MAX_ENTRIES:
                 self._forgotten.clear()
             self._forgotten[key] = time.monotonic() + self.ttl
+
+    def forget_user(self, user_id: str) -> None:
+        """Every credential of ``user_id`` (its sessions and keys): an admin changed the user,
+        and this process must see the change from the next request on. A scan of the whole
+        memory, which an admin's action can afford and a request never pays."""
+        for key in [k for k, e in self._entries.items() if e.user.id == user_id]:
+            del self._entries[key]
+        if self.ttl > 0:
+            if len(self._forgotten_users) >= MAX_ENTRIES:
+                self._forgotten_users.clear()
+            self._forgotten_users[user_id] = time.monotonic() + self.ttl
+
+    def _user_forgotten(self, user_id: str) -> bool:
+        until = self._forgotten_users.get(user_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._forgotten_users[user_id]
+        return False
 
     def _drop_expired(self) -> None:
         now = time.monotonic()

@@ -21,6 +21,10 @@ no cookie until the request that needs it has passed the rate limit, its checks 
 budget (``Quotas.reserve`` runs :meth:`NewGuest.save`), and then only within the address's
 share of new guests (``CHATRELAY_GUEST_CREATE_LIMIT``). So a refused cookieless request, or
 any number of cookieless page loads and ``GET /api/me``, writes nothing.
+
+A user an admin disabled (``users.disabled_at``) is refused wherever a credential names
+them: their API keys and sessions answer 401 ``account_disabled``, and a session's cookie is
+cleared with that answer (the browser goes on as a visitor without it, and can sign out).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Identity:
     # Set when the session cookie named the user: sign-in and sign-out replace that session.
     session_token_hash: str | None = None
     api_key_id: str | None = None
+    api_key_spend_limit: int | None = None  # the key's own spend limit (nanos), if any
 
 
 def forget_session(connection: HTTPConnection, hashed: str) -> None:
@@ -81,7 +86,16 @@ async def identify(request: Request) -> Identity:
 
 
 def remember(request: Request, identity: Identity) -> None:
-    """Make ``identity`` this request's answer from now on (after sign-in, sign-up, guest)."""
+    """Make ``identity`` this request's answer from now on (after sign-in, sign-up, guest).
+
+    A disabled user is refused here too (401, no session cookie for the browser): signing in
+    to a disabled account ends in this refusal instead of a session that would be refused
+    at its next request."""
+    user = identity.user
+    if user is not None and user.disabled_at is not None:
+        cookies = session_cookies(request)
+        cookies.schedule(request, cookies.clearing_header(secure=is_secure(request)))
+        raise account_disabled()
     setattr(request.state, _IDENTITY, identity)
     log_user(request, identity.user.id if identity.user is not None else None)
 
@@ -113,6 +127,11 @@ async def _resolve(request: Request) -> Identity:
         known = CachedCredential(user=user, expires_at=row.expires_at)
         cache.put(cache_key, known)
     user = known.user
+    if user.disabled_at is not None:
+        # The cookie goes with the refusal: without it the page works as a visitor's (and
+        # can sign out, which a refused session could not).
+        cookies.schedule(request, cookies.clearing_header(secure=is_secure(request)))
+        raise account_disabled()
     guest = user.is_guest
     assert known.expires_at is not None
     if cookies.needs_refresh(known.expires_at, now, guest=guest):
@@ -122,6 +141,16 @@ async def _resolve(request: Request) -> Identity:
         known.expires_at = expires_at
         _schedule_cookie(request, token, guest=guest)
     return Identity(user=user, session_token_hash=hashed)
+
+
+def account_disabled() -> ChatRelayError:
+    return ChatRelayError(
+        401,
+        "This account has been disabled by an administrator: its sessions and API keys are "
+        "refused. Ask the operator of this server to enable it again.",
+        code="account_disabled",
+        type=AUTHENTICATION_ERROR,
+    )
 
 
 def _api_call_from_another_origin(request: Request) -> bool:
@@ -152,10 +181,15 @@ async def _from_api_key(request: Request, key: str) -> Identity:
             )
         api_key, user = found
         known = CachedCredential(
-            user=user, api_key_id=api_key.id, last_used_at=api_key.last_used_at
+            user=user,
+            api_key_id=api_key.id,
+            last_used_at=api_key.last_used_at,
+            api_key_spend_limit=api_key.spend_limit,
         )
         cache.put(cache_key, known)
     assert known.api_key_id is not None
+    if known.user.disabled_at is not None:
+        raise account_disabled()
     last_used = known.last_used_at
     if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
         async with db.transaction() as session:
@@ -163,7 +197,11 @@ async def _from_api_key(request: Request, key: str) -> Identity:
                 session, key_id=known.api_key_id, now=now, resolution=LAST_USED_RESOLUTION
             )
         known.last_used_at = now
-    return Identity(user=known.user, api_key_id=known.api_key_id)
+    return Identity(
+        user=known.user,
+        api_key_id=known.api_key_id,
+        api_key_spend_limit=known.api_key_spend_limit,
+    )
 
 
 async def _add_session(

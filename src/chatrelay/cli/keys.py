@@ -30,11 +30,20 @@ app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True
 def create_key(
     user: Annotated[str, typer.Option("--user", help="Username the key acts as.")],
     name: Annotated[str, typer.Option("--name", help="A label to tell keys apart.")] = "",
+    spend_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--spend-limit",
+            min=0,
+            help="Money this key may spend per budget period (on top of its user's limit).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create an API key. It is printed once: only its hash is kept."""
     from chatrelay.auth.api_keys import issue_api_key
     from chatrelay.store import users
+    from chatrelay.upstreams.pricing import NANOS
 
     issued = issue_api_key()
 
@@ -48,6 +57,8 @@ def create_key(
                 key_hash=issued.key_hash,
                 prefix=issued.prefix,
             )
+            if spend_limit:
+                row.spend_limit = round(spend_limit * NANOS)
         return row.id
 
     key_id = on_database(config, work)

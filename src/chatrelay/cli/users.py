@@ -158,6 +158,43 @@ def set_budget(
         typer.echo(f"Token budget of '{username}': {budget(tokens)} per period.")
 
 
+@app.command("spend-limit")
+def set_spend_limit(
+    name: Annotated[str, typer.Argument(help="Username.")],
+    amount: Annotated[
+        float | None,
+        typer.Argument(
+            help="Money per budget period, in the upstreams' currency (their prices); "
+            "0 = unlimited."
+        ),
+    ] = None,
+    default: Annotated[
+        bool, typer.Option("--default", help="Follow CHATRELAY_USER_SPEND_LIMIT again.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set an account's own spend limit; it applies from its next request."""
+    from chatrelay.store import usage
+    from chatrelay.upstreams.pricing import NANOS
+
+    if (amount is None) == (not default) or (amount is not None and amount < 0):
+        fail("give an amount (0 = unlimited) or --default.")
+
+    async def work(db: Database) -> str:
+        user = await user_named(db, name)
+        async with db.transaction() as session:
+            limit = None if amount is None else round(amount * NANOS)
+            await usage.set_spend_limit(session, user_id=user.id, nanos=limit)
+        return user.username or name
+
+    username = on_database(config, work)
+    if amount is None:
+        typer.echo(f"'{username}' follows the default spend limit (CHATRELAY_USER_SPEND_LIMIT).")
+    else:
+        shown = "unlimited" if amount == 0 else f"{amount:g}"
+        typer.echo(f"Spend limit of '{username}': {shown} per period.")
+
+
 def new_password(given: str | None) -> str:
     """``given``, or the password typed twice (hidden), once it is long enough."""
     from chatrelay.auth.accounts import check_new_password

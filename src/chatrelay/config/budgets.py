@@ -32,6 +32,18 @@ class BudgetSettings(BaseModel):
         "top of each guest's own, so that dropping the cookie for fresh guests gains nothing; "
         "`0`: none.",
     )
+    user_spend_limit: float = Field(
+        default=0,
+        ge=0,
+        description="Money (in the upstreams' currency, from their prices) an account may "
+        "spend per budget period; `0` is unlimited. `chatrelay users spend-limit NAME AMOUNT` "
+        "sets one account's own, which wins.",
+    )
+    guest_spend_limit: float = Field(
+        default=0,
+        ge=0,
+        description="Money a guest may spend per budget period; `0` is unlimited.",
+    )
     budget_period: Literal["hour", "day", "week", "month"] = Field(
         default="day",
         description="`hour`, `day`, `week` (from Monday) or `month`, in UTC.",

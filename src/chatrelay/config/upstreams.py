@@ -73,6 +73,13 @@ class UpstreamSpec(BaseModel):
         "Livepeer gateway, the default for `livepeer`); `used`: the tokens generated (the "
         "default for `openai`).",
     )
+    spend_cap: float = Field(
+        default=0,
+        ge=0,
+        description="Money all answers on it may spend per budget period, in `currency`; "
+        "past it the model's other upstreams answer, and with none left a request is "
+        "refused (429). `0` is no cap.",
+    )
     model_prices: dict[str, ModelPriceSpec] = Field(
         default_factory=dict,
         description="Prices of some of its models, over its own: "

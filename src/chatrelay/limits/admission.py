@@ -8,7 +8,7 @@ gives everything back.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from chatrelay.limits.budget import Reservation
@@ -30,6 +30,9 @@ class Caller:
     on_admitted: OnAdmitted | None = None
     # The API key it came with (None: a session), for what each key spends.
     api_key_id: str | None = None
+    # Spend limits (nanos per period; 0: unlimited): the user's, and its key's own if any.
+    spend_limit: int = 0
+    key_spend_limit: int | None = None
 
 
 @dataclass(slots=True)
@@ -50,3 +53,9 @@ class Admission:
     reserved_tokens: int = 0
     done: bool = False
     api_key_id: str | None = None
+    spend_limit: int = 0
+    key_spend_limit: int | None = None
+    # Spend limits' holds (limits/spending.py): the user's, the key's, capped upstreams'.
+    spend_reservations: list[Reservation] = field(default_factory=list)
+    # Upstreams whose spend cap could not take this answer: it is not sent there.
+    over_cap: set[str] = field(default_factory=set)

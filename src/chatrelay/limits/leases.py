@@ -55,6 +55,7 @@ class Leases:
         holding = list(admissions)
         held = [a.reservation for a in holding if a.reservation is not None]
         held += [a.address_reservation for a in holding if a.address_reservation is not None]
+        held += [r for a in holding for r in a.spend_reservations]
         await self.budget.renew(held)
         slots = [(a.slot_key, a.id) for a in holding if a.slot_key is not None]
         if slots:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -55,9 +55,11 @@ from chatrelay.limits.refusals import (
     too_many_streams,
 )
 from chatrelay.limits.sign_in import SignInThrottle, sign_in_throttle
+from chatrelay.limits.spending import SpendAsk, SpendLimits
 from chatrelay.limits.streams import MemoryStreamSlots, StreamSlots
 from chatrelay.limits.tokens import TokenCounter, estimate_prompt_tokens
 from chatrelay.setting_types import RateRule, parse_rate_limit
+from chatrelay.store import costs
 from chatrelay.store import usage as usage_queries
 from chatrelay.store.database import Database
 from chatrelay.store.models import User, utcnow
@@ -85,6 +87,7 @@ class Quotas:
         ledger: Ledger,
         store_name: str = "memory",
         redis: RedisLimits | None = None,
+        spend_ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self.rate_rule = parse_rate_limit(settings.rate_limit)
@@ -96,6 +99,17 @@ class Quotas:
         self.fail_open = settings.budget_fail_open
         self.budget = TokenBudget(
             budgets, period=settings.budget_period, lease=settings.budget_lease, ledger=ledger
+        )
+        # Spend limits in money: budgets of their own on the same store (limits/spending.py).
+        self.spending = SpendLimits(
+            TokenBudget(
+                budgets,
+                period=settings.budget_period,
+                lease=settings.budget_lease,
+                ledger=spend_ledger or _nothing_spent,
+            ),
+            user_limit=settings.user_spend_limit,
+            guest_limit=settings.guest_spend_limit,
         )
         self.rates = rates
         self.streams = streams
@@ -129,6 +143,7 @@ class Quotas:
             ledger=_ledger_of(db),
             store_name=redis.name,
             redis=redis,
+            spend_ledger=_spend_ledger_of(db),
         )
         quotas.sign_in_throttle = sign_in_throttle(settings, redis, store_down=quotas.store_down)
         return quotas
@@ -141,6 +156,7 @@ class Quotas:
             rates=MemoryRateLimiter(),
             streams=MemoryStreamSlots(),
             ledger=_ledger_of(db),
+            spend_ledger=_spend_ledger_of(db),
         )
 
     # Who pays
@@ -163,10 +179,11 @@ class Quotas:
         *,
         on_admitted: OnAdmitted | None = None,
         api_key_id: str | None = None,
+        key_spend_limit: int | None = None,
     ) -> Caller:
         """``on_admitted``: run once the request passed every limit and check, before anything
         is stored (a guest not stored yet writes itself then). ``api_key_id``: the key the
-        request came with."""
+        request came with, and its own spend limit (nanos)."""
         budget = self.budget_of(user)
         address = self.address(client_ip)
         return Caller(
@@ -176,6 +193,8 @@ class Quotas:
             guest=user.is_guest,
             on_admitted=on_admitted,
             api_key_id=api_key_id,
+            spend_limit=self.spending.limit_of(user),
+            key_spend_limit=key_spend_limit,
         )
 
     async def count_new_guest(self, client_ip: str | None) -> None:
@@ -215,6 +234,8 @@ class Quotas:
             guest=caller.guest if caller else False,
             on_admitted=caller.on_admitted if caller else None,
             api_key_id=caller.api_key_id if caller else None,
+            spend_limit=caller.spend_limit if caller else 0,
+            key_spend_limit=caller.key_spend_limit if caller else None,
         )
         ip = admission.client_ip
         if ip is None:
@@ -237,11 +258,17 @@ class Quotas:
         return admission
 
     async def reserve(
-        self, admission: Admission, *, messages: Sequence[UpstreamMessage], max_tokens: int
+        self,
+        admission: Admission,
+        *,
+        messages: Sequence[UpstreamMessage],
+        max_tokens: int,
+        spend: SpendAsk | None = None,
     ) -> None:
         """Hold max_tokens + the prompt's estimated tokens of the user's budget, and for a
-        guest of its address's guests' budget too; then the request has passed every limit,
-        and its ``on_admitted`` runs (a new guest is written only now)."""
+        guest of its address's guests' budget too, and ``spend`` (the worst case in money)
+        of the spend limits; then the request has passed every limit, and its
+        ``on_admitted`` runs (a new guest is written only now)."""
         needed = max_tokens + estimate_prompt_tokens(messages)
         if admission.budget > 0:
             admission.reservation = await self._hold(
@@ -260,6 +287,20 @@ class Quotas:
         if admission.reservation is not None or admission.address_reservation is not None:
             admission.reserved_tokens = needed
             self.leases.hold(admission)
+        if spend is not None:
+            try:
+                await self.spending.reserve(
+                    admission,
+                    spend,
+                    user_limit=admission.spend_limit,
+                    key_limit=admission.key_spend_limit,
+                    now=admission.admitted_at,
+                )
+            except LimitStoreDown as exc:
+                self.store_down(exc)  # raises unless failing open
+            finally:
+                if admission.spend_reservations:
+                    self.leases.hold(admission)
         if admission.on_admitted is not None:
             await admission.on_admitted()
 
@@ -310,9 +351,11 @@ class Quotas:
         upstream: str,
         accepted: bool = False,
         max_completion: int | None = None,
+        spent: Callable[[BilledUsage], Mapping[str, int]] | None = None,
     ) -> BilledUsage:
-        """Bill the answer (:meth:`Billing.bill`) and give back every hold. Never raises: the
-        answer must be saved."""
+        """Bill the answer (:meth:`Billing.bill`) and give back every hold, the spend limits'
+        settled to what ``spent`` says the attempts paid (nanos by upstream, from what was
+        billed). Never raises: the answer must be saved."""
         billed = await self.billing.bill(
             usage=usage,
             text=text,
@@ -321,14 +364,22 @@ class Quotas:
             accepted=accepted,
             max_completion=max_completion,
         )
-        await self._let_go(admission, tokens=billed.total)
+        paid: Mapping[str, int] = {}
+        if spent is not None:
+            try:
+                paid = spent(billed)
+            except Exception:  # the holds must still be given back
+                log.exception("pricing request %s failed", admission.id)
+        await self._let_go(admission, tokens=billed.total, paid=paid)
         return billed
 
     async def release(self, admission: Admission) -> None:
         """The request failed before its answer started: give everything back, charge nothing."""
         await self._let_go(admission, tokens=0)
 
-    async def _let_go(self, admission: Admission, *, tokens: int) -> None:
+    async def _let_go(
+        self, admission: Admission, *, tokens: int, paid: Mapping[str, int] | None = None
+    ) -> None:
         if admission.done:
             return
         admission.done = True
@@ -342,6 +393,7 @@ class Quotas:
             account_of = GUESTS_OF + (admission.client_ip or "")
             held = admission.address_reservation
             steps.append(self.budget.settle(held, user_id=account_of, tokens=tokens))
+        steps += self.spending.settlements(admission, paid or {})
         if admission.slot_key is not None:
             steps.append(self.streams.release(key=admission.slot_key, slot_id=admission.id))
         if self.redis is not None and len(steps) > 1:
@@ -363,9 +415,10 @@ class Quotas:
 
     async def usage(self, user: User) -> dict[str, Any]:
         """What ``user`` used and has left this period (``GET /api/usage``)."""
-        return await self.budget.report(
-            user_id=user.id, limit=self.budget_of(user), now=self.clock()
-        )
+        now = self.clock()
+        report = await self.budget.report(user_id=user.id, limit=self.budget_of(user), now=now)
+        report["spend"] = await self.spending.report(user, now=now)
+        return report
 
     # Leases
 
@@ -378,6 +431,21 @@ class Quotas:
         await self.billing.close()
         if self.redis is not None:
             await self.redis.close()
+
+
+async def _nothing_spent(account: str, window: PeriodWindow) -> int:
+    return 0
+
+
+def _spend_ledger_of(db: Database) -> Ledger:
+    """What a spend account paid in a period, from attempt_costs (a period the store has not
+    seen: a restart, a flushed Redis)."""
+
+    async def ledger(account: str, window: PeriodWindow) -> int:
+        async with db.read() as session:
+            return await costs.spent(session, account=account, since=window.start, until=window.end)
+
+    return ledger
 
 
 def _ledger_of(db: Database) -> Ledger:

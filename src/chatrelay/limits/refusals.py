@@ -117,6 +117,28 @@ def budget_exceeded(
     )
 
 
+def spend_limit_reached(
+    *, what: str, needed: int, remaining: int, limit: int, resets_at: datetime, now: datetime
+) -> ChatRelayError:
+    """A spend limit in money cannot take the request's worst case (amounts in nanos)."""
+    reset = resets_at.strftime("%Y-%m-%d %H:%M UTC")
+    return ChatRelayError(
+        429,
+        f"This request would pass {what}: it may cost {needed / 1e9:.6g} at most and "
+        f"{remaining / 1e9:.6g} of {limit / 1e9:.6g} remain this period. It resets at {reset}; "
+        "asking for fewer max_tokens may fit now.",
+        code="spend_limit_exceeded",
+        type=RATE_LIMIT_ERROR,
+        headers={"Retry-After": str(_seconds((resets_at - now).total_seconds()))},
+        details={
+            "remaining": remaining / 1e9,
+            "limit": limit / 1e9,
+            "needed": needed / 1e9,
+            "resets_at": resets_at.isoformat().replace("+00:00", "Z"),
+        },
+    )
+
+
 def redacted(url: str) -> str:
     """``url`` without its password, to name the store in messages and logs."""
     parts = urlsplit(url)

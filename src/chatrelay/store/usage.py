@@ -70,3 +70,8 @@ async def tokens_used(
 
 async def set_token_budget(session: AsyncSession, *, user_id: str, tokens: int | None) -> None:
     await session.execute(update(User).where(User.id == user_id).values(token_budget=tokens))
+
+
+async def set_spend_limit(session: AsyncSession, *, user_id: str, nanos: int | None) -> None:
+    """A user's own spend limit per period (nanos; 0 unlimited); None: the default."""
+    await session.execute(update(User).where(User.id == user_id).values(spend_limit=nanos))

@@ -63,6 +63,8 @@ class UpstreamConfig:
     # What it charges (upstreams/pricing.py), and its models' own prices over that.
     price: Price = UNPRICED
     model_prices: Mapping[str, Price] = field(default_factory=dict)
+    # Nanos all answers on it may spend per budget period (0: no cap).
+    spend_cap: int = 0
 
     def price_of(self, model: str) -> Price:
         return self.model_prices.get(model, self.price)

@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import replace
 
 from chatrelay.config import LIVEPEER_MODELS, Settings
 from chatrelay.errors import NOT_FOUND, ChatRelayError
 from chatrelay.upstreams.client import Upstream, UpstreamConfig, UpstreamFailure
 from chatrelay.upstreams.health import CircuitBreaker, ModelHealth, ModelStatus
-from chatrelay.upstreams.pricing import UNPRICED, Price, default_billing
+from chatrelay.upstreams.pricing import NANOS, UNPRICED, Price, default_billing
 from chatrelay.upstreams.stream import Timeouts
 
 
@@ -86,6 +87,7 @@ def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
                 text_only=spec.text_only,
                 drop_params=tuple(spec.drop_params),
                 price=price,
+                spend_cap=round(spec.spend_cap * NANOS),
                 model_prices={
                     model: replace(
                         price,
@@ -239,6 +241,35 @@ class UpstreamRegistry:
             if candidate.config.name == upstream:
                 return candidate.config.price_of(model)
         return UNPRICED
+
+    @property
+    def priced(self) -> bool:
+        """Whether any upstream has a price or a spend cap: else spend limits have nothing
+        to count, and admission skips them."""
+        return any(
+            u.config.price.known or u.config.model_prices or u.config.spend_cap
+            for u in self.upstreams
+        )
+
+    def spend_ask(
+        self, model: str, names: Iterable[str], *, prompt_tokens: int, max_tokens: int
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """What an answer may cost at worst on each of these upstreams (nanos; unpriced ones
+        cost nothing here), and the spend caps of those that have one."""
+        worst, caps = {}, {}
+        for upstream in self.upstreams:
+            config = upstream.config
+            if config.name not in names:
+                continue
+            cost = config.price_of(model).cost(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=max_tokens,
+                requested_tokens=max_tokens,
+            )
+            worst[config.name] = cost.paid or 0
+            if config.spend_cap > 0:
+                caps[config.name] = config.spend_cap
+        return worst, caps
 
     def health_of(self, model: str) -> ModelHealth:
         return self.model_health.setdefault(model, ModelHealth())

@@ -94,7 +94,11 @@ async def start_answer(
     # A guest not stored yet is written once the request passed every limit and check.
     identity = await identify(request)  # resolved already, by the route's user
     caller = service.quotas.caller(
-        user, client_ip, on_admitted=new_guest_writer(request), api_key_id=identity.api_key_id
+        user,
+        client_ip,
+        on_admitted=new_guest_writer(request),
+        api_key_id=identity.api_key_id,
+        key_spend_limit=identity.api_key_spend_limit,
     )
     answer = await service.start(asked, owner_id=user.id, caller=caller)
     log_fields(request, partial(_answer_log_fields, answer))
