@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
+from chatrelay.alerts import Alerts
 from chatrelay.answers.responses_stored import StoredResponses
 from chatrelay.answers.service import ChatService
 from chatrelay.answers.spending import warming_recorder
@@ -93,6 +94,10 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             # Its server does not report usage: count with its own vocabulary instead.
             quotas.counters["embedded"] = LlamaVocabCounter(local_model.model_path)
         service = ChatService(settings, registry, db, quotas=quotas)
+        alerts = Alerts.from_settings(settings)  # None without CHATRELAY_ALERT_WEBHOOK_URL
+        if alerts is not None:
+            alerts.start()
+            quotas.alerts = service.alerts = alerts
         # Joins the instances: answers a crashed process left "streaming" keep their text,
         # marked interrupted (at once if it ran on this host, else once its heartbeat stops).
         await service.open()
@@ -104,6 +109,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             keep_warm=settings.keep_warm_interval,
             health_interval=settings.health_interval,
             on_warmed=warming_recorder(db, registry.price_of),
+            alerts=alerts,
+            alert_after=settings.alert_upstream_down,
         )
         monitor.start()
         context = AppContext(
@@ -127,6 +134,8 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             await service.shutdown()
             await responses.close()
             await quotas.close()
+            if alerts is not None:
+                await alerts.close()
             await registry.close()
             if local_model is not None:
                 await local_model.stop()

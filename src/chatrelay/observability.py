@@ -65,6 +65,11 @@ UPSTREAM_ERRORS = Counter(
 )
 FAILOVERS = Counter("chatrelay_failovers_total", "Answers continued on another upstream",
                     ["model"])  # fmt: skip
+ALERTS = Counter(
+    "chatrelay_alerts_total",
+    "Alerts to the webhook by kind and outcome (sent, failed after retries, dropped)",
+    ["kind", "outcome"],
+)
 REJECTIONS = Counter(
     "chatrelay_rejections_total", "Requests refused by a limit (rate, streams, budget)", ["code"]
 )

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
+from chatrelay.alerts import Alerts
 from chatrelay.answers.answer import Answer
 from chatrelay.answers.carriage import carriage
 from chatrelay.answers.events import Position
@@ -117,6 +118,7 @@ class ChatService:
         )
         self.instance_id = self.heartbeat.id
         self.mirror: EventMirror | None = None
+        self.alerts: Alerts | None = None  # told of every answer's end (chatrelay/alerts.py)
         if settings.redis_url is not None:
             self.mirror = EventMirror.connect(
                 settings.redis_url,
@@ -229,6 +231,9 @@ class ChatService:
         return answer
 
     def _forget_later(self, answer: Answer) -> None:
+        if self.alerts is not None:
+            failed = answer.status in ("error", "interrupted")
+            self.alerts.answer_ended(failed=failed, cut=answer.failovers > 0)
         if self.settings.finished_job_ttl <= 0:
             self.answers.pop(answer.id, None)
         else:

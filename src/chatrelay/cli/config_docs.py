@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from chatrelay.config import Settings, UpstreamSpec
 from chatrelay.config.accounts import AccountSettings
+from chatrelay.config.alerts import AlertSettings
 from chatrelay.config.budgets import BudgetSettings
 from chatrelay.config.embedded import EmbeddedSettings
 from chatrelay.config.failover import FailoverSettings
@@ -40,6 +41,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
         ("Accounts and sessions", AccountSettings),
         ("Budgets and rate limits", BudgetSettings),
         ("Logs", LogSettings),
+        ("Alerts", AlertSettings),
     )
 )
 

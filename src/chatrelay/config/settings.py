@@ -13,6 +13,7 @@ from pydantic_settings import (
 )
 
 from chatrelay.config.accounts import AccountSettings
+from chatrelay.config.alerts import AlertSettings
 from chatrelay.config.budgets import BudgetSettings
 from chatrelay.config.embedded import EmbeddedSettings
 from chatrelay.config.failover import FailoverSettings
@@ -27,6 +28,7 @@ class Settings(
     BaseSettings,
     # The mixins last section first: pydantic orders the fields from the last base to the
     # first, so they come out in docs/configuration.md's order (as repr and errors list them).
+    AlertSettings,
     LogSettings,
     BudgetSettings,
     AccountSettings,

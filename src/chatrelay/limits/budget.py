@@ -170,6 +170,8 @@ class Reservation:
     lease_id: str
     tokens: int
     window: PeriodWindow
+    # What the account held in all once this was held (used + reserved): how full it is.
+    filled: int = 0
 
 
 class BudgetExceeded(Exception):
@@ -231,7 +233,7 @@ class TokenBudget:
             assert state is not None, "a seeded account is known"
         if not state.granted:
             raise BudgetExceeded(needed=tokens, limit=limit, state=state, window=window)
-        return Reservation(account, lease_id, tokens, window)
+        return Reservation(account, lease_id, tokens, window, state.used + state.reserved)
 
     async def settle(self, reservation: Reservation, *, user_id: str, tokens: int) -> None:
         """Count ``tokens`` as used in the reservation's period and free the hold."""

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from chatrelay.alerts import Alerts
 from chatrelay.config import Settings
 
 # Admission, Caller and BilledUsage re-exported ("as") until answers/service.py,
@@ -120,6 +121,8 @@ class Quotas:
             settings, store_down=self.store_down
         )
         self.billing = Billing()
+        # The operator's alerts (chatrelay/alerts.py), told how full each limit is.
+        self._alerts: Alerts | None = None
         # Where the embedded model registers its tokenizer (the other upstreams are estimated).
         self.counters: dict[str, TokenCounter] = self.billing.counters
         self.leases = Leases(self.budget, streams, lease=settings.budget_lease)
@@ -158,6 +161,14 @@ class Quotas:
             ledger=_ledger_of(db),
             spend_ledger=_spend_ledger_of(db),
         )
+
+    @property
+    def alerts(self) -> Alerts | None:
+        return self._alerts
+
+    @alerts.setter
+    def alerts(self, alerts: Alerts | None) -> None:
+        self._alerts = self.spending.alerts = alerts
 
     # Who pays
 
@@ -307,15 +318,30 @@ class Quotas:
     async def _hold(
         self, admission: Admission, *, account_of: str, tokens: int, limit: int
     ) -> Reservation | None:
+        address = account_of.startswith(GUESTS_OF)
+        scope, subject = (
+            ("address", account_of.removeprefix(GUESTS_OF)) if address else ("user", account_of)
+        )
         try:
-            return await self.budget.reserve(
+            held = await self.budget.reserve(
                 user_id=account_of,
                 lease_id=admission.id,
                 tokens=tokens,
                 limit=limit,
                 now=admission.admitted_at,
             )
+            if self._alerts is not None:
+                self._alerts.limit_filled(
+                    scope, subject, what="token budget", filled=held.filled, limit=limit,
+                    period=held.window.key,
+                )  # fmt: skip
+            return held
         except BudgetExceeded as exc:
+            if self._alerts is not None:
+                self._alerts.limit_filled(
+                    scope, subject, what="token budget", filled=limit, limit=limit,
+                    period=exc.window.key,
+                )  # fmt: skip
             raise budget_exceeded(
                 needed=exc.needed,
                 remaining=exc.remaining,

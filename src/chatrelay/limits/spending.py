@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from chatrelay.alerts import Alerts
 from chatrelay.limits.admission import Admission
 from chatrelay.limits.budget import BudgetExceeded, Reservation, TokenBudget
 from chatrelay.limits.refusals import spend_limit_reached
@@ -59,6 +60,7 @@ class SpendLimits:
 
     def __init__(self, budget: TokenBudget, *, user_limit: float, guest_limit: float) -> None:
         self.budget = budget
+        self.alerts: Alerts | None = None  # told how full each limit is
         self.user_limit = nanos(user_limit)
         self.guest_limit = nanos(guest_limit)
 
@@ -87,11 +89,18 @@ class SpendLimits:
             return
         accounts = []
         if user_limit > 0:
-            accounts.append((USER + admission.user_id, user_limit, "your spend limit"))
+            accounts.append(("user", admission.user_id, user_limit, "your spend limit"))
         if key_limit and admission.api_key_id is not None:
-            accounts.append((KEY + admission.api_key_id, key_limit, "this API key's spend limit"))
-        for account, limit, what in accounts:
-            held = await self._hold(admission, account, worst, limit, now, what)
+            key = admission.api_key_id
+            accounts.append(("key", key, key_limit, "this API key's spend limit"))
+        for scope, subject, limit, what in accounts:
+            account = (USER if scope == "user" else KEY) + subject
+            try:
+                held = await self._hold(admission, account, worst, limit, now, what)
+            except BudgetExceeded as exc:
+                self._filled(scope, subject, limit, limit, exc.window.key)
+                raise _refusal(exc, what, now) from None
+            self._filled(scope, subject, held.filled, limit, held.window.key)
             admission.spend_reservations.append(held)
         refused: BudgetExceeded | None = None
         for name, cap in ask.caps.items():
@@ -106,7 +115,9 @@ class SpendLimits:
             except BudgetExceeded as exc:
                 admission.over_cap.add(name)
                 refused = exc
+                self._filled("upstream", name, cap, cap, exc.window.key)
                 continue
+            self._filled("upstream", name, held.filled, cap, held.window.key)
             admission.spend_reservations.append(held)
         if refused is not None and admission.over_cap >= set(ask.worst_on):
             raise _refusal(refused, "the spend cap of every upstream of this model", now)
@@ -114,12 +125,16 @@ class SpendLimits:
     async def _hold(
         self, admission: Admission, account: str, worst: int, limit: int, now: datetime, what: str
     ) -> Reservation:
-        try:
-            return await self.budget.reserve(
-                user_id=account, lease_id=admission.id, tokens=worst, limit=limit, now=now
+        return await self.budget.reserve(
+            user_id=account, lease_id=admission.id, tokens=worst, limit=limit, now=now
+        )
+
+    def _filled(self, scope: str, subject: str, filled: int, limit: int, period: str) -> None:
+        if self.alerts is not None:
+            what = "spend cap" if scope == "upstream" else "spend limit"
+            self.alerts.limit_filled(
+                scope, subject, what=what, filled=filled, limit=limit, period=period
             )
-        except BudgetExceeded as exc:
-            raise _refusal(exc, what, now) from None
 
     def settlements(self, admission: Admission, paid: Mapping[str, int]) -> list[Awaitable[None]]:
         """The steps that settle every hold to what the answer's attempts paid (``paid``: by

@@ -26,6 +26,8 @@ class CircuitBreaker:
     opened_at: float | None = None
     # In half-open state only one trial request may be in flight.
     trial_in_flight: bool = False
+    # When it first opened since it last closed (re-opening after a failed trial keeps it).
+    down_since: float | None = None
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def _now(self) -> float:
@@ -56,6 +58,7 @@ class CircuitBreaker:
     def success(self) -> None:
         self.failures = 0
         self.opened_at = None
+        self.down_since = None
         self.trial_in_flight = False
 
     def failure(self) -> None:
@@ -63,6 +66,8 @@ class CircuitBreaker:
         self.trial_in_flight = False
         if self.opened_at is not None or self.failures >= self.failure_threshold:
             self.opened_at = self._now()  # (re)open: a failed trial starts a new cool-down
+            if self.down_since is None:
+                self.down_since = self.opened_at
 
     def half_open_now(self) -> None:
         """A health check saw the upstream answer again: let a trial through at once."""

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from chatrelay.alerts import Alerts
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
 from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams
@@ -59,8 +60,13 @@ class UpstreamMonitor:
         keep_warm: float,
         health_interval: float,
         on_warmed: OnWarmed | None = None,
+        alerts: Alerts | None = None,
+        alert_after: float = 300.0,
     ) -> None:
         self.registry = registry
+        # Told when an upstream's breaker has stayed open ``alert_after`` seconds.
+        self.alerts = alerts
+        self.alert_after = alert_after
         # Told of every warming request an upstream took, for its cost (answers/spending.py).
         self.on_warmed = on_warmed
         self.warm_models = warm_models
@@ -135,7 +141,18 @@ class UpstreamMonitor:
     async def _health_loop(self) -> None:
         while True:  # the first check at start: /readyz waits for an upstream to answer
             await asyncio.gather(*(self.check(u) for u in self.registry.upstreams))
+            self.alert_down()
             await asyncio.sleep(self.health_interval)
+
+    def alert_down(self) -> None:
+        """Tell the operator of each upstream whose breaker has been open too long."""
+        if self.alerts is None:
+            return
+        now = time.monotonic()
+        for name, breaker in self.registry.breakers.items():
+            since = breaker.down_since
+            if since is not None and breaker.state != "closed" and now - since >= self.alert_after:
+                self.alerts.upstream_down(name, now - since)
 
     async def check(self, upstream: Upstream) -> None:
         breaker = self.registry.breakers[upstream.config.name]
