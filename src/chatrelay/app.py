@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from chatrelay import __version__
 from chatrelay.alerts import Alerts
+from chatrelay.answers.figures import FiguresLoop
 from chatrelay.answers.responses_stored import StoredResponses
 from chatrelay.answers.service import ChatService
 from chatrelay.answers.spending import warming_recorder
@@ -113,6 +114,10 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             alert_after=settings.alert_upstream_down,
         )
         monitor.start()
+        figures = FiguresLoop(
+            db, registry, interval=settings.figures_interval, window=settings.figures_window
+        )
+        figures.start()
         context = AppContext(
             settings=settings,
             db=db,
@@ -130,6 +135,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             yield
         finally:
             await monitor.close()
+            await figures.close()
             await pruner.close()
             await service.shutdown()
             await responses.close()

@@ -65,6 +65,13 @@ UPSTREAM_ERRORS = Counter(
 )
 FAILOVERS = Counter("chatrelay_failovers_total", "Answers continued on another upstream",
                     ["model"])  # fmt: skip
+UPSTREAM_FIGURE = Gauge(
+    "chatrelay_upstream_figure",
+    "Figures per upstream and model over CHATRELAY_FIGURES_WINDOW (answers, ttft_p50_ms, "
+    "stall_rate, cost_per_1k_useful, ...), from the database",
+    ["upstream", "model", "figure"],
+    multiprocess_mode="mostrecent",
+)
 ALERTS = Counter(
     "chatrelay_alerts_total",
     "Alerts to the webhook by kind and outcome (sent, failed after retries, dropped)",

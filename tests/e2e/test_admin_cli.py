@@ -166,7 +166,7 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
         version = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     assert {"users", "sessions", "api_keys", "conversations", "messages"} <= tables
     assert "usage_ledger" in tables
-    assert version == ("0007",)
+    assert version == ("0008",)
 
 
 def test_users_budget_sets_and_clears_an_accounts_own_budget(env: dict[str, str]) -> None:

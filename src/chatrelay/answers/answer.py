@@ -37,7 +37,7 @@ from chatrelay.observability import ACTIVE_STREAMS, TOKENS
 from chatrelay.sse import encode_comment
 from chatrelay.store.models import FINISHED, AnswerStatus
 from chatrelay.upstreams.chunk import UpstreamChunk, Usage
-from chatrelay.upstreams.client import Upstream
+from chatrelay.upstreams.client import Upstream, UpstreamFailure
 from chatrelay.upstreams.dialects import GenerationParams, UpstreamMessage
 from chatrelay.upstreams.registry import UpstreamRegistry
 
@@ -372,7 +372,7 @@ class Answer:
         health = self.registry.health_of(self.model)
         health.request_started()
         attempt = Attempt(self, name, health, params.max_tokens)
-        events_before, accepted = self.buffer.content_count(), False
+        events_before, accepted, outcome = self.buffer.content_count(), False, "error"
         try:
             async with upstream.stream(self.model, messages, params) as stream:
                 self.status = "streaming"
@@ -380,11 +380,18 @@ class Answer:
                 if not self.opened.done():
                     self._open()
                 await stream.relay(attempt.take)
+            outcome = "ok"
+        except UpstreamFailure as failure:
+            outcome = failure.kind if failure.kind in ("stall", "cut") else "error"
+            raise
+        except asyncio.CancelledError:
+            outcome = "stopped"
+            raise
         finally:
             if attempt.waiting:
                 health.request_ended()
             events = self.buffer.content_count() - events_before
-            self.uses.append(attempt.use(accepted=accepted, events=events))
+            self.uses.append(attempt.use(accepted=accepted, events=events, outcome=outcome))
         if self.finish_reason == "stop" and attempt.completion_tokens() >= params.max_tokens:
             # Livepeer's runner says "stop" even when max_tokens ran out: the budget was
             # used up, so the answer was cut by its length, and a client must be told.

@@ -43,6 +43,10 @@ class AttemptUse:
     accepted: bool  # the upstream answered 200: it read the prompt, and bills it
     completion_tokens: int  # what it generated (its usage, else its content events)
     prompt_tokens: int | None  # as its usage said; None when it said nothing
+    # How it went, for which upstream earns its traffic: ok, stall, cut, error, stopped.
+    outcome: str = "ok"
+    first_token_s: float | None = None  # from its request to its first token
+    duration_s: float = 0.0  # from its request to its end
 
 
 class Relayed(Protocol):
@@ -73,6 +77,7 @@ class Attempt:
         "append",
         "before",
         "began",
+        "first_at",
         "gap",
         "health",
         "last",
@@ -92,6 +97,7 @@ class Attempt:
         self.append = answer.buffer.append_content
         self.waiting = True  # for the first token
         self.began = self.last = time.monotonic()
+        self.first_at: float | None = None
         self.gap: Callable[[float], None] = _no_gap
         self.before = answer.usage  # what the earlier attempts used
 
@@ -102,7 +108,7 @@ class Attempt:
             return 0
         return usage.completion_tokens - (before.completion_tokens if before else 0)
 
-    def use(self, *, accepted: bool, events: int) -> AttemptUse:
+    def use(self, *, accepted: bool, events: int, outcome: str = "ok") -> AttemptUse:
         """The attempt's record once it is over; ``events``: the content events it sent."""
         usage, before = self.answer.usage, self.before
         reported = usage is not None and usage is not before
@@ -110,12 +116,16 @@ class Attempt:
         if reported and usage is not None:
             prompt = usage.prompt_tokens - (before.prompt_tokens if before else 0)
         completion = self.completion_tokens() if reported else events
+        first = self.first_at
         return AttemptUse(
             self.name,
             self.sent,
             accepted,
             max(completion, 0),
             None if prompt is None else max(prompt, 0),
+            outcome,
+            None if first is None else first - self.began,
+            time.monotonic() - self.began,
         )
 
     def take(self, chunk: UpstreamChunk) -> bool:
@@ -131,6 +141,7 @@ class Attempt:
             now = time.monotonic()
             if self.waiting:
                 self.waiting = False
+                self.first_at = now
                 began, name = self.began, self.name
                 self.health.first_token(now - began)
                 self.health.request_ended()

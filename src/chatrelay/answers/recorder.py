@@ -303,8 +303,12 @@ class AnswerStore:
                 completion_tokens=use.completion_tokens,
                 requested_tokens=use.requested_tokens,
                 created_at=created_at,
+                outcome=use.outcome,
+                first_token_s=use.first_token_s,
+                duration_s=use.duration_s,
+                failed_over=number < len(outcome.attempts) - 1,  # another attempt came after
             )
-            for use in outcome.attempts
+            for number, use in enumerate(outcome.attempts)
         ]
         return rows
 

@@ -38,6 +38,10 @@ def cost_row(
     completion_tokens: int,
     requested_tokens: int,
     created_at: datetime,
+    outcome: str = "ok",
+    first_token_s: float | None = None,
+    duration_s: float = 0.0,
+    failed_over: bool = False,
 ) -> dict[str, Any]:
     """One attempt's row: what its upstream billed (the prompt, and the tokens requested or
     used, as it bills), what was used, both priced (None when it has no price). An attempt
@@ -65,6 +69,10 @@ def cost_row(
         "paid_cost": cost.paid,
         "used_cost": cost.used,
         "currency": cost.currency,
+        "outcome": outcome,
+        "first_token_ms": None if first_token_s is None else round(first_token_s * 1000),
+        "duration_ms": round(duration_s * 1000),
+        "failed_over": failed_over,
         "created_at": created_at,
     }
 

@@ -119,6 +119,34 @@ class UpstreamSettings(BaseModel):
         description="More upstreams, added to the ones above; usually `[[upstreams]]` in the "
         "TOML file, or JSON in the env var (see [Several upstreams](#several-upstreams)).",
     )
+    routing: dict[str, Literal["least_busy", "cost", "latency"]] = Field(
+        default_factory=dict,
+        description='How a model\'s upstreams are chosen, per model (TOML `[routing]`, `"*"` '
+        "for the others): `least_busy` (the default: fewest answers running for its "
+        "weight), `cost` (the lowest cost per 1,000 tokens its users received) or `latency` "
+        "(the lowest median time to first token), from the figures of real traffic "
+        "(`CHATRELAY_FIGURES_WINDOW`).",
+    )
+    routing_explore: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of answers under `cost` or `latency` sent to another upstream than "
+        "the best, so that figures stay fresh and a recovered upstream gets traffic again; "
+        "upstreams without figures yet are tried first.",
+    )
+    figures_window: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds of answers the figures per upstream are taken over (routing, "
+        "`/metrics`, the admin view).",
+    )
+    figures_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between two computations of the figures from the database; "
+        "`0`: never (routing by figures falls back to `least_busy`).",
+    )
     default_model: str | None = Field(
         default=None,
         description="Model used when a request names none. Unset: the first model offered "

@@ -246,6 +246,7 @@ class AttemptCostRow(Base):
     __table_args__ = (
         Index("ix_attempt_costs_created", "created_at"),
         Index("ix_attempt_costs_user_created", "user_id", "created_at"),
+        Index("ix_attempt_costs_upstream_created", "upstream", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("cost"))
@@ -265,4 +266,10 @@ class AttemptCostRow(Base):
     paid_cost: Mapped[int | None] = mapped_column(BigInteger)
     used_cost: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(8))
+    # How it went (which upstream earns its traffic): ok, stall, cut, error, stopped.
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")
+    first_token_ms: Mapped[int | None] = mapped_column(Integer)  # NULL: no token came
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    # Whether the answer went on on another upstream after it (it paid for a failover).
+    failed_over: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

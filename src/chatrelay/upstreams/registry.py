@@ -16,7 +16,7 @@ import contextlib
 import os
 import random
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from chatrelay.config import LIVEPEER_MODELS, Settings
 from chatrelay.errors import NOT_FOUND, ChatRelayError
@@ -101,6 +101,14 @@ def remote_upstream_configs(settings: Settings) -> list[UpstreamConfig]:
     return configs
 
 
+@dataclass(frozen=True, slots=True)
+class RoutingFigure:
+    """What routing by figures reads of one upstream for one model (None: not known)."""
+
+    cost_per_1k: float | None  # paid per 1,000 tokens the users received
+    ttft_ms: float | None  # median time to first token
+
+
 class UpstreamRegistry:
     """The configured upstreams (in order of preference) with their health."""
 
@@ -117,6 +125,11 @@ class UpstreamRegistry:
         # answers again: for answering at once while every upstream of a model is so.
         self.last_failure: dict[str, UpstreamFailure] = {}
         self.model_health: dict[str, ModelHealth] = {}
+        # Routing by figures (``routing``): the strategy per model, and each upstream's
+        # figures for a model from real traffic, refreshed by answers/figures.py.
+        self.routing = settings.routing
+        self.explore = settings.routing_explore
+        self.figures: dict[tuple[str, str], RoutingFigure] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamRegistry:
@@ -197,10 +210,35 @@ class UpstreamRegistry:
         fresh = [u for u in usable if u.config.name not in avoid] or usable
         if not fresh:
             return None
+        strategy = self.routing.get(model) or self.routing.get("*") or "least_busy"
+        if strategy != "least_busy" and len(fresh) > 1:
+            fresh = self._best_by_figures(model, fresh, strategy)
         best = min(u.active / u.config.weight for u in fresh)
         chosen = random.choice([u for u in fresh if u.active / u.config.weight == best])
         self.breakers[chosen.config.name].begin()
         return chosen
+
+    def _best_by_figures(self, model: str, fresh: list[Upstream], strategy: str) -> list[Upstream]:
+        """The upstreams to choose among under ``cost`` or ``latency``: those without figures
+        yet first (to learn them), else, but for a share ``explore`` of the time (a recovered
+        upstream gets traffic again), the one(s) with the best figure."""
+        scored: list[tuple[float, Upstream]] = []
+        unknown = []
+        for upstream in fresh:
+            figure = self.figures.get((upstream.config.name, model))
+            value = None
+            if figure is not None:
+                value = figure.cost_per_1k if strategy == "cost" else figure.ttft_ms
+            if value is None:
+                unknown.append(upstream)
+            else:
+                scored.append((value, upstream))
+        if unknown:
+            return unknown
+        if random.random() < self.explore:
+            return [random.choice(fresh)]
+        best = min(value for value, _ in scored)
+        return [upstream for value, upstream in scored if value == best]
 
     def usable_for(self, model: str, only: frozenset[str] | None = None) -> list[Upstream]:
         """The model's upstreams whose breakers let a request through (among ``only``)."""
