@@ -6,7 +6,7 @@ per cent. Here both servers run side by side against one mock and take turns, ro
 round, and what is reported is each one's median and how many rounds each was the cheaper.
 
     .venv/bin/python bench/ab.py --b src=/tmp/prev/src [--a ''] [--rounds 10]
-        [--concurrency 8] [--requests 4] [--non-streaming]
+        [--concurrency 8] [--requests 4] [--non-streaming] [--env NAME=VALUE ...]
 
 ``--a``/``--b`` are what bench/compare.py takes after ``chatrelay:``: ``src=PATH`` (another
 source tree, e.g. a ``git worktree`` of an earlier commit), names of bench/studies/, or both
@@ -51,17 +51,28 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--pace-ms", type=float, default=20.0, help="0: unpaced")
     parser.add_argument("--non-streaming", action="store_true")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for both servers; {mock} is the mock's base URL "
+        "(e.g. an upstream with prices: CHATRELAY_UPSTREAMS=[...])",
+    )
     args = parser.parse_args()
+    given_env = dict(item.split("=", 1) for item in args.env)
     if args.non_streaming and args.requests == 4:
         args.requests = 50
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     mock = start_mock()
+    # "{mock}" in a value is the mock's base URL (for an [[upstreams]] entry in the env).
+    env = {k: v.replace("{mock}", mock.url.rsplit("/v1/", 1)[0]) for k, v in given_env.items()}
     systems: dict[str, System] = {}
     figures: dict[str, list[float]] = {"a": [], "b": []}
     try:
         for name, given in (("a", args.a), ("b", args.b)):
-            systems[name] = start_chatrelay(mock, prelude=given.replace("+", ","), name=name)
+            systems[name] = start_chatrelay(mock, prelude=given.replace("+", ","), name=name, **env)
         for system in systems.values():
             warm_up(system, mock)
         for number in range(args.rounds):
