@@ -38,6 +38,7 @@ from chatrelay.http.csrf import CsrfProtection
 from chatrelay.http.hosts import AllowedHosts, HostAllowList
 from chatrelay.http.middleware import BodySizeLimit, SecurityHeaders
 from chatrelay.http.routes.account import router as account_router
+from chatrelay.http.routes.admin import router as admin_router
 from chatrelay.http.routes.auth import router as auth_router
 from chatrelay.http.routes.chat import router as chat_router
 from chatrelay.http.routes.conversations import router as conversation_router
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
     app.include_router(openai_router)
     app.include_router(responses_router)
     app.include_router(usage_router)
+    app.include_router(admin_router)  # and the page, /admin
     install_livepeer_gateway(app)  # POST /llm; its served layer is the innermost
     install_api_docs(app)
 

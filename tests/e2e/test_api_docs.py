@@ -47,6 +47,13 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("GET", "/v1/models"): {200, 401},
     ("GET", "/v1/models/{model_id}"): {200, 401, 404},
     ("GET", "/api/usage"): {200, 401},
+    # Administrators only: anyone else gets the 404 of an unknown path.
+    ("GET", "/api/admin/usage"): {200, 400, 404, 422},
+    ("GET", "/api/admin/upstreams"): {200, 404},
+    ("GET", "/api/admin/users"): {200, 404, 422},
+    ("PATCH", "/api/admin/users/{user_id}"): {200, 400, 403, 404, 409, 413, 422},
+    ("GET", "/api/admin/keys"): {200, 404, 422},
+    ("POST", "/api/admin/keys/{key_id}/revoke"): {200, 403, 404},
     ("GET", "/metrics"): {200},
     ("GET", "/healthz"): {200},
     ("GET", "/readyz"): {200, 503},  # its 503 is the readiness report, not an error
