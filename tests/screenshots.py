@@ -1,6 +1,7 @@
-"""Screenshots of the chat page's main states (README, docs/page.md), into docs/screenshots/.
+"""Screenshots of the chat page's main states (README, docs/page.md) and of the admin page
+(docs/operations.md), into docs/screenshots/.
 
-    .venv/bin/python -m tests.screenshots [OUT_DIR]
+    .venv/bin/python -m tests.screenshots [OUT_DIR] [chat|admin ...]   # all of them by default
 
 The real relay on loopback with the fake upstream (scripted answers), driven in Debian's
 Chromium like the page tests. Not a test: run it by hand after changing the page, and commit
@@ -10,18 +11,24 @@ the PNGs it writes.
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from chatrelay.config import Settings
+from chatrelay.store import costs, usage
+from chatrelay.store.models import utcnow
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import RunningRelay, serve
+from tests.e2e.test_admin_usage import PASSWORD, attempt, bearer, make_user
 from tests.e2e.test_web_resume import behind_proxy
 from tests.fake_upstream import FakeUpstream, livepeer_chunk, livepeer_events, paced
 from tests.limits_helpers import needed
@@ -215,7 +222,88 @@ async def scenes(browser: Browser, fake: FakeUpstream, tmp: Path) -> None:
             await shoot(page, "budget")
 
 
-async def main(out: Path) -> None:
+async def spending(r: RunningRelay) -> str:
+    """A month of made-up spending by three accounts on two upstreams (the same every run),
+    the operator's warming, and a key of an admin: that key."""
+    dice = random.Random(24)
+    _, admin_key, _ = await make_user(r, "ops", admin=True)
+    people = [await make_user(r, name, key_name=key) for name, key in
+              (("maria", "laptop"), ("jun", "ci-pipeline"), ("sam", "notebook"))]  # fmt: skip
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    ledger: list[dict[str, Any]] = []
+    for days_ago in range(29, -1, -1):
+        day = now - timedelta(days=days_ago, hours=1)
+        # Every row with the same fields: one insert of many takes its columns from the first.
+        rows.append(attempt(day, kind="warming", upstream="livepeer-eu", prompt_tokens=1,
+                            completion_tokens=1, requested_tokens=1, paid_tokens=2,
+                            paid_cost=9_000, used_cost=9_000, first_token_ms=None,
+                            duration_ms=0, outcome="ok"))  # fmt: skip
+        for n, (user_id, _, key_id) in enumerate(people):
+            for i in range(dice.randint(1, 4 + 4 * n)):
+                prompt, completion = dice.randint(200, 1500), dice.randint(50, 700)
+                message = f"msg_{days_ago}_{n}_{i}"
+                first = dice.randint(250, 900)
+                # Livepeer bills the 1,024 tokens requested; OpenAI what was generated.
+                livepeer = dice.random() < 0.7
+                upstream, requested = ("livepeer-eu", 1024) if livepeer else ("openai", 1024)
+                billed = requested if livepeer else completion
+                rows.append(attempt(
+                    day - timedelta(minutes=i), user_id=user_id,
+                    api_key_id=key_id if dice.random() < 0.6 else None, message_id=message,
+                    upstream=upstream, billing="requested" if livepeer else "used",
+                    prompt_tokens=prompt, completion_tokens=completion,
+                    requested_tokens=requested, paid_tokens=prompt + billed,
+                    paid_cost=prompt * 1_000 + billed * 8_000,
+                    used_cost=prompt * 1_000 + completion * 8_000,
+                    first_token_ms=first, duration_ms=first + completion * 20,
+                    outcome="ok" if dice.random() < 0.95 else "stall",
+                ))  # fmt: skip
+                if days_ago == 0:
+                    ledger.append({"user_id": user_id, "message_id": message,
+                                   "model": "m1", "upstream": upstream,
+                                   "prompt_tokens": prompt, "completion_tokens": completion,
+                                   "reserved_tokens": 0, "status": "complete",
+                                   "source": "upstream", "created_at": day})  # fmt: skip
+    await r.context.db.write(partial(costs.record_costs, rows=rows))
+    for entry in ledger:
+        await r.context.db.write(partial(usage.record_usage, **entry))
+    return admin_key
+
+
+async def admin_scene(browser: Browser, fake: FakeUpstream, tmp: Path) -> None:
+    async with relay(fake, tmp / "admin", user_token_budget=200_000) as r:
+        admin_key = await spending(r)
+        users = (await r.client.get("/api/admin/users", headers=bearer(admin_key))).json()
+        by_name = {u["username"]: u["id"] for u in users["data"]}
+        for name, change in (("jun", {"spend_limit": 2.5}), ("sam", {"disabled": True})):
+            await r.client.patch(
+                f"/api/admin/users/{by_name[name]}", json=change, headers=bearer(admin_key)
+            )
+        context = await browser.new_context(
+            viewport=DESKTOP,  # type: ignore[arg-type]
+            color_scheme="light",
+            device_scale_factor=1,
+        )
+        try:
+            login = {"username": "ops", "password": PASSWORD}
+            await context.request.post(r.url + "/api/auth/login", data=login)
+            page = await context.new_page()
+            page.set_default_timeout(10_000)
+            await page.goto(r.url + "/admin")
+            await expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+            await expect(page.get_by_test_id("users").locator("tbody tr")).to_have_count(4)
+            await page.mouse.move(0, 0)
+            await page.screenshot(path=OUT / "admin.png", full_page=True)
+            print(OUT / "admin.png")
+        finally:
+            await context.close()
+
+
+SCENES = {"chat": scenes, "admin": admin_scene}
+
+
+async def main(out: Path, names: list[str]) -> None:
     global OUT
     OUT = out
     OUT.mkdir(parents=True, exist_ok=True)
@@ -225,8 +313,9 @@ async def main(out: Path) -> None:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    await scenes(browser, fake, Path(tmp))
+                for name in names or list(SCENES):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        await SCENES[name](browser, fake, Path(tmp))
             finally:
                 await browser.close()
     finally:
@@ -234,4 +323,4 @@ async def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
+    asyncio.run(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT, sys.argv[2:]))
