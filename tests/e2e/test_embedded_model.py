@@ -91,7 +91,8 @@ def test_embedded_server_dies_with_a_crashed_parent(tmp_path: Path) -> None:
         assert _alive(child)
         server.send_signal(signal.SIGKILL)  # a crash: no lifespan shutdown runs
         server.wait()
-        deadline = time.monotonic() + 10
+        # SIGTERM from the kernel, then its own shutdown: a loaded machine takes a while.
+        deadline = time.monotonic() + 30
         while _alive(child):
             assert time.monotonic() < deadline, "the llama.cpp server outlived its parent"
             time.sleep(0.1)

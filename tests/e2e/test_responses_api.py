@@ -242,11 +242,16 @@ async def test_store_false_keeps_nothing_but_the_ledger(relay_for, fake: FakeUps
                     return True
                 return False
 
-            await wait_until_async(gone)
-            conversations = await relay.client.get(
-                "/api/conversations", headers={"Authorization": f"Bearer {key}"}
-            )
-            assert conversations.json()["data"] == []
+            assert await gone()  # never stored as a response
+
+            async def no_conversation() -> bool:
+                listed = await relay.client.get(
+                    "/api/conversations", headers={"Authorization": f"Bearer {key}"}
+                )
+                return listed.json()["data"] == []
+
+            # Its turn is kept while it generates, then deleted once it is billed.
+            await wait_until_async(no_conversation)
             usage = await relay.client.get("/api/usage", headers={"Authorization": f"Bearer {key}"})
     assert usage.status_code == 200
     assert usage.json()["used"] > 0  # billed all the same

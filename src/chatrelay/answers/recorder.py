@@ -263,6 +263,10 @@ class AnswerStore:
                 )
             except Exception:
                 log.exception("saving answer %s failed (attempt %d)", outcome.id, attempt)
+                if costed is not None:
+                    # The answer comes first: its cost rows must never be why it is lost.
+                    log.error("answer %s: saved without its attempts' costs", outcome.id)
+                    write, costed = _both(final, ledger), None
             if attempt < FINAL_WRITE_ATTEMPTS:
                 await asyncio.sleep(0.2 * attempt)
         log.error(

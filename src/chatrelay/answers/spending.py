@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from chatrelay.answers.attempt import MAX_TOKEN_COUNT
 from chatrelay.store import costs
 from chatrelay.store.database import Database
 from chatrelay.store.models import utcnow
@@ -48,6 +49,10 @@ def cost_row(
     the upstream never took (refused, unreachable) read nothing and is billed nothing."""
     if not accepted:
         prompt_tokens = 0
+    # An upstream's counts are not believed past what a column holds (as its usage is not).
+    prompt_tokens = min(max(prompt_tokens, 0), MAX_TOKEN_COUNT)
+    completion_tokens = min(max(completion_tokens, 0), MAX_TOKEN_COUNT)
+    requested_tokens = min(max(requested_tokens, 0), MAX_TOKEN_COUNT)
     cost = price.cost(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
@@ -65,13 +70,13 @@ def cost_row(
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "requested_tokens": requested_tokens,
-        "paid_tokens": cost.paid_tokens,
+        "paid_tokens": min(cost.paid_tokens, MAX_TOKEN_COUNT),
         "paid_cost": cost.paid,
         "used_cost": cost.used,
         "currency": cost.currency,
         "outcome": outcome,
         "first_token_ms": None if first_token_s is None else round(first_token_s * 1000),
-        "duration_ms": round(duration_s * 1000),
+        "duration_ms": min(round(duration_s * 1000), MAX_TOKEN_COUNT),
         "failed_over": failed_over,
         "created_at": created_at,
     }
