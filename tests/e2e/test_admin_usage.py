@@ -342,7 +342,7 @@ async def test_real_answers_show_in_the_usage_and_the_lists(relay_for, fake: Fak
     carol = accounts["carol"]
     assert carol["id"] == user_id and carol["is_admin"] is False and carol["disabled"] is False
     assert carol["token_budget"] is None and carol["token_budget_effective"] == 0
-    assert carol["spend_limit"] is None
+    assert carol["spend_limit"] is None and carol["spend_limit_effective"] == 0
     assert carol["tokens_used"] == row.prompt_tokens + row.completion_tokens
     assert carol["spent"] == [
         {"currency": "USD", "paid": money(row.paid_cost), "unpriced_attempts": 0}
@@ -362,7 +362,7 @@ async def test_an_admins_changes_take_effect_at_the_next_request(
     relay_for, fake: FakeUpstream
 ) -> None:
     fake.script = livepeer_events(["ok"])
-    async with relay_for() as relay:
+    async with relay_for(user_spend_limit=10.0) as relay:
         alice, key, _ = await make_user(relay, "alice")
         _, admin, _ = await make_user(relay, "boss", admin=True)
         client = relay.client
@@ -390,8 +390,10 @@ async def test_an_admins_changes_take_effect_at_the_next_request(
     assert budget.json()["token_budget"] == 1 and budget.json()["token_budget_effective"] == 1
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
     assert limit.json()["spend_limit"] == 2.5 and limit.json()["token_budget"] == 1
+    assert limit.json()["spend_limit_effective"] == 2.5
     assert stored is not None and stored.spend_limit == 2_500_000_000  # nanos
     assert restored.json()["token_budget"] is None and restored.json()["spend_limit"] is None
+    assert restored.json()["spend_limit_effective"] == 10.0  # CHATRELAY_USER_SPEND_LIMIT
     assert again.status_code == 200
     assert nothing.status_code == 200 and nothing.json()["id"] == alice
 

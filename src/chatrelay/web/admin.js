@@ -449,7 +449,9 @@ function accountRow(user) {
     who,
     cell(user.disabled ? 'Disabled' : 'Active', 'state'),
     cell(budget, 'num'),
-    cell(spentText(user.spent), 'num'),
+    cell(user.spend_limit_effective
+      ? `${spentText(user.spent)} of ${money(user.spend_limit_effective)}`
+      : spentText(user.spent), 'num'),
     budgetCell,
     limitCell,
     actionCell,

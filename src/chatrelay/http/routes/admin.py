@@ -17,9 +17,7 @@ JSON bodies only.
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,10 +33,11 @@ from chatrelay.auth.parts import auth_parts
 from chatrelay.errors import NOT_FOUND, ChatRelayError, validation_error
 from chatrelay.http.api_docs import error_responses
 from chatrelay.http.context import ContextDep, DatabaseDep
+from chatrelay.http.routes import admin_rows as shapes
 from chatrelay.limits.periods import period_window
 from chatrelay.store import admin_usage
 from chatrelay.store import users as user_queries
-from chatrelay.store.admin_usage import GroupBy, KeyName, Spent, UsageFilter, UsageRow
+from chatrelay.store.admin_usage import GroupBy, Spent, UsageFilter
 from chatrelay.store.models import ApiKey, User, utcnow
 from chatrelay.store.upstream_figures import upstream_figures
 from chatrelay.text import StoredText
@@ -47,14 +46,9 @@ from chatrelay.upstreams.pricing import NANOS, money
 router = APIRouter(tags=["admin"])
 
 PAGE = Path(__file__).resolve().parent.parent.parent / "web" / "admin.html"
-# The range one usage request may cover, and what it covers when it does not say.
-MAX_DAYS = 366
-DEFAULT_DAYS = 30
 MAX_ROWS = 10_000
 MAX_INT32 = 2**31 - 1  # users.token_budget is an INTEGER
 MAX_SPEND_LIMIT = 1_000_000_000  # in units of the currency: far below BIGINT's nanos
-OPERATOR = "operator"  # the user filter and key of attempts of no user (warming)
-NO_KEY = "none"  # the key of attempts made without an API key
 
 _NOT_ADMIN = {404: "Not an administrator: the same answer as an unknown path."}
 
@@ -77,64 +71,12 @@ Admin = Annotated[User, Depends(require_admin)]
 # ---- usage ------------------------------------------------------------------
 
 
-def _moment(value: str, *, param: str, end: bool) -> datetime:
-    """An ISO date (the day's start; with ``end``, the next day's: ``until`` includes it) or
-    date and time (UTC unless it says otherwise)."""
-    try:
-        if len(value) <= 10 and "T" not in value and ":" not in value:
-            day = date.fromisoformat(value)
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise ChatRelayError(
-            400,
-            f"'{param}' must be an ISO date (2026-01-31) or date and time "
-            f"(2026-01-31T12:00:00Z), not {value!r}.",
-            code="invalid_date",
-            param=param,
-        ) from None
-
-
-def _range(since: str | None, until: str | None) -> tuple[datetime, datetime]:
-    now = utcnow()
-    end = (
-        _moment(until, param="until", end=True)
-        if until is not None
-        else datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
-    )
-    try:
-        start = (
-            _moment(since, param="since", end=False)
-            if since is not None
-            else end - timedelta(days=DEFAULT_DAYS)
-        )
-    except OverflowError:  # the default start before year 1
-        start = datetime.min.replace(tzinfo=UTC)
-    if start >= end:
-        raise ChatRelayError(
-            400, "'since' must be before 'until'.", code="invalid_range", param="since"
-        )
-    if end - start > timedelta(days=MAX_DAYS):
-        raise ChatRelayError(
-            400,
-            f"The range from 'since' to 'until' is longer than {MAX_DAYS} days: ask for "
-            "less at a time.",
-            code="range_too_long",
-            param="since",
-        )
-    return start, end
-
-
 async def _user_filter(db: Any, value: str | None) -> tuple[str | None, bool]:
     """(user id, operator only) for the ``user`` filter: a user's id or username, or
     ``operator``; an id no user has any more still filters (the ledger outlives users)."""
     if value is None:
         return None, False
-    if value == OPERATOR:
+    if value == shapes.OPERATOR:
         return None, True
     async with db.read() as session:
         found = await user_queries.get_user(session, user_id=value)
@@ -152,110 +94,6 @@ async def _user_filter(db: Any, value: str | None) -> tuple[str | None, bool]:
     )
 
 
-def _nanos_text(nanos: int | None) -> str:
-    """Exact money for CSV (no float rounding, no exponent): nanos as units with 9 places;
-    empty when unknown."""
-    if nanos is None:
-        return ""
-    sign = "-" if nanos < 0 else ""
-    units, fraction = divmod(abs(nanos), NANOS)
-    return f"{sign}{units}.{fraction:09d}"
-
-
-def _figures(row: UsageRow) -> dict[str, Any]:
-    difference = None if row.paid is None or row.used is None else row.paid - row.used
-    return {
-        "currency": row.currency,
-        "answers": row.answers,
-        "attempts": row.attempts,
-        "prompt_tokens": row.prompt_tokens,
-        "completion_tokens": row.completion_tokens,
-        "requested_tokens": row.requested_tokens,
-        "paid_tokens": row.paid_tokens,
-        "paid": row.paid,
-        "used": row.used,
-        "difference": difference,
-        "unpriced_attempts": row.unpriced_attempts,
-    }
-
-
-_MONEY = ("paid", "used", "difference")
-
-
-def _group_fields(
-    group_by: GroupBy,
-    row: UsageRow,
-    names: dict[str, str | None],
-    keys: dict[str, KeyName],
-) -> dict[str, Any]:
-    """The group's own fields: ``key`` (its value as text, never null) and what names it."""
-    if group_by == "user":
-        return {
-            "key": row.key or OPERATOR,
-            "user_id": row.key,
-            "username": names.get(row.key) if row.key is not None else None,
-        }
-    if group_by == "key":
-        key = keys.get(row.key) if row.key is not None else None
-        return {
-            "key": row.key or NO_KEY,
-            "api_key_id": row.key,
-            "key_name": key.name if key else None,
-            "key_prefix": key.prefix if key else None,
-            "user_id": key.user_id if key else None,
-            "username": key.username if key else None,
-        }
-    return {"key": row.key, group_by: row.key}
-
-
-_CSV_GROUP_COLUMNS: dict[str, list[str]] = {
-    "day": ["day"],
-    "user": ["key", "user_id", "username"],
-    "key": ["key", "api_key_id", "key_name", "key_prefix", "user_id", "username"],
-    "model": ["model"],
-    "upstream": ["upstream"],
-}
-_CSV_FIGURES = [
-    "currency",
-    "answers",
-    "attempts",
-    "prompt_tokens",
-    "completion_tokens",
-    "requested_tokens",
-    "paid_tokens",
-    "paid",
-    "used",
-    "difference",
-    "unpriced_attempts",
-]
-
-
-def _cell(value: Any) -> Any:
-    """A text cell a spreadsheet will not run as a formula (OWASP's CSV injection advice)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
-
-
-def _csv(
-    group_by: GroupBy, rows: list[dict[str, Any]], since: datetime, until: datetime
-) -> Response:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    columns = [*_CSV_GROUP_COLUMNS[group_by], *_CSV_FIGURES]
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
-            [_nanos_text(row[name]) if name in _MONEY else _cell(row[name]) for name in columns]
-        )
-    name = f"chatrelay-usage-{group_by}-{since:%Y%m%d}-{until:%Y%m%d}.csv"
-    return Response(
-        buffer.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
-
-
 _USAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`{group_by, since, until, rows, truncated}` (JSON), or the same rows as "
@@ -268,7 +106,7 @@ _USAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         422,
         notes={
             400: "A filter is wrong: `invalid_date`, `invalid_range`, `range_too_long` (over "
-            f"{MAX_DAYS} days), `unknown_user`.",
+            f"{shapes.MAX_DAYS} days), `unknown_user`.",
             **_NOT_ADMIN,
         },
     ),
@@ -297,7 +135,7 @@ async def usage(
     dates (`until` included) or datetimes, UTC; by default the last 30 days, at most 366.
     `user`: a username, user id or `operator`. Days in order; other groups the dearest
     first, at most `limit`. Administrators only."""
-    start, end = _range(since, until)
+    start, end = shapes.usage_range(since, until)
     user_id, operator = await _user_filter(db, user)
     filters = UsageFilter(
         since=start,
@@ -313,11 +151,14 @@ async def usage(
         ids = {row.key for row in found.rows if row.key is not None}
         names = await admin_usage.usernames(session, ids) if group_by == "user" else {}
         keys = await admin_usage.key_names(session, ids) if group_by == "key" else {}
-    rows = [{**_group_fields(group_by, row, names, keys), **_figures(row)} for row in found.rows]
+    rows = [
+        {**shapes.group_fields(group_by, row, names, keys), **shapes.figures(row)}
+        for row in found.rows
+    ]
     if format == "csv":
-        return _csv(group_by, rows, start, end)
+        return shapes.csv_response(group_by, rows, start, end)
     for row in rows:
-        for name in _MONEY:
+        for name in shapes.MONEY:
             row[name] = money(row[name])
     body = {
         "group_by": group_by,
@@ -392,6 +233,7 @@ async def _users_json(context: Any, found: list[User]) -> list[dict[str, Any]]:
             "token_budget": u.token_budget,
             "token_budget_effective": context.quotas.budget_of(u),
             "spend_limit": money(u.spend_limit),
+            "spend_limit_effective": money(context.quotas.spending.limit_of(u)),
             "tokens_used": tokens.get(u.id, 0),
             "spent": _spent(spent.get(u.id, [])),
         }
@@ -417,9 +259,9 @@ async def list_users(
 ) -> dict[str, Any]:
     """The accounts (guests left out), by username: `{period, period_start, resets_at, data,
     has_more}`; each with `is_admin`, `disabled`, its own `token_budget` and `spend_limit`
-    (null: the server's default), `token_budget_effective` (0: unlimited), and what it used
-    this budget period: `tokens_used` (finished answers) and `spent` (per currency).
-    Administrators only."""
+    (null: the server's default), the `token_budget_effective` and `spend_limit_effective`
+    that apply (0: unlimited), and what it used this budget period: `tokens_used` (finished
+    answers) and `spent` (per currency). Administrators only."""
     async with context.db.read() as session:
         found = list(await admin_usage.accounts(session, limit=limit, offset=offset))
     data = await _users_json(context, found[:limit])
