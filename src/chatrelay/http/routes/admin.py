@@ -32,12 +32,13 @@ from chatrelay.auth.identity import current_user
 from chatrelay.auth.parts import auth_parts
 from chatrelay.errors import NOT_FOUND, ChatRelayError, validation_error
 from chatrelay.http.api_docs import error_responses
-from chatrelay.http.context import ContextDep, DatabaseDep
+from chatrelay.http.context import AppContext, ContextDep, DatabaseDep
 from chatrelay.http.routes import admin_rows as shapes
-from chatrelay.limits.periods import period_window
+from chatrelay.limits.periods import PeriodWindow, period_window
 from chatrelay.store import admin_usage
 from chatrelay.store import users as user_queries
 from chatrelay.store.admin_usage import GroupBy, Spent, UsageFilter
+from chatrelay.store.database import Database
 from chatrelay.store.models import ApiKey, User, utcnow
 from chatrelay.store.upstream_figures import upstream_figures
 from chatrelay.text import StoredText
@@ -71,7 +72,7 @@ Admin = Annotated[User, Depends(require_admin)]
 # ---- usage ------------------------------------------------------------------
 
 
-async def _user_filter(db: Any, value: str | None) -> tuple[str | None, bool]:
+async def _user_filter(db: Database, value: str | None) -> tuple[str | None, bool]:
     """(user id, operator only) for the ``user`` filter: a user's id or username, or
     ``operator``; an id no user has any more still filters (the ledger outlives users)."""
     if value is None:
@@ -202,7 +203,7 @@ def _spent(entries: list[Spent]) -> list[dict[str, Any]]:
     ]
 
 
-def _period(context: Any) -> Any:
+def _period(context: AppContext) -> PeriodWindow:
     return period_window(context.settings.budget_period, utcnow())
 
 
@@ -210,7 +211,7 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-async def _users_json(context: Any, found: list[User]) -> list[dict[str, Any]]:
+async def _users_json(context: AppContext, found: list[User]) -> list[dict[str, Any]]:
     """The accounts with what each used and spent this budget period."""
     window = _period(context)
     ids = [u.id for u in found]
@@ -241,7 +242,7 @@ async def _users_json(context: Any, found: list[User]) -> list[dict[str, Any]]:
     ]
 
 
-def _period_fields(context: Any) -> dict[str, Any]:
+def _period_fields(context: AppContext) -> dict[str, Any]:
     window = _period(context)
     return {
         "period": window.period,
