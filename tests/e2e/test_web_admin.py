@@ -99,6 +99,10 @@ async def test_the_admin_page_shows_the_spending_and_acts_on_it(
     async with relay_for() as relay:
         seeded = await seed_spending(relay)
         async with signed_in(browser, relay, "boss") as (context, page, problems):
+            # The chat page links an admin to it.
+            await page.goto(relay.url + "/")
+            await page.get_by_test_id("admin-link").click()
+            await expect(page).to_have_url(relay.url + "/admin")
             response = await page.goto(relay.url + "/admin")
             assert response is not None and response.status == 200
             assert "script-src 'self'" in response.headers["content-security-policy"]
@@ -224,6 +228,9 @@ async def test_anyone_else_gets_the_unknown_paths_404(browser: Browser, relay_fo
         seen: dict[str | None, tuple[int, bytes]] = {}
         for who in (None, "alice"):
             async with signed_in(browser, relay, who) as (_, page, problems):
+                await page.goto(relay.url + "/")
+                await expect(page.get_by_test_id("account")).not_to_have_text("…")
+                await expect(page.get_by_test_id("admin-link")).to_be_hidden()
                 response = await page.goto(relay.url + "/admin")
                 assert response is not None
                 seen[who] = (response.status, await response.body())

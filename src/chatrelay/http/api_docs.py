@@ -131,6 +131,8 @@ _TAG_DESCRIPTIONS = {
     "accounts": "Accounts, sessions and usage.",
     "openai": "OpenAI's API: point an OpenAI client's base URL at `/v1`, key = an API key.",
     "operations": "Health and metrics, for operators.",
+    "admin": "The admin view's API: usage and spend grouped and exported, the figures per "
+    "upstream, accounts and keys. Admins only; anyone else gets a 404.",
 }
 
 

@@ -79,6 +79,7 @@ export class Account {
     this.hint = $('account-hint');
     this.signIn = $('sign-in');
     this.signOut = $('sign-out');
+    this.adminLink = $('admin-link');
     this.dialog = $('auth-dialog');
     this.form = $('auth-form');
     this.heading = $('auth-heading');
@@ -174,6 +175,7 @@ export class Account {
     this.signIn.hidden = !guest;
     this.signOut.hidden = guest;
     this.settings.hidden = guest;
+    this.adminLink.hidden = guest || !u.is_admin; // the page itself checks again: a 404 else
     document.body.dataset.account = guest ? 'guest' : 'user';
   }
 

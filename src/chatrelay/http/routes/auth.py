@@ -15,6 +15,7 @@ from chatrelay.auth.accounts import MAX_PASSWORD_CHARS, check_new_password, norm
 from chatrelay.auth.identity import (
     AUTHENTICATION_ERROR,
     Identity,
+    account_disabled,
     current_user,
     forget_session,
     identify,
@@ -224,6 +225,8 @@ async def login(body: Credentials, request: Request, context: ContextDep) -> dic
             code="invalid_credentials",
             type=AUTHENTICATION_ERROR,
         )
+    if account.disabled_at is not None:  # before anything moves to it (a guest's chats)
+        raise account_disabled()
     # The username starts afresh; the address only takes back this attempt: an attacker
     # signing in to their own account between guesses at others clears nothing.
     await throttle.reset(user_key)
