@@ -93,7 +93,7 @@ def _anchors(path: Path) -> set[str]:
 
 # The README and the pages made from it (the other docs have their own owners and tests).
 LINKED_PAGES = ("README.md", "CHANGELOG.md", "docs/configuration.md", "docs/api.md")
-LINKED_PAGES += ("docs/operations.md", "docs/page.md")
+LINKED_PAGES += ("docs/operations.md", "docs/page.md", "docs/spending.md")
 
 
 def test_links_of_the_readme_and_its_pages_lead_somewhere() -> None:
