@@ -131,3 +131,40 @@ async def test_a_write_whose_commit_fails_lets_go_of_the_lock(tmp_path: Path, sm
             assert reader.execute("SELECT count(*) FROM child").fetchone()[0] == 0
     finally:
         await db.close()
+
+
+async def test_small_writes_asked_together_commit_together_and_fail_alone(
+    database_url: str,
+) -> None:
+    """A burst of small writes (answers admitted together) is one transaction, each write in a
+    savepoint: the one that fails fails alone, the others are committed when they return."""
+    db = Database(database_url)
+    try:
+        await db.write(
+            lambda c: c.execute(text("CREATE TABLE scratch (payload VARCHAR(20) UNIQUE)"))
+        )
+        transactions: list[object] = []  # the objects, kept alive: their ids stay unique
+
+        def insert(payload: str):  # type: ignore[no-untyped-def]
+            def work(connection: Connection) -> str:
+                transactions.append(connection.get_transaction())
+                connection.execute(text("INSERT INTO scratch VALUES (:p)"), {"p": payload})
+                return payload
+
+            return work
+
+        await db.write(insert("taken"), small=True)
+        payloads = [f"row {n}" for n in range(20)]
+        payloads.insert(7, "taken")  # a duplicate: this one fails
+        outcomes = await asyncio.gather(
+            *(db.write(insert(p), small=True) for p in payloads), return_exceptions=True
+        )
+        async with db.read() as session:
+            stored = set((await session.execute(text("SELECT payload FROM scratch"))).scalars())
+    finally:
+        await db.close()
+    assert isinstance(outcomes[7], IntegrityError)
+    assert [o for n, o in enumerate(outcomes) if n != 7] == [p for p in payloads if p != "taken"]
+    assert stored == set(payloads)
+    # The 21 writes asked together: one transaction.
+    assert len({id(t) for t in transactions[1:]}) == 1 and len(transactions) == 22

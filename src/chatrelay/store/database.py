@@ -16,12 +16,14 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,6 +170,8 @@ class Database:
         # meet the busy handler). Never nest two write transactions in one task: the second
         # would wait for the first forever.
         self._writer = asyncio.Lock() if self.is_sqlite else None
+        self._group = GroupCommit(self._write_group_now, self._write_group)
+        self._background: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -183,7 +187,54 @@ class Database:
         """``work(connection)`` (Core statements) in one write transaction, committed when it
         returns. On SQLite it runs whole on the writer thread, queued with this process's
         other writers, or (``small``: a few rows, no scan) on the event loop itself unless
-        another process holds the write lock; on PostgreSQL on a pooled async connection."""
+        another process holds the write lock; on PostgreSQL on a pooled async connection.
+
+        ``small`` writes are group-committed: those asked for while one is being written (a
+        burst of answers admitted together) go in the next transaction together, each in a
+        savepoint of its own, so that one failing fails alone (docs/performance.md#group-
+        commit). Each returns only once its transaction is committed."""
+        if small:
+            return await self._group.write(work)
+        return await self._write_alone(work, small=False)
+
+    def _write_group_now(self, works: list[Callable[[Connection], Any]]) -> list[Outcome] | None:
+        """The works of one group commit in one transaction, at once on the event loop
+        (SQLite, when no writer of this process holds the lock and no other process writes);
+        None when they must wait (``_write_group``)."""
+        if self._loop_engine is None or self._writer is None or self._writer.locked():
+            return None
+        try:
+            outcomes = _write_with(self._loop_engine, partial(_each_in_a_savepoint, works))
+        except (OperationalError, sqlite3.OperationalError) as error:
+            if not _is_busy(error):
+                raise
+            return None  # another process writes: rolled back, to be written after it
+        self._loop_commits += 1
+        if self._wal_long or self._loop_commits % CHECKPOINT_EVERY == 0:
+            task = asyncio.get_running_loop().create_task(self._checkpoint_soon())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return outcomes
+
+    async def _checkpoint_soon(self) -> None:
+        # Holding the writers' lock: a checkpoint that new frames keep overtaking never lets
+        # the WAL start over, and it would grow forever.
+        assert self._writer is not None
+        async with self._writer:
+            frames = await asyncio.get_running_loop().run_in_executor(
+                self._write_thread, self._checkpoint
+            )
+            self._wal_long = frames > WAL_FRAMES_LIMIT
+
+    async def _write_group(self, works: list[Callable[[Connection], Any]]) -> list[Outcome]:
+        """The works of one group commit in one transaction, waiting for the lock (SQLite:
+        on the writer thread when another process writes; PostgreSQL: a pooled connection)."""
+        if self._sync_engine is None:
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(partial(_each_in_a_savepoint, works))
+        return await self._write_alone(partial(_each_in_a_savepoint, works), small=True)
+
+    async def _write_alone(self, work: Callable[[Connection], T], *, small: bool) -> T:
         if self._sync_engine is None:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(work)
@@ -246,6 +297,8 @@ class Database:
         await asyncio.to_thread(upgrade_database, self.url)
 
     async def close(self) -> None:
+        if self._background:  # a checkpoint under way
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.engine.dispose()
         if self._loop_engine is not None:
             self._loop_engine.dispose()
@@ -267,6 +320,147 @@ def _write_with(engine: Engine, work: Callable[[Connection], T]) -> T:
     with engine.begin() as connection:
         connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
         return work(connection)
+
+
+# What one work of a group commit came to: its result, or the exception it raised.
+Outcome = tuple[bool, Any]
+
+
+def _each_in_a_savepoint(
+    works: list[Callable[[Connection], Any]], connection: Connection
+) -> list[Outcome]:
+    """Each work in a savepoint of the transaction, so that one that raises is rolled back
+    alone. A lone work needs none: its failure rolls the transaction back. On SQLite the
+    SAVEPOINT statements go straight to the driver: SQLAlchemy's begin_nested costs more than
+    the work (docs/performance.md#group-commit)."""
+    if len(works) == 1:
+        return [(True, works[0](connection))]
+    outcomes: list[Outcome] = []
+    raw = connection.connection.dbapi_connection if connection.dialect.name == "sqlite" else None
+    for work in works:
+        if raw is None:
+            nested = connection.begin_nested()
+            try:
+                result = work(connection)
+            except Exception as error:
+                nested.rollback()
+                outcomes.append((False, error))
+            else:
+                nested.commit()
+                outcomes.append((True, result))
+            continue
+        raw.execute("SAVEPOINT g")
+        try:
+            result = work(connection)
+        except Exception as error:
+            raw.execute("ROLLBACK TO g")
+            raw.execute("RELEASE g")
+            outcomes.append((False, error))
+        else:
+            raw.execute("RELEASE g")
+            outcomes.append((True, result))
+    return outcomes
+
+
+class GroupCommit:
+    """Small writes asked for together, written together. A write is not run where it is
+    asked for but a moment later, from the event loop's next turn, with every other write
+    asked for meanwhile (a burst of answers admitted together), up to ``MAX_GROUP`` in one
+    transaction. Nothing waits for a timer: a lone write goes on the next turn.
+
+    ``now(works)`` writes them at once on the event loop, or answers None when they must
+    wait; ``later(works)`` writes them when it can."""
+
+    MAX_GROUP = 64
+
+    def __init__(
+        self,
+        now: Callable[[list[Callable[[Connection], Any]]], list[Outcome] | None],
+        later: Callable[[list[Callable[[Connection], Any]]], Awaitable[list[Outcome]]],
+    ) -> None:
+        self._now = now
+        self._later = later
+        self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._waiting: asyncio.Task[None] | None = None  # a group waiting to be written
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._pending.append((work, done))
+        if not self._scheduled and self._waiting is None:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        # A caller that goes away leaves its write to be done: it may be committed already.
+        return await done
+
+    def _flush(self) -> None:
+        """On the loop's next turn: every pending write, in groups, at once if it can."""
+        self._scheduled = False
+        while self._pending:
+            group = self._take()
+            try:
+                outcomes = self._now([work for work, _ in group])
+            except Exception as error:  # the transaction itself: each of them failed
+                _fail(group, error)
+                continue
+            if outcomes is None:  # to wait for the lock: the rest of them after this group
+                self._pending[:0] = group
+                self._waiting = asyncio.get_running_loop().create_task(
+                    self._flush_later(), name="group-commit"
+                )
+                return
+            _deliver(group, outcomes)
+
+    async def _flush_later(self) -> None:
+        try:
+            while self._pending:
+                group = self._take()
+                try:
+                    outcomes = await self._later([work for work, _ in group])
+                except Exception as error:
+                    _fail(group, error)
+                    continue
+                _deliver(group, outcomes)
+        finally:
+            self._waiting = None
+
+    def _take(self) -> list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]:
+        group = self._pending[: self.MAX_GROUP]
+        del self._pending[: len(group)]
+        return group
+
+
+def _deliver(
+    group: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]], outcomes: list[Outcome]
+) -> None:
+    for (_, done), (ok, value) in zip(group, outcomes, strict=True):
+        if done.done():  # its caller went away
+            continue
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+
+
+def _fail(
+    group: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]], error: BaseException
+) -> None:
+    """The transaction failed: each of its writers gets the error (a lone one, the error
+    itself, as it would have raised it; several, a copy each)."""
+    for _, done in group:
+        if not done.done():
+            done.set_exception(error if len(group) == 1 else _copy(error))
+
+
+def _copy(error: BaseException) -> BaseException:
+    """The commit's failure for each waiting writer (one exception object raised in many
+    tasks would chain their tracebacks together)."""
+    if isinstance(error, asyncio.CancelledError):
+        return asyncio.CancelledError()
+    copied = copy.copy(error)
+    copied.__traceback__ = None
+    return copied
 
 
 def _is_busy(error: OperationalError | sqlite3.OperationalError) -> bool:
