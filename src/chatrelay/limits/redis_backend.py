@@ -13,6 +13,7 @@ the caller decides whether that refuses the request.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -28,6 +29,8 @@ from chatrelay.limits.refusals import LimitStoreDown, redacted
 from chatrelay.setting_types import RateRule
 
 T = TypeVar("T")
+# A script call waiting for its round trip: the script, its keys and args, its answer.
+_Call = tuple[str, list[str], list[Any], "asyncio.Future[Any]"]
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -43,6 +46,10 @@ class RedisLimits:
                 "THROTTLE_ATTEMPT",
             )
         }  # fmt: skip
+        # The script calls of this turn of the event loop, sent together (``run``).
+        self._calls: list[_Call] = []
+        self._sending = False
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.budgets = RedisBudgetStore(self)
         self.rates = RedisRateLimiter(self)
         self.streams = RedisStreamSlots(self)
@@ -63,7 +70,51 @@ class RedisLimits:
         return self.prefix + ":".join(parts)
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._guard(self._scripts[script](keys=list(keys), args=list(args)))
+        """One script's answer. The calls made in one turn of the event loop (the limit checks
+        of a burst of answers admitted together) go to Redis in one pipeline: one round trip
+        for them all, not one each; each still gets its own answer or error."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._calls.append((script, list(keys), list(args), done))
+        if not self._sending:
+            self._sending = True
+            loop.call_soon(self._send)
+        return await done
+
+    def _send(self) -> None:
+        self._sending = False
+        calls, self._calls = self._calls, []
+        if calls:
+            task = asyncio.get_running_loop().create_task(self._pipeline(calls))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _pipeline(self, calls: list[_Call]) -> None:
+        try:
+            if len(calls) == 1:  # alone: no pipeline to set up
+                script, keys, args, _ = calls[0]
+                answers: list[Any] = [
+                    await self._guard(self._scripts[script](keys=keys, args=args))
+                ]
+            else:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for script, keys, args, _ in calls:
+                        await self._scripts[script](keys=keys, args=args, client=pipe)
+                    answers = await self._guard(pipe.execute(raise_on_error=False))
+        except BaseException as error:  # Redis unreachable: every call of the round fails
+            for *_, done in calls:
+                if not done.done():
+                    done.set_exception(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return
+        for (*_, done), answer in zip(calls, answers, strict=True):
+            if done.done():
+                continue
+            if isinstance(answer, Exception):
+                done.set_exception(answer)
+            else:
+                done.set_result(answer)
 
     async def _guard(self, call: Awaitable[T]) -> T:
         try:
