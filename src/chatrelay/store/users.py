@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatrelay.store.models import ApiKey, Conversation, MessageRow, User, utcnow
@@ -25,6 +25,28 @@ async def create_guest(session: AsyncSession, *, user_id: str | None = None) -> 
     session.add(guest)
     await session.flush()
     return guest
+
+
+def insert_guest_with_session(
+    connection: Connection,
+    *,
+    user_id: str,
+    token_hash: str,
+    created_at: datetime,
+    expires_at: datetime,
+) -> None:
+    """A guest and its session, as Core statements (``Database.write``, small: a cookieless
+    burst's new guests are written in one group commit with their questions)."""
+    connection.execute(
+        insert(User),
+        {"id": user_id, "username": None, "password_hash": None, "is_admin": False,
+         "created_at": created_at},
+    )  # fmt: skip
+    connection.execute(
+        insert(SessionRow),
+        {"token_hash": token_hash, "user_id": user_id, "created_at": created_at,
+         "expires_at": expires_at},
+    )  # fmt: skip
 
 
 async def create_user(
