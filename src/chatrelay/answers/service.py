@@ -178,17 +178,19 @@ class ChatService:
         # The budget (for the prompt too, history included) is reserved before anything is
         # stored or sent, and outside the writing transaction: the limits store may be remote,
         # and SQLite's write lock (or a pooled connection) must never wait on it.
-        spend = None
+        spend, prompt_tokens = None, None
         if self.registry.priced:  # the worst case in money, for the spend limits
+            prompt_tokens = estimate_prompt_tokens(upstream_messages)
             worst, caps = self.registry.spend_ask(
-                model,
-                carried.upstreams,
-                prompt_tokens=estimate_prompt_tokens(upstream_messages),
-                max_tokens=max_tokens,
+                model, carried.upstreams, prompt_tokens=prompt_tokens, max_tokens=max_tokens
             )
             spend = SpendAsk(worst, caps)
         await self.quotas.reserve(
-            admission, messages=upstream_messages, max_tokens=max_tokens, spend=spend
+            admission,
+            messages=upstream_messages,
+            max_tokens=max_tokens,
+            spend=spend,
+            prompt_tokens=prompt_tokens,
         )
         allowed = carried.upstreams - admission.over_cap  # past their spend cap: not these
         # The question is committed before the upstream is called: nothing accepted is lost.

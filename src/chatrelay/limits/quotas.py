@@ -275,12 +275,15 @@ class Quotas:
         messages: Sequence[UpstreamMessage],
         max_tokens: int,
         spend: SpendAsk | None = None,
+        prompt_tokens: int | None = None,
     ) -> None:
         """Hold max_tokens + the prompt's estimated tokens of the user's budget, and for a
         guest of its address's guests' budget too, and ``spend`` (the worst case in money)
         of the spend limits; then the request has passed every limit, and its
         ``on_admitted`` runs (a new guest is written only now)."""
-        needed = max_tokens + estimate_prompt_tokens(messages)
+        # ``prompt_tokens``: the caller's estimate of the same messages, when it made one.
+        prompt = estimate_prompt_tokens(messages) if prompt_tokens is None else prompt_tokens
+        needed = max_tokens + prompt
         if admission.budget > 0:
             admission.reservation = await self._hold(
                 admission, account_of=admission.user_id, tokens=needed, limit=admission.budget

@@ -130,6 +130,7 @@ class UpstreamRegistry:
         self.routing = settings.routing
         self.explore = settings.routing_explore
         self.figures: dict[tuple[str, str], RoutingFigure] = {}
+        self._priced = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamRegistry:
@@ -143,6 +144,9 @@ class UpstreamRegistry:
             raise ValueError(f"two upstreams are named '{config.name}'")
         upstream = Upstream(config, timeouts=self._timeouts)
         self.upstreams.append(upstream)
+        self._priced = self._priced or bool(
+            config.price.known or config.model_prices or config.spend_cap
+        )
         self.breakers[config.name] = CircuitBreaker(
             failure_threshold=self._settings.breaker_failures,
             cooldown=self._settings.breaker_cooldown,
@@ -283,11 +287,8 @@ class UpstreamRegistry:
     @property
     def priced(self) -> bool:
         """Whether any upstream has a price or a spend cap: else spend limits have nothing
-        to count, and admission skips them."""
-        return any(
-            u.config.price.known or u.config.model_prices or u.config.spend_cap
-            for u in self.upstreams
-        )
+        to count, and admission skips them (known once the upstreams are added)."""
+        return self._priced
 
     def spend_ask(
         self, model: str, names: Iterable[str], *, prompt_tokens: int, max_tokens: int
