@@ -2,10 +2,22 @@
 
 Each client keeps one HTTP/1.1 connection (as a browser or an SDK would) and sends its requests
 one after another; the clients' first requests are spread evenly over ``--ramp-s`` so that
-paced chunks of different streams do not all fall due at the same instant. For every content
-chunk it records when the mock sent it (the chunk's content is the mock's ``time.time_ns()``)
-and when it arrived here, so per-chunk latency, time to first token and the gaps between
-chunks need no clock but this machine's.
+paced chunks of different streams do not all fall due at the same instant (``--arrival
+spread``, the default: a relay in its steady state). Two other arrivals measure admission:
+
+- ``--arrival burst``: the C clients connect first, then at one instant each writes its
+  request (a class pressing Send together, a retry storm); with ``--requests-per-client N``
+  that is N bursts, each once every answer of the last has ended. Time to first token counts
+  from the burst's instant; per burst, the time until the last stream's first token and the
+  admissions per second (answers whose first token arrived, per second of the burst).
+- ``--arrival poisson --rate R --duration-s D``: new answers at R per second with exponential
+  gaps for D seconds (open loop: an answer is asked when due, whatever the earlier ones are
+  doing), each on an idle keep-alive connection or a new one. Time to first token counts from
+  when the answer was due, so a driver or a server that falls behind cannot hide it.
+
+For every content chunk it records when the mock sent it (the chunk's content is the mock's
+``time.time_ns()``) and when it arrived here, so per-chunk latency, time to first token and
+the gaps between chunks need no clock but this machine's.
 
 It is a bare asyncio protocol with httptools' C parser (what uvicorn uses): at C=512 the driver
 reads ~25,000 chunks a second on the same 2 cores as the system under test, so it must be cheap.
@@ -14,6 +26,7 @@ of a JSON parse per event: every system relays the mock's digits unchanged.
 
     .venv/bin/python bench/load_driver.py --url http://127.0.0.1:8000/v1/chat/completions \\
         --concurrency 32 --chunks 64 --pace-ms 20 [--api-key cr_...] [--non-streaming]
+        [--arrival burst | --arrival poisson --rate 50 --duration-s 5]
 
 Prints one JSON object of figures on stdout. Only 127.0.0.1 is accepted as a target.
 """
@@ -22,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import re
 import resource
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,6 +77,9 @@ class Exchange:
     """One request and what came back."""
 
     started: int = 0  # time.time_ns() just before the request was written
+    # When it was due (the burst's instant, the Poisson arrival): time to first token counts
+    # from here. 0: from ``started`` (spread arrivals, whose clients are never late).
+    due: int = 0
     ended: int = 0
     status: int = 0
     complete: bool = False
@@ -139,16 +157,24 @@ class Connection(asyncio.Protocol):
         if finished is not None and not finished.done():
             finished.set_result(None)
 
-    async def send(self, request: bytes, exchange: Exchange) -> None:
+    def begin(self, request: bytes, exchange: Exchange) -> asyncio.Future[None]:
+        """Write the request; the future is done when its answer has ended."""
         assert self.transport is not None
         self.exchange = exchange
         self.finished = asyncio.get_running_loop().create_future()
         exchange.started = time.time_ns()
         self.transport.write(request)
-        await self.finished
+        return self.finished
+
+    def after(self) -> None:
+        """Once an answer has ended: close the connection if the server will not keep it."""
         if self.parser.should_keep_alive() is False and self.transport is not None:
             self.transport.close()
             self.closed = True
+
+    async def send(self, request: bytes, exchange: Exchange) -> None:
+        await self.begin(request, exchange)
+        self.after()
 
 
 def build_request(
@@ -197,16 +223,19 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
 
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.time_ns()
-    tasks = [asyncio.ensure_future(client(i)) for i in range(args.concurrency)]
-    _, late = await asyncio.wait(tasks, timeout=args.deadline_s)
-    timed_out = bool(late)
-    for task in late:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            exchanges.append(Exchange(error=f"client failed: {exc!r}"))
+    if args.arrival == "spread":
+        tasks = [asyncio.ensure_future(client(i)) for i in range(args.concurrency)]
+        _, late = await asyncio.wait(tasks, timeout=args.deadline_s)
+        timed_out = bool(late)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                exchanges.append(Exchange(error=f"client failed: {exc!r}"))
+    else:
+        timed_out = await arrivals(args, request, host, port, exchanges)
     elapsed = (time.time_ns() - started) / 1e9
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     driver_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
@@ -230,7 +259,119 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         figures["chunks_per_s"] = round(figures["chunks"] / active, 1) if active else None
     else:
         figures["requests_per_s"] = round(figures["completed"] / active, 1) if active else None
+    if args.arrival != "spread":  # (a spread run's figures stay exactly what they were)
+        figures.update(admission_figures(exchanges, args, streaming=streaming))
     return figures
+
+
+async def connect(host: str, port: int, opened: list[Connection]) -> Connection:
+    _, connection = await asyncio.get_running_loop().create_connection(Connection, host, port)
+    opened.append(connection)
+    return connection
+
+
+async def arrivals(
+    args: argparse.Namespace, request: bytes, host: str, port: int, exchanges: list[Exchange]
+) -> bool:
+    """Bursts or Poisson arrivals until done or the deadline; whether the deadline came."""
+    opened: list[Connection] = []
+    run = bursts if args.arrival == "burst" else poisson
+    try:
+        await asyncio.wait_for(run(args, request, host, port, exchanges, opened), args.deadline_s)
+        return False
+    except TimeoutError:
+        return True
+    finally:
+        for connection in opened:
+            if connection.transport is not None:
+                connection.transport.close()
+
+
+# Between connecting and the burst: time for the server to accept every connection, so the
+# burst measures admission, not the accept queue.
+SETTLE_S = 0.25
+
+
+async def bursts(
+    args: argparse.Namespace,
+    request: bytes,
+    host: str,
+    port: int,
+    exchanges: list[Exchange],
+    opened: list[Connection],
+) -> None:
+    """C connections, then every request written in one go, in one turn of the loop: the
+    burst's instant is just before the first write. The next burst once all have ended."""
+    pool: list[Connection | None] = [None] * args.concurrency
+    for number in range(args.requests_per_client):
+        missing = [i for i, c in enumerate(pool) if c is None or c.closed]
+        made = await asyncio.gather(
+            *(connect(host, port, opened) for _ in missing), return_exceptions=True
+        )
+        failures = []
+        for i, connection in zip(missing, made, strict=True):
+            if isinstance(connection, BaseException):
+                pool[i] = None
+                failures.append(f"connect failed: {connection!r}")
+            else:
+                pool[i] = connection
+        if missing:
+            await asyncio.sleep(SETTLE_S)
+        elif number:
+            await asyncio.sleep(args.burst_pause_s)  # what the last burst left running ends
+        due = time.time_ns()
+        exchanges.extend(Exchange(due=due, error=why) for why in failures)
+        answers = []
+        for connection in pool:
+            if connection is not None:
+                exchange = Exchange(due=due)
+                exchanges.append(exchange)
+                answers.append(connection.begin(request, exchange))
+        await asyncio.gather(*answers)
+        for connection in pool:
+            if connection is not None:
+                connection.after()
+
+
+async def poisson(
+    args: argparse.Namespace,
+    request: bytes,
+    host: str,
+    port: int,
+    exchanges: list[Exchange],
+    opened: list[Connection],
+) -> None:
+    """Answers asked at ``args.rate`` a second, exponential gaps (a fixed seed: the same
+    arrivals at the same rate), for ``args.duration_s``; then until every one has ended."""
+    gaps = random.Random(args.seed)
+    idle: list[Connection] = []
+    answers: list[asyncio.Future[None]] = []
+
+    async def answer(due: int) -> None:
+        exchange = Exchange(due=due)
+        exchanges.append(exchange)
+        while idle and idle[-1].closed:
+            idle.pop()
+        try:
+            connection = idle.pop() if idle else await connect(host, port, opened)
+        except OSError as exc:
+            exchange.error = f"connect failed: {exc!r}"
+            return
+        await connection.send(request, exchange)
+        if not connection.closed:
+            idle.append(connection)
+
+    due = time.time_ns()
+    end = due + int(args.duration_s * 1e9)
+    while True:
+        due += int(gaps.expovariate(args.rate) * 1e9)
+        if due >= end:
+            break
+        wait = (due - time.time_ns()) / 1e9
+        if wait > 0:
+            await asyncio.sleep(wait)
+        answers.append(asyncio.ensure_future(answer(due)))
+    await asyncio.gather(*answers)
 
 
 def _ms(value: float | None) -> float | None:
@@ -260,7 +401,7 @@ def summarise(exchanges: list[Exchange], *, streaming: bool, chunks: int) -> dic
             errors[why] = errors.get(why, 0) + 1
         received += len(ex.received)
         if streaming and ex.received:
-            ttft.append(ex.received[0] - ex.started)
+            ttft.append(ex.received[0] - (ex.due or ex.started))
             latency.extend(r - s for r, s in zip(ex.received, ex.sent, strict=True))
             stream_gaps = [b - a for a, b in zip(ex.received, ex.received[1:], strict=False)]
             gaps.extend(stream_gaps)
@@ -305,6 +446,78 @@ def summarise(exchanges: list[Exchange], *, streaming: bool, chunks: int) -> dic
     return figures
 
 
+def first_token(ex: Exchange, *, streaming: bool) -> int | None:
+    """When its first content arrived (a whole answer: when it ended), if it did."""
+    if streaming:
+        return ex.received[0] if ex.received else None
+    return ex.ended if ex.complete and ex.status == 200 else None
+
+
+def admission_figures(
+    exchanges: list[Exchange], args: argparse.Namespace, *, streaming: bool
+) -> dict[str, Any]:
+    """What bursts and arrivals say about admission: per burst, the time until its last
+    stream's first token and the admissions per second until then; streams that stalled once
+    their first token had come; how late the driver itself wrote the requests."""
+    stalled = sum(
+        1
+        for ex in exchanges
+        if max((b - a for a, b in zip(ex.received, ex.received[1:], strict=False)), default=0)
+        > STALL_NS
+    )
+    lag = [ex.started - ex.due for ex in exchanges if ex.started and ex.due]
+    figures: dict[str, Any] = {
+        "arrival": args.arrival,
+        "stalled": stalled,
+        "driver_lag_ms": {"p50": _ms(percentile(lag, 0.5)), "p99": _ms(percentile(lag, 0.99))},
+    }
+    if args.arrival == "poisson":
+        admitted = sum(first_token(ex, streaming=streaming) is not None for ex in exchanges)
+        # C of a Poisson run: the most answers open at once (from due to ended, or to the end).
+        never = 2**63
+        edges = sorted(
+            [(ex.due, 1) for ex in exchanges] + [(ex.ended or never, -1) for ex in exchanges]
+        )
+        open_now = open_max = 0
+        for _, step in edges:
+            open_now += step
+            open_max = max(open_max, open_now)
+        figures.update(
+            concurrency=open_max,
+            rate=args.rate,
+            duration_s=args.duration_s,
+            seed=args.seed,
+            offered_per_s=round(len(exchanges) / args.duration_s, 2),
+            admitted=admitted,
+        )
+        return figures
+    last_ms: list[float] = []
+    per_s: list[float] = []
+    admitted = 0
+    for due in sorted({ex.due for ex in exchanges}):
+        firsts = [first_token(ex, streaming=streaming) for ex in exchanges if ex.due == due]
+        arrived = [t for t in firsts if t is not None]
+        admitted += len(arrived)
+        if arrived:
+            last = max(arrived) - due
+            last_ms.append(last / 1e6)
+            per_s.append(len(arrived) / (last / 1e9) if last > 0 else 0.0)
+    figures.update(
+        bursts=len(last_ms),
+        admitted=admitted,
+        # the median burst, and the worst
+        last_first_token_ms={
+            "p50": round(statistics.median(last_ms), 3) if last_ms else None,
+            "max": round(max(last_ms), 3) if last_ms else None,
+        },
+        admissions_per_s={
+            "p50": round(statistics.median(per_s), 1) if per_s else None,
+            "min": round(min(per_s), 1) if per_s else None,
+        },
+    )
+    return figures
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
@@ -327,12 +540,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="spread of the clients' first requests (default: one answer's "
         "duration, so that C streams are open at once in steady state)",
     )
+    parser.add_argument(
+        "--arrival",
+        choices=("spread", "burst", "poisson"),
+        default="spread",
+        help="spread: first requests over --ramp-s (steady state); burst: all C at one instant "
+        "(--requests-per-client bursts in a row); poisson: --rate answers a second for "
+        "--duration-s",
+    )
+    parser.add_argument("--rate", type=float, default=None, help="poisson: answers a second")
+    parser.add_argument("--duration-s", type=float, default=5.0, help="poisson: how long")
+    parser.add_argument("--seed", type=int, default=1, help="poisson: the arrivals' seed")
+    parser.add_argument(
+        "--burst-pause-s", type=float, default=0.25, help="burst: pause between two bursts"
+    )
     parser.add_argument("--deadline-s", type=float, default=120.0)
     parser.add_argument("--model", default="bench")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--non-streaming", action="store_true")
     args = parser.parse_args(argv)
     loopback_only(args.url)
+    if args.arrival == "poisson" and not (args.rate and args.rate > 0):
+        parser.error("--arrival poisson needs --rate above 0")
     if args.ramp_s is None:
         args.ramp_s = 0.0 if args.non_streaming else args.chunks * args.pace_ms / 1000
     return args
