@@ -16,9 +16,16 @@ whose streams mostly stall at some C (fewer than a quarter without a stall) is n
 higher C; the mock, nginx and the Python floor always run.
 
     .venv/bin/python bench/compare.py [--concurrency 1,8,32,64,128,512] [--no-litellm] [--smoke]
+        [--arrival burst]
 
 Writes bench/results/<UTC time>.json (and latest.json), then bench/report.py turns it into the
 table and chart of docs/benchmarks.md.
+
+``--arrival burst`` measures admission instead of the steady state: at each C, every client
+asks its answer at the same instant (2-4 bursts a level, one after another), and each run
+reports time to first token from the burst's instant, the time until the last stream's first
+token, admissions per second and the streams that stalled once admitted. Such a run is a side
+run (``<time>-burst.json`` and its own ``.md``; latest.json and docs/benchmarks.md untouched).
 """
 
 from __future__ import annotations
@@ -82,12 +89,19 @@ def run_driver(
     ramp_s: float | None = None,
     kind: str = "text",
     api: str = "chat",
+    arrival: str = "spread",
+    rate: float | None = None,
+    duration_s: float = 5.0,
 ) -> dict[str, Any]:
     """One load run against ``system``, with its CPU and memory sampled meanwhile. Streams
-    start spread over ``ramp_s`` (by default one answer's duration)."""
+    start spread over ``ramp_s`` (by default one answer's duration); ``arrival`` ``burst``:
+    ``requests_per_client`` bursts of ``concurrency`` answers each asked at one instant;
+    ``poisson``: ``rate`` answers a second for ``duration_s`` (see bench/load_driver.py)."""
     duration = chunks * pace_ms / 1000
     ramp = ramp_s if ramp_s is not None else 0.0 if non_streaming else duration
     deadline = ramp + requests_per_client * max(duration, 0.5) * 3 + 20
+    if arrival == "poisson":
+        deadline = duration_s + max(duration, 0.5) * 3 + 30
     command = [
         sys.executable,
         str(BENCH / "load_driver.py"),
@@ -116,6 +130,10 @@ def run_driver(
         command += ["--api-key", system.api_key]
     if non_streaming:
         command.append("--non-streaming")
+    if arrival != "spread":  # (a spread run's command line stays what it was)
+        command += ["--arrival", arrival]
+    if arrival == "poisson":
+        command += ["--rate", str(rate), "--duration-s", str(duration_s)]
     system.refresh_pids()
     load_before = os.getloadavg()[0]  # other work on the machine shows here
     measured = system if system.name != "direct" else None
@@ -161,9 +179,9 @@ def warm_up(system: System, mock: System, *, chunk_bytes: int = 20) -> None:
     )  # fmt: skip
 
 
-def holds(runs: list[dict[str, Any]], concurrency: int) -> bool:
+def holds(runs: list[dict[str, Any]], concurrency: int, kind: str = "paced") -> bool:
     """Whether chatrelay's paced run at ``concurrency`` completed every stream, none stalled."""
-    wanted = ("chatrelay", concurrency, "paced")
+    wanted = ("chatrelay", concurrency, kind)
     for run in runs:
         if (run["system"], run["concurrency"], run.get("kind")) == wanted:
             return bool(run["completed"] == run["no_stall"] == run["requests"])
@@ -171,6 +189,8 @@ def holds(runs: list[dict[str, Any]], concurrency: int) -> bool:
 
 
 def summary_line(f: dict[str, Any]) -> str:
+    if f.get("arrival") == "burst":
+        return burst_line(f)
     if f["mode"] == "non-stream":
         return (
             f"{f['system']:<10} C={f['concurrency']:<4} non-stream: {f['completed']}/"
@@ -184,6 +204,18 @@ def summary_line(f: dict[str, Any]) -> str:
         f"{f['gap_ms']['p99']} ms, {f.get('chunks_per_s')} chunks/s, cpu "
         f"{f.get('cpu_ms_per_1k_chunks')} ms/1k chunks, {f.get('rss_kb_per_stream')} KB/stream"
         + (f", errors {f['errors']}" if f["errors"] else "")
+    )
+
+
+def burst_line(f: dict[str, Any]) -> str:
+    """A burst run's figures: admission first."""
+    return (
+        f"{f['system']:<10} C={f['concurrency']:<4} burst x{f['bursts']}: ttft p50 "
+        f"{f['ttft_ms']['p50']} p99 {f['ttft_ms']['p99']} ms, last first token "
+        f"{f['last_first_token_ms']['p50']} ms (worst {f['last_first_token_ms']['max']}), "
+        f"{f['admissions_per_s']['p50']} admissions/s, {f['stalled']} stalled, "
+        f"{f['failed']} failed of {f['requests']}, cpu {f.get('cpu_ms_per_1k_chunks')} "
+        "ms/1k chunks" + (f", errors {f['errors']}" if f["errors"] else "")
     )
 
 
@@ -205,8 +237,19 @@ def main(argv: list[str] | None = None) -> Path:
         help="comma list; chatrelay:NAME+NAME adds chatrelay with bench/studies/ or src=PATH",
     )
     parser.add_argument("--no-litellm", action="store_true")
-    parser.add_argument("--non-streaming", default="1,32", help="C values; empty: none")
-    parser.add_argument("--unpaced", default="32", help="C values; empty: none")
+    parser.add_argument(
+        "--arrival",
+        choices=("spread", "burst"),
+        default="spread",
+        help="spread: C streams started over one answer's duration (steady state); burst: "
+        "all C asked at one instant, 2-4 bursts a level (admission). A burst run is a side "
+        "run (<time>-burst.json, its own .md), with no non-streaming or unpaced runs unless "
+        "asked for",
+    )
+    parser.add_argument(
+        "--non-streaming", default=None, help="C values; empty: none (default 1,32)"
+    )
+    parser.add_argument("--unpaced", default=None, help="C values; empty: none (default 32)")
     parser.add_argument("--unpaced-chunks", type=int, default=256)
     parser.add_argument(
         "--smoke", action="store_true", help="seconds, not minutes: tiny C and answers, no LiteLLM"
@@ -226,9 +269,16 @@ def main(argv: list[str] | None = None) -> Path:
         "or Python code run in chatrelay's process before it starts",
     )
     args = parser.parse_args(argv)
+    burst = args.arrival == "burst"
+    if args.non_streaming is None:
+        args.non_streaming = "" if burst else "1,32"
+    if args.unpaced is None:
+        args.unpaced = "" if burst else "32"
     if args.smoke:
         args.concurrency, args.chunks, args.pace_ms = "1,4", 8, 5.0
-        args.non_streaming, args.unpaced, args.unpaced_chunks = "2", "2", 16
+        if not burst:
+            args.non_streaming, args.unpaced = "2", "2"
+        args.unpaced_chunks = 16
         args.no_litellm = True
     levels = [int(c) for c in args.concurrency.split(",") if c]
     if args.smoke:
@@ -249,6 +299,7 @@ def main(argv: list[str] | None = None) -> Path:
             "non_streaming_concurrency": args.non_streaming,
             "unpaced_concurrency": args.unpaced,
             "unpaced_chunks": args.unpaced_chunks,
+            **({"arrival": "burst"} if burst else {}),
         },
         "systems": {},
         "skipped": {},
@@ -288,6 +339,7 @@ def main(argv: list[str] | None = None) -> Path:
             s.refresh_pids()
             s.rss_idle = s.rss()  # warmed up, idle: memory per stream counts from here
 
+        kind = "burst" if burst else "paced"
         collapsed: dict[str, int] = {}
         index = 0
         while index < len(levels):
@@ -304,9 +356,10 @@ def main(argv: list[str] | None = None) -> Path:
                     requests_per_client=per_client,
                     chunks=args.chunks,
                     pace_ms=args.pace_ms,
+                    arrival=args.arrival,
                     **common,
                 )
-                figures["kind"] = "paced"
+                figures["kind"] = kind
                 result["runs"].append(figures)
                 print(summary_line(figures), flush=True)
                 # The mock, nginx and the floor cost little, so they always run; a relay whose
@@ -317,7 +370,7 @@ def main(argv: list[str] | None = None) -> Path:
             # Past the last level asked for, on while chatrelay holds (no stream stalled); the
             # run's parameters hold this same list, so they name the levels that ran.
             further = index == len(levels) - 1 and concurrency * 2 <= args.max_concurrency
-            if further and holds(result["runs"], concurrency):
+            if further and holds(result["runs"], concurrency, kind):
                 levels.append(concurrency * 2)
             index += 1
         result["collapsed_at"] = collapsed
@@ -363,11 +416,13 @@ def main(argv: list[str] | None = None) -> Path:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ") + ("-smoke" if args.smoke else "")
+    if burst:  # bursts measure admission: never the steady-state figures of latest.json
+        stamp += "-burst"
     if args.name:
         stamp += f"-{args.name}"
     path = out / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    if not args.smoke and not args.name:
+    if not args.smoke and not args.name and not burst:
         (out / "latest.json").write_text(path.read_text())
     print(f"results: {path}", flush=True)
     if not args.no_report:

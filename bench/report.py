@@ -161,6 +161,58 @@ def unpaced_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def is_burst(result: dict[str, Any]) -> bool:
+    return bool(result["parameters"].get("arrival") == "burst")
+
+
+def burst_table(result: dict[str, Any]) -> str:
+    """Bursts (``compare.py --arrival burst``): absolute figures, each from the burst's instant."""
+    runs = _runs(result, "burst")
+    lines = [
+        "| C | system | bursts | TTFT p50 / p99 ms | last first token ms (median / worst "
+        "burst) | admissions/s | stalled / failed | CPU ms / 1k chunks |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in sorted({c for c, _ in runs}):
+        for name in _systems(result):
+            run = runs.get((c, name))
+            if run is None:
+                if name in result.get("collapsed_at", {}):
+                    lines.append(
+                        f"| {c} | {name} | not run: collapsed at C="
+                        f"{result['collapsed_at'][name]} | | | | | |"
+                    )
+                continue
+            last = run["last_first_token_ms"]
+            lines.append(
+                f"| {c} | {name} | {run['bursts']} | {_num(run['ttft_ms']['p50'], 1)} / "
+                f"{_num(run['ttft_ms']['p99'], 1)} | {_num(last['p50'], 1)} / "
+                f"{_num(last['max'], 1)} | {_num(run['admissions_per_s']['p50'], 0)} | "
+                f"{run['stalled']} / {run['failed']} of {run['requests']} | "
+                f"{_num(run.get('cpu_ms_per_1k_chunks'))} |"
+            )
+    return "\n".join(lines)
+
+
+def burst_markdown(result: dict[str, Any], chart: str | None) -> str:
+    m, p = result["machine"], result["parameters"]
+    parts = [
+        f"Burst run of {result['started']} UTC on {m['cores']} cores ({m['cpu']}), Linux "
+        f"{m['kernel']}, load average at start {m['load_average_at_start'][0]:.2f}; at each "
+        f"C every client asks an answer of {p['chunks']} chunks paced {p['pace_ms']:g} ms at "
+        "the same instant (the connections opened beforehand), several bursts one after "
+        "another. TTFT counts from the burst's instant; the last first token is when the "
+        "burst's last stream got its first token; admissions/s: the streams that got one, "
+        "per second until then; stalled: streams with a gap over "
+        f"{p['stall_ms']} ms once their first token had come.",
+    ]
+    if chart:
+        parts.append(f"![bursts side by side]({chart})")
+    parts += ["**Bursts**:", burst_table(result)]
+    parts += ["**Systems**:", systems_section(result)]
+    return "\n\n".join(parts) + "\n"
+
+
 def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """Issue 9's targets for chatrelay: (target, what this run measured, met?)."""
     runs = _runs(result, "paced")
@@ -234,6 +286,8 @@ def systems_section(result: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any], chart: str | None) -> str:
+    if is_burst(result):
+        return burst_markdown(result, chart)
     m, p = result["machine"], result["parameters"]
     parts = [
         f"Run of {result['started']} UTC on {m['cores']} cores ({m['cpu']}), Linux "
@@ -273,7 +327,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    runs = _runs(result, "paced")
+    runs = _runs(result, "burst" if is_burst(result) else "paced")
     levels = sorted({c for c, _ in runs})
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     Figure = Callable[[dict[str, Any]], float | None]
@@ -303,6 +357,23 @@ def chart(result: dict[str, Any], path: Path) -> None:
             "linear",
         ),
     ]
+    if is_burst(result):
+        panels = [
+            (axes[0][0], "TTFT p50, ms (from the burst)", lambda r: r["ttft_ms"]["p50"], "log"),
+            (axes[0][1], "TTFT p99, ms (from the burst)", lambda r: r["ttft_ms"]["p99"], "log"),
+            (
+                axes[1][0],
+                "admissions per second (median burst)",
+                lambda r: r["admissions_per_s"]["p50"],
+                "log",
+            ),
+            (
+                axes[1][1],
+                "CPU ms per 1,000 chunks (system under test)",
+                lambda r: r.get("cpu_ms_per_1k_chunks"),
+                "log",
+            ),
+        ]
     for ax, title, value, scale in panels:
         for name in _systems(result):
             xs, ys = [], []
@@ -323,7 +394,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
     handles = [Line2D([], [], color=_colour(n), marker="o", label=n) for n in _systems(result)]
     axes[0][0].legend(handles=handles)
     m = result["machine"]
-    fig.suptitle(f"chatrelay side by side, {m['cores']} cores, {result['started']} UTC")
+    what = "bursts" if is_burst(result) else "side by side"
+    fig.suptitle(f"chatrelay {what}, {m['cores']} cores, {result['started']} UTC")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
