@@ -77,6 +77,134 @@ def test_smoke_run_produces_figures_for_every_system(tmp_path: Path) -> None:
         assert chart.format == "PNG" and chart.size[0] > 300
 
 
+def test_burst_smoke_run_reports_admission_for_every_system(tmp_path: Path) -> None:
+    """``compare.py --arrival burst``: every system gets bursts of C answers asked at one
+    instant, and each run says when the answers' first tokens came; a side run, so it
+    writes no latest.json."""
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "compare.py"),
+            "--smoke",
+            "--arrival",
+            "burst",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    [path] = out.glob("*-smoke-burst.json")
+    assert not (out / "latest.json").exists()
+    result = json.loads(path.read_text())
+    assert result["parameters"]["arrival"] == "burst"
+
+    systems = set(result["systems"])
+    expected = {"direct", "python-floor", "chatrelay"}
+    expected |= {"nginx"} if Path("/usr/sbin/nginx").exists() else set()
+    assert expected <= systems, result.get("skipped")
+    # Bursts only: no non-streaming or unpaced runs unless asked for.
+    assert {r["kind"] for r in result["runs"]} == {"burst"}
+    runs = {(r["system"], r["concurrency"]): r for r in result["runs"]}
+    for name in systems:
+        for concurrency in result["parameters"]["concurrency"]:
+            r = runs[(name, concurrency)]
+            assert r["bursts"] == 2 and r["requests"] == 2 * concurrency
+            assert r["completed"] == r["admitted"] == r["requests"], r["errors"]
+            assert r["chunks"] == r["requests"] * result["parameters"]["chunks"]
+            assert 0 < r["ttft_ms"]["p50"] <= r["ttft_ms"]["p99"]
+            last = r["last_first_token_ms"]
+            assert 0 < last["p50"] <= last["max"]
+            assert r["admissions_per_s"]["p50"] > 0
+            assert 0 <= r["stalled"] <= r["requests"]
+            if name != "direct":
+                assert r["cpu_ms_per_1k_chunks"] is not None
+
+    markdown = path.with_suffix(".md").read_text()
+    for name in systems:
+        assert f"| {name} |" in markdown
+    assert "last first token" in markdown
+    with Image.open(path.with_suffix(".png")) as chart:
+        assert chart.format == "PNG" and chart.size[0] > 300
+
+
+def test_burst_table_and_rate_search_cover_every_target(tmp_path: Path) -> None:
+    """bench/burst.py: the issue's table (TTFT per target and C, CPU per 1,000 chunks,
+    whole-answer CPU, stalls) and a Poisson rate search against nginx, chatrelay's /v1 with a
+    key and its /api/chat without a cookie."""
+    targets = ["v1", "chat"]
+    if Path("/usr/sbin/nginx").exists():
+        targets.insert(0, "nginx")
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "burst.py"),
+            "--smoke",
+            "--find-rate",
+            "--targets",
+            ",".join(targets),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    [path] = out.glob("*-smoke-burst-table.json")
+    result = json.loads(path.read_text())
+
+    levels = result["parameters"]["levels"]
+    cells = {(c["target"], c["concurrency"]): c for c in result["cells"]}
+    assert set(cells) == {(t, c) for t in targets for c in levels}
+    for cell in cells.values():
+        for key, chunks in (("paced", result["parameters"]["chunks"]), ("one_chunk", 1)):
+            r = cell[key]
+            assert r["arrival"] == "burst"
+            assert r["completed"] == r["requests"] > 0, r["errors"]
+            assert r["chunks"] == r["requests"] * chunks
+        assert cell["whole_answer_cpu_ms"] is not None
+    for line in (f"| {c} |" for c in levels):
+        assert line in run.stdout
+    assert "| C at once |" in run.stdout and "chatrelay `/api/chat`, no cookie" in run.stdout
+
+    # Each target's search: Poisson probes, and the figure is the highest sustained one
+    # (or 0 when none was), a floor only when the ceiling itself was sustained.
+    assert [found["target"] for found in result["rates"]] == targets
+    for found in result["rates"]:
+        assert found["probes"]
+        for probe in found["probes"]:
+            assert probe["arrival"] == "poisson" and probe["requests"] > 0
+        sustained = [p["rate"] for p in found["probes"] if p["sustained"]]
+        assert found["rate"] == max(sustained, default=0)
+        assert found["at_least"] == (found["rate"] == max(p["rate"] for p in found["probes"]))
+    assert "highest rate with TTFT p99 under" in run.stdout
+
+
+def test_rate_search_doubles_then_bisects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import burst
+
+    tried: list[float] = []
+
+    def up_to_100(rate: float) -> bool:
+        tried.append(rate)
+        return rate <= 100
+
+    rate, at_least = burst.find_rate(up_to_100, start=8, ceiling=1024)
+    assert 90 <= rate <= 100 and not at_least
+    assert tried[:6] == [8, 16, 32, 64, 128, 96]
+    assert burst.find_rate(lambda rate: True, start=8, ceiling=100) == (100, True)
+    assert burst.find_rate(lambda rate: rate <= 2, start=8, ceiling=100)[0] == 2
+    assert burst.find_rate(lambda rate: False, start=8, ceiling=100) == (0, False)
+
+
 def test_driver_refuses_targets_other_than_loopback() -> None:
     for url in (
         "http://10.0.0.1:8000/v1/chat/completions",
