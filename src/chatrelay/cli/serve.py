@@ -2,55 +2,98 @@
 
 Settings come from the environment (and ``--config``); with no upstream configured the
 embedded model is started. The process is uvicorn's, with a quieter main loop
-(cli/quiet_server.py); a stop signal ends it cleanly.
+(cli/quiet_server.py); a stop signal ends it cleanly. ``--workers N`` runs N such processes
+on one port under a supervisor (cli/workers.py), refused with what to set when the settings
+cannot share what the workers must (exit status 2, as for any setting refused at start).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from chatrelay.cli.common import ConfigOption
 
+if TYPE_CHECKING:
+    from chatrelay.config import Settings
+
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes answering on the port (default 1; one per core to use them all). "
+            "More than one needs CHATRELAY_REDIS_URL and an upstream.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the server (embedded model unless LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL is set)."""
     # The app and uvicorn are loaded only here: the other commands start without them.
-    from chatrelay.app import create_app
-    from chatrelay.cli.quiet_server import run
     from chatrelay.config import Settings
-    from chatrelay.http.connection_limits import ConnectionLimits
-    from chatrelay.http.hosts import AllowedHostsRequired
+    from chatrelay.http.hosts import AllowedHosts, AllowedHostsRequired
     from chatrelay.observability import configure_logging
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings.load(config, **overrides)
+    given = {"host": host, "port": port, "workers": workers}
+    settings = Settings.load(config, **{k: v for k, v in given.items() if v is not None})
     configure_logging()
     try:
-        app = create_app(settings, tune_gc=True)
+        AllowedHosts.of(settings)  # before anything starts: bound beyond loopback, it is needed
     except AllowedHostsRequired as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+        _refuse(str(exc))
+    if settings.workers > 1:
+        _serve_workers(settings)
+    else:
+        _serve_here(settings)
+
+
+def _serve_here(settings: Settings) -> None:
+    """One process: the app served by this one."""
+    from chatrelay.app import create_app
+    from chatrelay.cli.quiet_server import run
+
+    app = create_app(settings, tune_gc=True)
     if not settings.has_remote_upstream:
         typer.secho(
             "No upstream configured: starting the embedded model (SmolLM2-135M) ...", fg="cyan"
         )
-    run(
-        app,
-        host=settings.host,
-        port=settings.port,
+    run(app, **server_options(settings))
+
+
+def _serve_workers(settings: Settings) -> None:
+    """``settings.workers`` processes on one port, this one supervising them."""
+    from chatrelay.cli.workers import Workers, refusals
+
+    problems = refusals(settings)
+    if problems:
+        _refuse("\n".join(problems))
+    raise typer.Exit(Workers(settings).run())
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The ``uvicorn.Config`` keyword arguments of a chatrelay server process (its app aside)."""
+    from chatrelay.http.connection_limits import ConnectionLimits
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
         # Header size and count, head and body deadlines, idle keep-alive, open connections.
         **ConnectionLimits.of(settings).uvicorn_options(),
-        timeout_graceful_shutdown=5,
+        "timeout_graceful_shutdown": 5,
         # chatrelay reads X-Forwarded-For/-Proto itself, trusting CHATRELAY_TRUSTED_PROXIES
         # (limits/client_ip.py): uvicorn's own handling would rewrite the peer before it.
-        proxy_headers=False,
+        "proxy_headers": False,
         # chatrelay writes one structured line per request itself (with its request id).
-        access_log=False,
-        log_config=None,
-    )
+        "access_log": False,
+        "log_config": None,
+    }
+
+
+def _refuse(message: str) -> NoReturn:
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(2) from None

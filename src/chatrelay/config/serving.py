@@ -18,6 +18,13 @@ class ServingSettings(BaseModel):
         description="Where `chatrelay serve` listens (also `--host`).",
     )
     port: int = Field(default=8000, description="The port it listens on (also `--port`).")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Processes `chatrelay serve` runs on that one port (also `--workers`), one "
+        "per core to use them all; more than one needs `CHATRELAY_REDIS_URL` and an upstream "
+        "(not the embedded model). See [operations.md](operations.md#several-workers).",
+    )
     allowed_hosts: CommaList | None = Field(
         default=None,
         description="Comma list of the `Host` names served (`chat.example.com`, `name:port`, "
@@ -59,8 +66,8 @@ class ServingSettings(BaseModel):
     max_connections: int = Field(
         default=4096,
         ge=1,
-        description="Open connections `chatrelay serve` answers; a request on one beyond gets "
-        "503 `too_many_connections`.",
+        description="Open connections `chatrelay serve` answers (each worker); a request on one "
+        "beyond gets 503 `too_many_connections`.",
     )
 
     cors_origins: CommaList = Field(
