@@ -1,0 +1,241 @@
+"""`chatrelay serve --workers 2` (cli/workers.py): two processes answer on one port, sharing
+through Redis what they must (a stop sent to one reaches the answer the other generates), each
+an instance of its own; `/metrics` adds them up; a worker that dies is replaced and its answer
+settled by its sibling; workers whose supervisor is killed free the port.
+
+Which worker a request reaches is the kernel's choice. A test picks it by freezing the other
+worker (SIGSTOP) while a new connection makes its first request: only the running one can
+accept it, and the connection (kept alive) stays with it after the other is thawed. Which
+worker generates an answer is read from the database (its row names its instance, whose row
+names its pid)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from chatrelay.store.database import Database
+from chatrelay.store.models import Instance, MessageRow
+from tests.e2e.test_crash_recovery import wait_healthy
+from tests.e2e.test_resume import read_rest, read_some
+from tests.fake_upstream import FakeUpstream, livepeer_events, paced
+from tests.polling import wait_until, wait_until_async
+from tests.ports import free_port
+from tests.sse_client import DONE, user
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+WORDS = [f" w{i}" for i in range(150)]
+
+
+@dataclass
+class Served:
+    """A running `chatrelay serve --workers 2` and its database."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    db: Database
+
+    async def workers(self) -> dict[int, str]:
+        """The live instances: their instance id by pid."""
+        async with self.db.read() as session:
+            rows = (await session.execute(select(Instance.pid, Instance.id))).all()
+        return {pid: instance_id for pid, instance_id in rows}
+
+    async def generated_by(self, answer_id: str) -> int:
+        """The pid of the worker that generates (or generated) an answer."""
+        async with self.db.read() as session:
+            query = select(MessageRow.instance_id).where(MessageRow.id == answer_id)
+            instance_id = await session.scalar(query)
+        assert instance_id is not None
+        return int(instance_id.split(":")[1])  # host:pid:random (store/instances.py)
+
+    @contextlib.asynccontextmanager
+    async def client_on(self, pid: int, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+        """A client whose one kept-alive connection is served by worker ``pid``."""
+        others = [other for other in await self.workers() if other != pid]
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=30, **options) as c:
+            for other in others:
+                os.kill(other, signal.SIGSTOP)
+            try:
+                first = await c.get("/healthz")
+            finally:
+                for other in others:
+                    os.kill(other, signal.SIGCONT)
+            assert first.status_code == 200
+            c.event_hooks["response"] = [_same_connection(_peer_of(first))]
+            yield c
+
+
+def _peer_of(response: httpx.Response) -> Any:
+    return response.extensions["network_stream"].get_extra_info("client_addr")
+
+
+def _same_connection(address: Any) -> Any:
+    async def check(response: httpx.Response) -> None:
+        assert _peer_of(response) == address, "the kept-alive connection was replaced"
+
+    return check
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _is_gone(pid: int) -> bool:
+    """No such process, or a zombie waiting to be reaped (it holds nothing any more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+async def served(
+    fake: FakeUpstream, database_url: str, redis_limits: dict[str, str], tmp_path: Path
+) -> AsyncIterator[Served]:
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "LIVEPEER_GATEWAY_URL": fake.base_url,
+        "CHATRELAY_DATABASE_URL": database_url,
+        "CHATRELAY_DATA_DIR": str(tmp_path / "data"),
+        "CHATRELAY_REDIS_URL": redis_limits["redis_url"],
+        "CHATRELAY_REDIS_PREFIX": redis_limits["redis_prefix"],
+        "CHATRELAY_RETRY_DEADLINE": "0",
+        "CHATRELAY_FLUSH_INTERVAL": "0.1",
+        # A dead sibling is noticed at the next beat; a frozen one is not taken for dead (12 s).
+        "CHATRELAY_INSTANCE_HEARTBEAT": "2",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatrelay", "serve", "--port", str(port), "--workers", "2",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: whatever happens, all of it ends
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    db = Database(database_url)
+    site = Served(process, url, db)
+    try:
+        await wait_healthy(url, process)
+        await wait_until_async(lambda: _count_is(site, 2))
+        yield site
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        await db.close()
+
+
+async def _count_is(site: Served, count: int) -> bool:
+    return len(await site.workers()) == count
+
+
+async def test_two_workers_answer_on_one_port_and_metrics_add_them_up(
+    fake: FakeUpstream, served: Served
+) -> None:
+    fake.script = livepeer_events(["hello", " there"])
+    workers = await served.workers()
+    assert len(workers) == 2
+    # Two processes of this one `chatrelay serve`, each an instance of its own.
+    assert all(_parent_of(pid) == served.process.pid for pid in workers)
+    for pid in workers:
+        async with served.client_on(pid) as client:
+            answer = await client.post("/api/chat", json=user("hi"))
+            assert answer.status_code == 200
+            assert "hello" in answer.text and " there" in answer.text
+            assert await served.generated_by(answer.headers["x-message-id"]) == pid
+    # Either worker's /metrics counts both workers' answers.
+    for pid in workers:
+        async with served.client_on(pid) as client:
+            metrics = (await client.get("/metrics")).text
+        assert 'chatrelay_http_requests_total{route="/api/chat",status="200"} 2.0' in metrics
+    # SIGTERM: both workers stop, then the supervisor, cleanly.
+    served.process.terminate()
+    assert await served.process.wait() == 0
+    assert all(_is_gone(pid) for pid in workers)
+
+
+async def test_a_stop_sent_to_one_worker_stops_the_answer_of_the_other(
+    fake: FakeUpstream, served: Served
+) -> None:
+    fake.script = paced(livepeer_events(WORDS), 0.05)
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as asking:
+        async with asking.stream("POST", "/api/chat", json=user("long")) as response:
+            answer_id = response.headers["x-message-id"]
+            before, _ = await read_some(response, 3)
+            generator = await served.generated_by(answer_id)
+            other = next(pid for pid in await served.workers() if pid != generator)
+            async with served.client_on(other, cookies=asking.cookies) as stopping:
+                stop = await stopping.post(f"/api/messages/{answer_id}/stop")
+            assert stop.json() == {"id": answer_id, "status": "stopping"}
+            rest, events, _ = await read_rest(response)
+        await wait_until(lambda: fake.disconnected_at is not None)
+        # The upstream request was cut by the stop, not let run to its end (7 s away).
+        assert fake.finished_at is None
+        assert events[-2]["x_chatrelay"] == {"status": "stopped"} and events[-1] == DONE
+        conversation_id = response.headers["x-conversation-id"]
+        conversation = (await asking.get(f"/api/conversations/{conversation_id}")).json()
+    stored = conversation["messages"][-1]
+    assert stored["status"] == "stopped" and stored["content"] == before + rest
+
+
+async def test_a_dead_worker_is_replaced_and_its_answer_settled_by_the_other(
+    fake: FakeUpstream, served: Served
+) -> None:
+    fake.script = paced(livepeer_events([f" w{i}" for i in range(2000)]), 0.01)
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+        async with client.stream("POST", "/api/chat", json=user("long")) as response:
+            answer_id = response.headers["x-message-id"]
+            before, _ = await read_some(response, 20)
+            dead = await served.generated_by(answer_id)
+            os.kill(dead, signal.SIGKILL)
+            with contextlib.suppress(httpx.HTTPError):
+                await read_rest(response)
+
+        async def replaced() -> bool:
+            workers = await served.workers()
+            return len(workers) == 2 and dead not in workers
+
+        await wait_until_async(replaced)  # a new worker, and the dead one's row gone
+        replacement = next(iter(set(await served.workers()) - {dead}))
+        assert _parent_of(replacement) == served.process.pid
+
+        async def told_interrupted() -> bool:
+            resumed = await client.get(f"/api/messages/{answer_id}/stream")
+            return '"x_chatrelay":{"status":"interrupted"}' in resumed.text
+
+        # Settled by the survivor (its process is gone: at the next heartbeat), the text kept.
+        await wait_until_async(told_interrupted)
+        resumed = await client.get(f"/api/messages/{answer_id}/stream")
+        assert resumed.text.rstrip().endswith("data: [DONE]")
+        fake.script = livepeer_events(["still", " here"])
+        for pid in await served.workers():  # both the survivor and the replacement answer
+            async with served.client_on(pid, cookies=client.cookies) as on_worker:
+                again = await on_worker.post("/api/chat", json=user("again"))
+            assert again.status_code == 200 and "still" in again.text
+    assert before.startswith(" w0")
+
+
+async def test_workers_whose_supervisor_is_killed_stop_and_free_the_port(
+    served: Served,
+) -> None:
+    workers = list(await served.workers())
+    served.process.send_signal(signal.SIGKILL)  # the supervisor alone, not its group
+    await served.process.wait()
+    await wait_until(lambda: all(_is_gone(pid) for pid in workers))
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(base_url=served.url) as client:
+            await client.get("/healthz")
