@@ -1,7 +1,7 @@
-"""Two real chatrelay processes on PostgreSQL and Redis behind a real nginx, started from the
+"""Two real chatrelay instances on PostgreSQL and Redis behind a real nginx, started from the
 deployment examples in docs/deploy/ (the systemd unit's command, the environment file, the
-nginx site): answers re-attach and stop across instances, and a killed instance's answers are
-settled by the survivor."""
+nginx site), each with two workers (`serve --workers 2`, so four processes): answers re-attach
+and stop across instances, and a killed instance's answers are settled by the survivor."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from chatrelay.store.database import Database
+from chatrelay.store.models import Instance as InstanceRow
 from tests.e2e.test_crash_recovery import wait_healthy
 from tests.e2e.test_resume import read_rest, read_some
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
@@ -33,6 +36,8 @@ DEPLOY = Path(__file__).parents[2] / "docs" / "deploy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WORDS = [f" w{i}" for i in range(150)]
 WHOLE = "".join(WORDS)
+# Every instance runs this many workers on its port (issue 25: the scale-out on several cores).
+WORKERS = 2
 
 
 def unit_command(port: int) -> list[str]:
@@ -42,7 +47,7 @@ def unit_command(port: int) -> list[str]:
     assert exec_start is not None
     command = shlex.split(exec_start.group(1).replace("%i", str(port)))
     assert command[0].endswith("/chatrelay")
-    return [sys.executable, "-m", "chatrelay", *command[1:]]
+    return [sys.executable, "-m", "chatrelay", *command[1:], "--workers", str(WORKERS)]
 
 
 def unit_environment() -> dict[str, str]:
@@ -79,6 +84,15 @@ def nginx_config(tmp: Path, listen: int, backends: list[int]) -> Path:
         f"    include {tmp / 'site.conf'};\n}}\n"
     )
     return main
+
+
+async def instances_are(database_url: str, count: int) -> bool:
+    db = Database(database_url)
+    try:
+        async with db.read() as session:
+            return len((await session.scalars(select(InstanceRow.id))).all()) == count
+    finally:
+        await db.close()
 
 
 @dataclass
@@ -120,12 +134,19 @@ async def deployment(
         for port in ports:
             quiet = asyncio.subprocess.DEVNULL
             process = await asyncio.create_subprocess_exec(
-                *unit_command(port), env=env, stdout=quiet, stderr=quiet
+                *unit_command(port),
+                env=env,
+                stdout=quiet,
+                stderr=quiet,
+                # An instance is a process group, as systemd's control group: killed whole.
+                start_new_session=True,
             )
             processes.append(process)
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         instances = [Instance(p, url) for p, url in zip(processes, urls, strict=True)]
         await asyncio.gather(*(wait_healthy(i.url, i.process) for i in instances))
+        # Every worker of every instance has joined (each is an instance row of its own).
+        await wait_until_async(lambda: instances_are(database_url, len(ports) * WORKERS))
         listen = free_port()
         config = nginx_config(tmp_path, listen, ports)
         nginx = await asyncio.create_subprocess_exec(NGINX, "-p", str(tmp_path), "-c", str(config))
@@ -243,7 +264,8 @@ async def test_a_killed_instance_is_settled_by_the_survivor(fake: FakeUpstream, 
                     return content.startswith(before)
 
                 await wait_until_async(flushed)
-                a.process.send_signal(signal.SIGKILL)
+                # The whole instance (its supervisor and workers), as a crash of the host.
+                os.killpg(a.process.pid, signal.SIGKILL)
                 await a.process.wait()
             cookies = on_a.cookies
         async with httpx.AsyncClient(base_url=b.url, timeout=15, cookies=cookies) as on_b:
