@@ -122,6 +122,9 @@ async def deployment(
         "CHATRELAY_DATA_DIR": str(tmp_path / "data"),
         "CHATRELAY_INSTANCE_HEARTBEAT": "0.5",
         "CHATRELAY_RETRY_DEADLINE": "0",
+        # The workers' metrics directories, gone with the test's files (a killed instance
+        # cannot remove its own).
+        "TMPDIR": str(tmp_path),
         # The site's name, and the address the tests reach nginx and the instances by.
         "CHATRELAY_ALLOWED_HOSTS": unit_environment()["CHATRELAY_ALLOWED_HOSTS"] + ",127.0.0.1",
         **extra,

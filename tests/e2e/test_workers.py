@@ -118,6 +118,9 @@ async def served(
         "CHATRELAY_FLUSH_INTERVAL": "0.1",
         # A dead sibling is noticed at the next beat; a frozen one is not taken for dead (12 s).
         "CHATRELAY_INSTANCE_HEARTBEAT": "2",
+        # Where the supervisor makes its metrics directory: gone with the test's files even
+        # when the test kills the supervisor before it can remove it.
+        "TMPDIR": str(tmp_path),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chatrelay", "serve", "--port", str(port), "--workers", "2",
@@ -133,9 +136,12 @@ async def served(
         yield site
     finally:
         if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+            process.terminate()  # the workers first, then the supervisor, as in production
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                os.killpg(process.pid, signal.SIGKILL)  # its group: supervisor and workers
+                await process.wait()
         await db.close()
 
 
