@@ -27,9 +27,12 @@ import os
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+
+if TYPE_CHECKING:
+    from chatrelay.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +95,22 @@ def run(app: Any, **options: Any) -> None:
         server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The ``uvicorn.Config`` keyword arguments of a chatrelay server process (its app aside)."""
+    from chatrelay.http.connection_limits import ConnectionLimits
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        # Header size and count, head and body deadlines, idle keep-alive, open connections.
+        **ConnectionLimits.of(settings).uvicorn_options(),
+        "timeout_graceful_shutdown": 5,
+        # chatrelay reads X-Forwarded-For/-Proto itself, trusting CHATRELAY_TRUSTED_PROXIES
+        # (limits/client_ip.py): uvicorn's own handling would rewrite the peer before it.
+        "proxy_headers": False,
+        # chatrelay writes one structured line per request itself (with its request id).
+        "access_log": False,
+        "log_config": None,
+    }

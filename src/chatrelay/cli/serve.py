@@ -9,7 +9,7 @@ cannot share what the workers must (exit status 2, as for any setting refused at
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -55,7 +55,7 @@ def serve(
 def _serve_here(settings: Settings) -> None:
     """One process: the app served by this one."""
     from chatrelay.app import create_app
-    from chatrelay.cli.quiet_server import run
+    from chatrelay.cli.quiet_server import run, server_options
 
     app = create_app(settings, tune_gc=True)
     if not settings.has_remote_upstream:
@@ -73,25 +73,6 @@ def _serve_workers(settings: Settings) -> None:
     if problems:
         _refuse("\n".join(problems))
     raise typer.Exit(Workers(settings).run())
-
-
-def server_options(settings: Settings) -> dict[str, Any]:
-    """The ``uvicorn.Config`` keyword arguments of a chatrelay server process (its app aside)."""
-    from chatrelay.http.connection_limits import ConnectionLimits
-
-    return {
-        "host": settings.host,
-        "port": settings.port,
-        # Header size and count, head and body deadlines, idle keep-alive, open connections.
-        **ConnectionLimits.of(settings).uvicorn_options(),
-        "timeout_graceful_shutdown": 5,
-        # chatrelay reads X-Forwarded-For/-Proto itself, trusting CHATRELAY_TRUSTED_PROXIES
-        # (limits/client_ip.py): uvicorn's own handling would rewrite the peer before it.
-        "proxy_headers": False,
-        # chatrelay writes one structured line per request itself (with its request id).
-        "access_log": False,
-        "log_config": None,
-    }
 
 
 def _refuse(message: str) -> NoReturn:

@@ -243,7 +243,7 @@ def serve_worker(settings: Settings, listening: socket, ready: Connection, paren
     """A worker's life (in the worker): the app, served on the inherited socket until told to
     stop or its supervisor is gone; status 3 if it could not start."""
     from chatrelay.app import create_app
-    from chatrelay.cli.serve import server_options
+    from chatrelay.cli.quiet_server import server_options
     from chatrelay.observability import configure_logging
 
     # A terminal's Ctrl-C reaches every process of the group: the supervisor's SIGTERM then
