@@ -278,8 +278,9 @@ async def test_another_owners_response_is_absent(relay_for, fake: FakeUpstream) 
                     model=GPT, input="and?", previous_response_id=response.id
                 )
             assert refused.value.code == "previous_response_not_found"
-            with pytest.raises(openai.NotFoundError):
-                await intruder.responses.retrieve("resp_doesnotexist")
+            for impossible in ("resp_doesnotexist", "resp_nul\x00id"):
+                with pytest.raises(openai.NotFoundError):
+                    await intruder.responses.retrieve(impossible)
             assert (await client.responses.retrieve(response.id)).output_text == "mine"
 
 

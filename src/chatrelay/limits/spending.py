@@ -26,7 +26,7 @@ from typing import Any
 
 from chatrelay.alerts import Alerts
 from chatrelay.limits.admission import Admission
-from chatrelay.limits.budget import BudgetExceeded, Reservation, TokenBudget
+from chatrelay.limits.budget import BudgetExceeded, TokenBudget
 from chatrelay.limits.refusals import spend_limit_reached
 from chatrelay.store.models import User
 from chatrelay.upstreams.pricing import NANOS, money
@@ -96,7 +96,9 @@ class SpendLimits:
         for scope, subject, limit, what in accounts:
             account = (USER if scope == "user" else KEY) + subject
             try:
-                held = await self._hold(admission, account, worst, limit, now, what)
+                held = await self.budget.reserve(
+                    user_id=account, lease_id=admission.id, tokens=worst, limit=limit, now=now
+                )
             except BudgetExceeded as exc:
                 self._filled(scope, subject, limit, limit, exc.window.key)
                 raise _refusal(exc, what, now) from None
@@ -121,13 +123,6 @@ class SpendLimits:
             admission.spend_reservations.append(held)
         if refused is not None and admission.over_cap >= set(ask.worst_on):
             raise _refusal(refused, "the spend cap of every upstream of this model", now)
-
-    async def _hold(
-        self, admission: Admission, account: str, worst: int, limit: int, now: datetime, what: str
-    ) -> Reservation:
-        return await self.budget.reserve(
-            user_id=account, lease_id=admission.id, tokens=worst, limit=limit, now=now
-        )
 
     def _filled(self, scope: str, subject: str, filled: int, limit: int, period: str) -> None:
         if self.alerts is not None:

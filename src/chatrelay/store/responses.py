@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatrelay.store.conversations import NotFound
+from chatrelay.store.conversations import NotFound, _refuse_impossible_id
 from chatrelay.store.models import Conversation, MessageRow, ResponseRow, utcnow
 
 RESPONSES = cast(Table, ResponseRow.__table__)
@@ -49,6 +49,7 @@ async def get_response(
 ) -> tuple[ResponseRow, MessageRow]:
     """The owner's stored request and its answer row; NotFound (404) for anyone else's, as for
     one that does not exist."""
+    _refuse_impossible_id("response", answer_id)  # before the query: PostgreSQL refuses a NUL
     found = (
         await session.execute(
             select(ResponseRow, MessageRow)
@@ -56,7 +57,7 @@ async def get_response(
             .where(ResponseRow.id == answer_id, ResponseRow.user_id == owner_id)
         )
     ).first()
-    if found is None or "\x00" in answer_id:
+    if found is None:
         raise NotFound("response", answer_id)
     return found[0], found[1]
 
