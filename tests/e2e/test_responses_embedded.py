@@ -5,36 +5,21 @@ official ``openai`` package. A plain answer, stored and read back, and JSON mode
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
-import openai
 import pytest
-import pytest_asyncio
 
-from chatrelay.config import EMBEDDED_MODEL, Settings
-from tests.conftest import RunningRelay, serve
-from tests.e2e.test_openai_api import api_key, client_for
+from chatrelay.config import EMBEDDED_MODEL
+from tests.conftest import RunningRelay
+from tests.e2e import test_embedded_structured
 
 # The relay and its llama.cpp server are started once for these tests, in one event loop.
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def embedded(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[RunningRelay, str]]:
-    """A relay with no upstream configured: the embedded model answers."""
-    settings = Settings(max_tokens_limit=128, data_dir=tmp_path_factory.mktemp("embedded"))
-    async with serve(settings) as relay:
-        [upstream] = relay.service.registry.serving(EMBEDDED_MODEL)
-        assert upstream.config.dialect == "llama-cpp-python" and upstream.config.text_only
-        key, _ = await api_key(relay)
-        yield relay, key
-
-
-def sdk(embedded: tuple[RunningRelay, str]) -> openai.AsyncOpenAI:
-    relay, key = embedded
-    return client_for(relay, key).with_options(timeout=60)
+# The same relay fixture and client as the Chat Completions tests of the embedded model (one
+# model start per module, as there).
+embedded = test_embedded_structured.embedded
+sdk = test_embedded_structured.sdk
 
 
 async def test_a_plain_answer_is_stored(embedded: tuple[RunningRelay, str]) -> None:
