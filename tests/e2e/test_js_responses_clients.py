@@ -11,9 +11,7 @@ SDK sent: the script reports every request body it hands to fetch. The Node chec
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from typing import Any
 
 from tests.conftest import RunningRelay
@@ -22,12 +20,13 @@ from tests.e2e.test_js_sdk_clients import (
     CITY,
     CITY_SCHEMA,
     JS,
-    MODEL,
     WEATHER_CALL,
     WEATHER_RESULT,
     WEATHER_TEXT,
     ClientRun,
     answers,
+    client_run,
+    run_script,
 )
 from tests.e2e.test_openai_api import api_key
 from tests.fake_upstream import FakeUpstream, openai_events
@@ -41,34 +40,11 @@ node = test_js_sdk_clients.node
 
 async def run_client(node: str, relay: RunningRelay, key: str, scenario: str) -> ClientRun:
     """Run one scenario of the script with this API key; what it reported."""
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "SDK_SCENARIO": scenario,
-        "RELAY_BASE_URL": f"{relay.url}/v1",
-        "RELAY_API_KEY": key,
-        "RELAY_MODEL": MODEL,
-    }
-    process = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), env=env, stdout=asyncio.subprocess.PIPE, cwd=JS
-    )
-    try:
-        async with asyncio.timeout(60):
-            stdout, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    events = [json.loads(line) for line in stdout.splitlines()]
-    assert events and events[-1]["event"] == "result", events
-    assert process.returncode == 0
+    events = await run_script(node, relay, key, scenario, SCRIPT)
     # The default model: every request went to the Responses endpoint.
     urls = {e["url"] for e in events if e["event"] == "request"}
     assert urls == {f"{relay.url}/v1/responses"}
-    return ClientRun(
-        sent=[e["body"] for e in events if e["event"] == "request"],
-        result=events[-1],
-        warnings=[e for e in events if e["event"] == "warnings"],
-    )
+    return client_run(events)
 
 
 def user_text(text: str) -> dict[str, Any]:

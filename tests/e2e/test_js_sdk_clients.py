@@ -68,6 +68,14 @@ class ClientRun:
 
 async def run_client(node: str, relay: RunningRelay, scenario: str) -> ClientRun:
     key, _ = await api_key(relay)
+    return client_run(await run_script(node, relay, key, scenario))
+
+
+async def run_script(
+    node: str, relay: RunningRelay, key: str, scenario: str, script: Path = SCRIPT
+) -> list[dict[str, Any]]:
+    """Run one scenario of a script in tests/js against the relay with this key: the events
+    it reported (each request body, warnings, the result last)."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "SDK_SCENARIO": scenario,
@@ -76,7 +84,7 @@ async def run_client(node: str, relay: RunningRelay, scenario: str) -> ClientRun
         "RELAY_MODEL": MODEL,
     }
     process = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), env=env, stdout=asyncio.subprocess.PIPE, cwd=JS
+        node, str(script), env=env, stdout=asyncio.subprocess.PIPE, cwd=JS
     )
     try:
         async with asyncio.timeout(60):
@@ -88,6 +96,10 @@ async def run_client(node: str, relay: RunningRelay, scenario: str) -> ClientRun
     events = [json.loads(line) for line in stdout.splitlines()]
     assert events and events[-1]["event"] == "result", events
     assert process.returncode == 0
+    return events
+
+
+def client_run(events: list[dict[str, Any]]) -> ClientRun:
     return ClientRun(
         sent=[e["body"] for e in events if e["event"] == "request"],
         result=events[-1],
