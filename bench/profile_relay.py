@@ -4,6 +4,10 @@ load driver streams C answers at once through it, configured as in bench/compare
 answers, quotas, metrics).
 
     .venv/bin/python bench/profile_relay.py [--concurrency 128] [--seconds 8] [--pace-ms 20]
+    .venv/bin/python bench/profile_relay.py --arrival burst --concurrency 256 --chunks 1
+
+``--arrival burst`` asks the C answers at one instant, burst after burst (bench/load_driver.py):
+with one-chunk answers, what is left is admission, storing and billing (issue 25).
 
 Prints the functions with the most samples, by self time (the leaf frame) and by inclusive
 time (anywhere on the stack), and the share by source file; writes the same summary to
@@ -88,6 +92,9 @@ def main() -> None:
     parser.add_argument("--prelude", default="", help="studies or src=PATH, as in compare.py")
     parser.add_argument("--bytes", type=int, default=20, help="text bytes of a chunk")
     parser.add_argument(
+        "--arrival", choices=("spread", "burst"), default="spread", help="as in load_driver.py"
+    )
+    parser.add_argument(
         "--kind", choices=("text", "tool", "logprobs"), default="text", help="what each chunk is"
     )
     parser.add_argument(
@@ -129,7 +136,9 @@ def main() -> None:
             stderr=subprocess.PIPE,
         )
         duration = args.chunks * args.pace_ms / 1000
-        per_client = max(1, round(args.seconds / max(duration, 0.1)))
+        # A burst of C admissions takes about C ms: enough of them to fill the sampling.
+        least = max(duration, args.concurrency / 1000) if args.arrival == "burst" else 0.1
+        per_client = max(1, round(args.seconds / max(duration, least)))
         figures = run_driver(
             relay,
             mock,
@@ -140,6 +149,7 @@ def main() -> None:
             chunk_bytes=args.bytes,
             non_streaming=args.non_streaming,
             kind=args.kind,
+            arrival=args.arrival,
         )
         _, spy_err = spy.communicate()
         if spy.returncode != 0:
@@ -151,6 +161,9 @@ def main() -> None:
     head = f"chatrelay under py-spy --native at {args.rate} Hz ({threads}): C={args.concurrency}, "
     if args.prelude:
         head += f"experiment {args.prelude!r}, "
+    if args.arrival == "burst":
+        admitted = (figures.get("admissions_per_s") or {}).get("p50")
+        head += f"bursts of {args.concurrency} at once, {admitted} admitted/s (median); "
     if args.non_streaming:
         head += (
             f"whole answers of {args.chunks} chunks; {figures['completed']} requests, CPU "

@@ -10,17 +10,25 @@ a session deleted by another instance, a change made there or with the CLI (``ch
 revoke``, ``chatrelay users budget``) take effect here within ``ttl`` seconds. Unknown
 credentials are never remembered (each is a read).
 
+Requests that miss the same credential at the same time share one read (:meth:`read`): a
+burst of one key's requests (an agent's parallel calls, a retry storm) found the memory
+expired and made one database read each, hundreds at once, every ``ttl`` seconds (issue 25).
+
 Usage::
 
     cache = CredentialCache(ttl=5.0)
-    entry = cache.get(key)              # None: look it up, then cache.put(key, entry)
+    entry = cache.get(key)              # None: look it up:
+    entry = await cache.read(key, read) # read() shared by the requests missing key together
     cache.forget(key)
     cache.forget_user(user_id)          # every credential of that user
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,6 +59,34 @@ class CredentialCache:
         self._forgotten: dict[str, float] = {}
         # The same for users an admin changed (disabled, budget): by user id, until when.
         self._forgotten_users: dict[str, float] = {}
+        # The reads under way, by key: a request missing a key being read waits for that read.
+        self._reading: dict[str, asyncio.Future[CachedCredential | None]] = {}
+
+    async def read(
+        self, key: str, read: Callable[[], Awaitable[CachedCredential | None]]
+    ) -> CachedCredential | None:
+        """``read()``'s credential for ``key`` (None: unknown), remembered (:meth:`put`); the
+        requests that ask for ``key`` while it is read wait for that read instead of their own.
+        One that gives up waiting (its client left) does not cancel the read of the others."""
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_and_put(key, read))
+            self._reading[key] = reading
+            # Retrieved even when every request waiting for it gave up (no "never retrieved").
+            reading.add_done_callback(_retrieve)
+        return await asyncio.shield(reading)
+
+    async def _read_and_put(
+        self, key: str, read: Callable[[], Awaitable[CachedCredential | None]]
+    ) -> CachedCredential | None:
+        try:
+            entry = await read()
+            if entry is not None:
+                self.put(key, entry)
+            return entry
+        finally:
+            if self._reading.get(key) is asyncio.current_task():
+                del self._reading[key]
 
     def get(self, key: str) -> CachedCredential | None:
         entry = self._entries.get(key)
@@ -80,6 +116,7 @@ class CredentialCache:
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)
+        self._reading.pop(key, None)  # a read under way may have found what is forgotten now
         if self.ttl > 0:
             if len(self._forgotten) >= MAX_ENTRIES:
                 self._forgotten.clear()
@@ -91,6 +128,7 @@ class CredentialCache:
         memory, which an admin's action can afford and a request never pays."""
         for key in [k for k, e in self._entries.items() if e.user.id == user_id]:
             del self._entries[key]
+        self._reading.clear()  # whose reads are under way is not known before they end
         if self.ttl > 0:
             if len(self._forgotten_users) >= MAX_ENTRIES:
                 self._forgotten_users.clear()
@@ -109,3 +147,9 @@ class CredentialCache:
         now = time.monotonic()
         for key in [k for k, e in self._entries.items() if e.remembered_until < now]:
             del self._entries[key]
+
+
+def _retrieve(reading: asyncio.Future[CachedCredential | None]) -> None:
+    if not reading.cancelled():
+        with contextlib.suppress(Exception):
+            reading.exception()

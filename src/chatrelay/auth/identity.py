@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 from fastapi import Request
@@ -45,6 +46,7 @@ from chatrelay.auth.sessions import COOKIE_NAME, SessionCookies, is_secure, new_
 from chatrelay.errors import ChatRelayError
 from chatrelay.observability import log_user
 from chatrelay.store import users
+from chatrelay.store.database import Database
 from chatrelay.store.models import User, new_id, utcnow
 
 AUTHENTICATION_ERROR = "authentication_error"
@@ -120,13 +122,9 @@ async def _resolve(request: Request) -> Identity:
     cache, cache_key = parts.credential_cache, f"s:{hashed}"
     known = cache.get(cache_key)
     if known is None or known.expires_at is None or known.expires_at <= now:
-        async with db.read() as session:  # every request does this: no write lock for it
-            found = await users.get_session_user(session, token_hash=hashed, now=now)
-        if found is None:
+        known = await cache.read(cache_key, partial(_read_session, db, hashed, now))
+        if known is None:
             return Identity(user=None)
-        row, user = found
-        known = CachedCredential(user=user, expires_at=row.expires_at)
-        cache.put(cache_key, known)
     user = known.user
     if user.disabled_at is not None:
         # The cookie goes with the refusal: without it the page works as a visitor's (and
@@ -136,12 +134,25 @@ async def _resolve(request: Request) -> Identity:
     guest = user.is_guest
     assert known.expires_at is not None
     if cookies.needs_refresh(known.expires_at, now, guest=guest):
-        expires_at = now + cookies.lifetime(guest=guest)
-        async with db.transaction() as session:
-            await users.extend_session(session, token_hash=hashed, expires_at=expires_at)
-        known.expires_at = expires_at
+        expires_at, was = now + cookies.lifetime(guest=guest), known.expires_at
+        known.expires_at = expires_at  # the requests sharing this memory need not extend it too
+        try:
+            async with db.transaction() as session:
+                await users.extend_session(session, token_hash=hashed, expires_at=expires_at)
+        except BaseException:
+            known.expires_at = was
+            raise
         _schedule_cookie(request, token, guest=guest)
     return Identity(user=user, session_token_hash=hashed)
+
+
+async def _read_session(db: Database, hashed: str, now: datetime) -> CachedCredential | None:
+    async with db.read() as session:  # every request does this: no write lock for it
+        found = await users.get_session_user(session, token_hash=hashed, now=now)
+    if found is None:
+        return None
+    row, user = found
+    return CachedCredential(user=user, expires_at=row.expires_at)
 
 
 def account_disabled() -> ChatRelayError:
@@ -168,40 +179,47 @@ async def _from_api_key(request: Request, key: str) -> Identity:
     db = parts.db
     hashed = api_key_hash(key)
     cache, cache_key = parts.credential_cache, f"k:{hashed}"
-    known = cache.get(cache_key)
+    known = cache.get(cache_key) or await cache.read(cache_key, partial(_read_key, db, hashed))
     if known is None:
-        async with db.read() as session:
-            found = await users.get_api_key_user(session, key_hash=hashed)
-        if found is None:
-            raise ChatRelayError(
-                401,
-                "Invalid API key: it is unknown or has been revoked. "
-                "Send 'Authorization: Bearer cr_...' with a key from 'chatrelay keys create'.",
-                code="invalid_api_key",
-                type=AUTHENTICATION_ERROR,
-            )
-        api_key, user = found
-        known = CachedCredential(
-            user=user,
-            api_key_id=api_key.id,
-            last_used_at=api_key.last_used_at,
-            api_key_spend_limit=api_key.spend_limit,
+        raise ChatRelayError(
+            401,
+            "Invalid API key: it is unknown or has been revoked. "
+            "Send 'Authorization: Bearer cr_...' with a key from 'chatrelay keys create'.",
+            code="invalid_api_key",
+            type=AUTHENTICATION_ERROR,
         )
-        cache.put(cache_key, known)
     assert known.api_key_id is not None
     if known.user.disabled_at is not None:
         raise account_disabled()
     last_used = known.last_used_at
     if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-        async with db.transaction() as session:
-            await users.touch_api_key(
-                session, key_id=known.api_key_id, now=now, resolution=LAST_USED_RESOLUTION
-            )
-        known.last_used_at = now
+        known.last_used_at = now  # the requests sharing this memory need not record it too
+        try:
+            async with db.transaction() as session:
+                await users.touch_api_key(
+                    session, key_id=known.api_key_id, now=now, resolution=LAST_USED_RESOLUTION
+                )
+        except BaseException:
+            known.last_used_at = last_used
+            raise
     return Identity(
         user=known.user,
         api_key_id=known.api_key_id,
         api_key_spend_limit=known.api_key_spend_limit,
+    )
+
+
+async def _read_key(db: Database, hashed: str) -> CachedCredential | None:
+    async with db.read() as session:
+        found = await users.get_api_key_user(session, key_hash=hashed)
+    if found is None:
+        return None
+    api_key, user = found
+    return CachedCredential(
+        user=user,
+        api_key_id=api_key.id,
+        last_used_at=api_key.last_used_at,
+        api_key_spend_limit=api_key.spend_limit,
     )
 
 

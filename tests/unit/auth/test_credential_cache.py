@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from chatrelay.auth.credential_cache import CachedCredential, CredentialCache
 from chatrelay.store.models import User
 
@@ -43,3 +47,84 @@ def test_an_expired_entry_is_gone() -> None:
     assert found is not None
     found.remembered_until = 0.0  # as if its time had passed
     assert cache.get("k:a") is None
+
+
+async def test_requests_missing_a_credential_together_share_one_read() -> None:
+    """A burst of one key's requests finding the memory expired: one read, not one each."""
+    cache = CredentialCache(ttl=60)
+    reads, release = 0, asyncio.Event()
+
+    async def read() -> CachedCredential:
+        nonlocal reads
+        reads += 1
+        await release.wait()
+        return entry()
+
+    waiting = [asyncio.create_task(cache.read("k:a", read)) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    found = await asyncio.gather(*waiting)
+    assert reads == 1
+    assert all(f is found[0] for f in found) and found[0].user.id == "usr_1"
+    assert cache.get("k:a") is found[0]  # remembered for the requests that come next
+
+
+async def test_a_request_that_gives_up_waiting_does_not_cancel_the_others_read() -> None:
+    cache = CredentialCache(ttl=60)
+    release = asyncio.Event()
+
+    async def read() -> CachedCredential:
+        await release.wait()
+        return entry()
+
+    first = asyncio.create_task(cache.read("k:a", read))
+    second = asyncio.create_task(cache.read("k:a", read))
+    await asyncio.sleep(0)
+    first.cancel()  # its client left
+    release.set()
+    assert (await second).user.id == "usr_1"
+    assert first.cancelled()
+
+
+async def test_an_unknown_credential_or_a_failed_read_is_read_again_next_time() -> None:
+    cache = CredentialCache(ttl=60)
+    results: list[CachedCredential | None | Exception] = [None, RuntimeError("db away"), entry()]
+    reads = 0
+
+    async def read() -> CachedCredential | None:
+        nonlocal reads
+        reads += 1
+        result = results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    assert await cache.read("k:a", read) is None
+    with pytest.raises(RuntimeError):
+        await cache.read("k:a", read)
+    found = await cache.read("k:a", read)
+    assert found is not None and reads == 3
+
+
+async def test_a_credential_forgotten_while_it_is_read_is_read_anew_by_later_requests() -> None:
+    """Signed out while a request was reading the session: requests after the sign-out must not
+    take the old read's answer."""
+    cache = CredentialCache(ttl=60)
+    release = asyncio.Event()
+    reads = 0
+
+    async def read() -> CachedCredential:
+        nonlocal reads
+        reads += 1
+        await release.wait()
+        return entry()
+
+    before = asyncio.create_task(cache.read("s:a", read))
+    await asyncio.sleep(0)
+    cache.forget("s:a")
+    after = asyncio.create_task(cache.read("s:a", read))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(before, after)
+    assert reads == 2
+    assert cache.get("s:a") is None  # the forgotten session is not remembered by either
