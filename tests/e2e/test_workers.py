@@ -1,7 +1,9 @@
 """`chatrelay serve --workers 2` (cli/workers.py): two processes answer on one port, sharing
 through Redis what they must (a stop sent to one reaches the answer the other generates), each
 an instance of its own; `/metrics` adds them up; a worker that dies is replaced and its answer
-settled by its sibling; workers whose supervisor is killed free the port.
+settled by its sibling, after a pause that doubles if it dies soon after starting (also while
+its sibling still starts); workers whose supervisor is killed free the port. The server logs to
+a file whose tail a failed wait shows.
 
 Which worker a request reaches is the kernel's choice. A test picks it by freezing the other
 worker (SIGSTOP) while a new connection makes its first request: only the running one can
@@ -13,11 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from chatrelay.cli.workers import FIRST_RETRY, SETTLED
 from chatrelay.store.database import Database
 from chatrelay.store.models import Instance, MessageRow
 from tests.e2e.test_crash_recovery import wait_healthy
@@ -37,15 +44,42 @@ from tests.sse_client import DONE, user
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 WORDS = [f" w{i}" for i in range(150)]
+STARTING = re.compile(r"worker (\d+) starting")
 
 
 @dataclass
 class Served:
-    """A running `chatrelay serve --workers 2` and its database."""
+    """A running `chatrelay serve --workers 2`, its database, and the file its supervisor and
+    workers log to."""
 
     process: asyncio.subprocess.Process
     url: str
     db: Database
+    log: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def supervisor_said(self) -> list[str]:
+        """What the supervisor (cli/workers.py) has logged so far, in order."""
+        said = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):  # a line half written
+                entry = json.loads(line)
+                if entry.get("logger") == "chatrelay.cli.workers":
+                    said.append(entry["message"])
+        return said
+
+    def started_workers(self) -> list[int]:
+        """The pids of the workers the supervisor has started, in order."""
+        return [int(m[1]) for m in map(STARTING.fullmatch, self.supervisor_said()) if m]
+
+    async def until(self, check: Callable[[], Awaitable[object]]) -> None:
+        """wait_until_async, failing with the tail of the server's log (what it was doing)."""
+        try:
+            await wait_until_async(check)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the server's log ends:\n{self.log_tail()}") from None
 
     async def workers(self) -> dict[int, str]:
         """The live instances: their instance id by pid."""
@@ -102,10 +136,11 @@ def _is_gone(pid: int) -> bool:
         return True
 
 
-@pytest.fixture
-async def served(
+@contextlib.asynccontextmanager
+async def _serving(
     fake: FakeUpstream, database_url: str, redis_limits: dict[str, str], tmp_path: Path
 ) -> AsyncIterator[Served]:
+    """`chatrelay serve --workers 2` just started, stopped when done."""
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -122,18 +157,16 @@ async def served(
         # when the test kills the supervisor before it can remove it.
         "TMPDIR": str(tmp_path),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatrelay", "serve", "--port", str(port), "--workers", "2",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: whatever happens, all of it ends
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as log_file:  # the child has its own copy
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatrelay", "serve", "--port", str(port), "--workers", "2",
+            env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: whatever happens, all of it ends
+        )  # fmt: skip
     db = Database(database_url)
-    site = Served(process, url, db)
     try:
-        await wait_healthy(url, process)
-        await wait_until_async(lambda: _count_is(site, 2))
-        yield site
+        yield Served(process, f"http://127.0.0.1:{port}", db, log)
     finally:
         if process.returncode is None:
             process.terminate()  # the workers first, then the supervisor, as in production
@@ -143,6 +176,20 @@ async def served(
                 os.killpg(process.pid, signal.SIGKILL)  # its group: supervisor and workers
                 await process.wait()
         await db.close()
+
+
+@pytest.fixture
+async def served(
+    fake: FakeUpstream, database_url: str, redis_limits: dict[str, str], tmp_path: Path
+) -> AsyncIterator[Served]:
+    """`chatrelay serve --workers 2` whose two workers have joined the instances."""
+    async with _serving(fake, database_url, redis_limits, tmp_path) as site:
+        try:
+            await wait_healthy(site.url, site.process)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the server's log ends:\n{site.log_tail()}") from None
+        await site.until(lambda: _count_is(site, 2))
+        yield site
 
 
 async def _count_is(site: Served, count: int) -> bool:
@@ -215,7 +262,7 @@ async def test_a_dead_worker_is_replaced_and_its_answer_settled_by_the_other(
             workers = await served.workers()
             return len(workers) == 2 and dead not in workers
 
-        await wait_until_async(replaced)  # a new worker, and the dead one's row gone
+        await served.until(replaced)  # a new worker, and the dead one's row gone
         replacement = next(iter(set(await served.workers()) - {dead}))
         assert _parent_of(replacement) == served.process.pid
 
@@ -224,7 +271,7 @@ async def test_a_dead_worker_is_replaced_and_its_answer_settled_by_the_other(
             return '"x_chatrelay":{"status":"interrupted"}' in resumed.text
 
         # Settled by the survivor (its process is gone: at the next heartbeat), the text kept.
-        await wait_until_async(told_interrupted)
+        await served.until(told_interrupted)
         resumed = await client.get(f"/api/messages/{answer_id}/stream")
         assert resumed.text.rstrip().endswith("data: [DONE]")
         fake.script = livepeer_events(["still", " here"])
@@ -235,13 +282,89 @@ async def test_a_dead_worker_is_replaced_and_its_answer_settled_by_the_other(
     assert before.startswith(" w0")
 
 
+async def test_a_worker_that_dies_while_its_sibling_still_starts_is_replaced(
+    fake: FakeUpstream, database_url: str, redis_limits: dict[str, str], tmp_path: Path
+) -> None:
+    """One worker serves (and may be killed) while the other has not finished starting: it
+    is replaced, not taken for a start that failed, which would stop everything."""
+    async with _serving(fake, database_url, redis_limits, tmp_path) as served:
+        await served.until(partial(_started_more_than, served, 1))
+        first, slow = served.started_workers()
+        os.kill(slow, signal.SIGSTOP)  # still starting, as on a loaded machine
+        try:
+            await served.until(partial(_said, served, f"worker {first} serves"))
+            os.kill(first, signal.SIGKILL)
+            await served.until(partial(_started_more_than, served, 2))
+        finally:
+            os.kill(slow, signal.SIGCONT)
+        assert served.process.returncode is None
+        await served.until(partial(_said, served, "2 workers serving on "))
+        replacement = served.started_workers()[2]
+        assert set(await served.workers()) == {slow, replacement}
+
+
+async def test_a_worker_that_dies_soon_after_it_started_is_replaced_after_a_doubling_pause(
+    served: Served,
+) -> None:
+    """A worker that crashes right after every start (the database gone, a bug) is not started
+    again and again in a tight loop: each replacement waits twice as long as the last. One that
+    served long enough is replaced at once."""
+
+    await served.until(partial(_said, served, "2 workers serving on "))
+    both_serving = time.monotonic()  # the supervisor has counted both as serving since before
+    # The one that said so last: it has served a moment, far from SETTLED.
+    serves = [m for m in served.supervisor_said() if m.endswith(" serves")]
+    victim = int(serves[-1].split()[1])
+    survivor = next(pid for pid in await served.workers() if pid != victim)
+    pause = FIRST_RETRY
+    for _ in range(3):
+        starts = len(served.started_workers())
+        killed_at = time.monotonic()  # before the kill: the supervisor notices it after
+        os.kill(victim, signal.SIGKILL)
+        await served.until(partial(_started_more_than, served, starts))
+        replaced_at = time.monotonic()
+        said_then = served.supervisor_said()
+        assert any(
+            re.fullmatch(
+                rf"worker {victim} ended [\d.]+ s after it started serving, under {SETTLED:g} s "
+                rf"\(exit status -9\): starting another in {pause:g} s",
+                message,
+            )
+            for message in said_then
+        ), said_then
+        # Started no sooner than the pause after the kill (a lower bound: load only adds).
+        assert replaced_at - killed_at >= pause
+        victim = served.started_workers()[-1]
+        await served.until(partial(_said, served, f"worker {victim} serves"))
+        pause *= 2
+    # The survivor has served longer than SETTLED: when it dies, another starts at once.
+    await wait_until(lambda: time.monotonic() - both_serving > SETTLED)
+    starts = len(served.started_workers())
+    os.kill(survivor, signal.SIGKILL)
+    await served.until(partial(_started_more_than, served, starts))
+    ended = [m for m in served.supervisor_said() if m.startswith(f"worker {survivor} ended")]
+    assert len(ended) == 1 and ended[0].endswith("(exit status -9): starting another at once")
+
+
+async def _said(served: Served, beginning: str) -> bool:
+    return any(message.startswith(beginning) for message in served.supervisor_said())
+
+
+async def _started_more_than(served: Served, starts: int) -> bool:
+    return len(served.started_workers()) > starts
+
+
 async def test_workers_whose_supervisor_is_killed_stop_and_free_the_port(
     served: Served,
 ) -> None:
     workers = list(await served.workers())
     served.process.send_signal(signal.SIGKILL)  # the supervisor alone, not its group
     await served.process.wait()
-    await wait_until(lambda: all(_is_gone(pid) for pid in workers))
+
+    async def all_gone() -> bool:
+        return all(_is_gone(pid) for pid in workers)
+
+    await served.until(all_gone)
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient(base_url=served.url) as client:
             await client.get("/healthz")

@@ -15,10 +15,13 @@ nothing itself. It
 
 - migrates the database once, in a process of its own, before any worker starts (workers
   migrating together would race on SQLite, which has no lock for it);
-- replaces a worker that dies, at once; a replacement that cannot start is tried again after a
-  pause that doubles up to 30 s, while the other workers serve on. A worker that cannot start
-  while they are all first starting stops everything, with status 3 (the settings or the
-  database are wrong, and would be for every worker);
+- replaces a worker that dies after serving a while (``SETTLED``, 10 s) at once; one that cannot
+  start, or dies within 10 s of starting to serve (it would crash again: the database gone, a
+  bug), is replaced after a pause that doubles up to 30 s, while the other workers serve on, not
+  in a tight loop. The pause starts over once a worker started since has served 10 s. A worker
+  that cannot start (never serves) while they are all first starting stops everything, with
+  status 3 (the settings or the database are wrong, and would be for every worker); one that
+  served and died then is replaced like any other;
 - keeps ``/metrics`` adding up every worker's figures: ``PROMETHEUS_MULTIPROC_DIR`` is a new
   empty directory of its own unless set, and a worker that has ended has its live gauges
   removed (prometheus-client's ``mark_process_dead``);
@@ -62,6 +65,9 @@ _spawn = multiprocessing.get_context("spawn")
 STOP_TIMEOUT = 15.0
 # Seconds before another try at starting a worker that could not start, doubling up to the last.
 FIRST_RETRY, LAST_RETRY = 1.0, 30.0
+# A worker that ends within this many seconds of starting to serve counts as one that could not
+# start (replaced after the pause); one that served longer is replaced at once.
+SETTLED = 10.0
 # How often the supervisor looks at its workers when none has ended or reported.
 WATCH_SECONDS = 0.5
 
@@ -92,13 +98,24 @@ def refusals(settings: Settings) -> list[str]:
 class _Worker:
     process: BaseProcess
     ready: Connection  # receives one message when the worker serves; EOF if it ends before
-    started: bool = False
+    serving_since: float | None = None  # time.monotonic() when it said that it serves
 
-    def look(self) -> None:
-        """Note whether the worker has said that it serves."""
-        if not self.started and self.ready.poll():
-            with contextlib.suppress(EOFError, OSError):
-                self.started = bool(self.ready.recv())
+    @property
+    def started(self) -> bool:
+        return self.serving_since is not None
+
+    def look(self) -> bool:
+        """Note whether the worker has said that it serves; whether it has just said so."""
+        if self.started or not self.ready.poll():
+            return False
+        with contextlib.suppress(EOFError, OSError):
+            if self.ready.recv():
+                self.serving_since = time.monotonic()
+        return self.started
+
+    def served(self, now: float) -> float | None:
+        """How many seconds it has served by ``now``; None if it has not said that it serves."""
+        return None if self.serving_since is None else now - self.serving_since
 
 
 class Workers:
@@ -156,36 +173,55 @@ class Workers:
         )
         process.start()
         told.close()  # the worker has its own copy: when it ends, ``ready`` reads EOF
+        log.info("worker %s starting", process.pid)
         return _Worker(process, ready)
 
     def _supervise(self, listening: socket) -> int:
         count = self.settings.workers
         serving = False  # every worker of the first start has started
-        retry_at, pause = 0.0, FIRST_RETRY
+        # When the next worker may start, the pause after the next failed start, and when the
+        # last one failed (could not start, or ended before it settled).
+        retry_at, pause, failed_at = 0.0, FIRST_RETRY, -1.0
         while not self._stopping:
             workers = self.workers
             waiting = [w.ready for w in workers if not w.started]
             wait([*(w.process.sentinel for w in workers), *waiting], WATCH_SECONDS)
             for worker in workers:
-                worker.look()
+                if worker.look():
+                    log.info("worker %s serves", worker.process.pid)
             if not serving and len(workers) == count and all(w.started for w in workers):
                 serving = True
                 log.info("%d workers serving on %s:%d", count, *listening.getsockname()[:2])
-            for worker in [w for w in workers if not w.process.is_alive()]:
+            ended = [w for w in workers if not w.process.is_alive()]
+            now = time.monotonic()  # after they ended: a pause is counted from then
+            if pause > FIRST_RETRY and any(_settled_since(w, failed_at, now) for w in workers):
+                pause = FIRST_RETRY  # a worker started since the last failure has settled
+            for worker in ended:
                 self._forget(worker)
-                pid, code = worker.process.pid, worker.process.exitcode
-                if not serving:
+                pid, code, served = worker.process.pid, worker.process.exitcode, worker.served(now)
+                if served is None and not serving:
                     log.error("worker %s could not start (exit status %s): stopping", pid, code)
                     return STARTUP_FAILURE
-                if worker.started:
-                    log.warning("worker %s ended (exit status %s): starting another", pid, code)
-                    retry_at, pause = 0.0, FIRST_RETRY
-                else:
-                    log.error(
-                        "worker %s could not start (exit status %s): trying again in %g s",
-                        *(pid, code, pause),
+                if served is not None and served >= SETTLED:
+                    log.warning(
+                        "worker %s ended after serving %.0f s (exit status %s): starting "
+                        "another at once",
+                        *(pid, served, code),
                     )
-                    retry_at, pause = time.monotonic() + pause, min(pause * 2, LAST_RETRY)
+                    retry_at, pause = 0.0, FIRST_RETRY
+                    continue
+                # One that could not start, or crashed soon after, would likely do it again:
+                # not started again and again in a tight loop.
+                why = (
+                    "could not start"
+                    if served is None
+                    else f"ended {served:.1f} s after it started serving, under {SETTLED:g} s"
+                )
+                log.error(
+                    "worker %s %s (exit status %s): starting another in %g s",
+                    *(pid, why, code, pause),
+                )
+                retry_at, pause, failed_at = now + pause, min(pause * 2, LAST_RETRY), now
             while len(self.workers) < count and time.monotonic() >= retry_at:
                 self.workers.append(self._start(listening))
         return 0
@@ -210,6 +246,16 @@ class Workers:
                 log.warning("worker %s did not stop in %g s: killed", process.pid, STOP_TIMEOUT)
                 process.kill()
             self._forget(worker)
+
+
+def _settled_since(worker: _Worker, failed_at: float, now: float) -> bool:
+    """Whether ``worker`` started serving after ``failed_at`` and has served ``SETTLED``
+    seconds by ``now``: starting workers works again."""
+    return (
+        worker.serving_since is not None
+        and worker.serving_since > failed_at
+        and (now - worker.serving_since >= SETTLED)
+    )
 
 
 def _own_metrics_dir() -> str | None:
