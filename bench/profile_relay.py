@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from burst import GUEST_LIMIT
 from compare import RESULTS, run_driver
 from systems import start_chatrelay, start_mock
 
@@ -95,6 +97,9 @@ def main() -> None:
         "--arrival", choices=("spread", "burst"), default="spread", help="as in load_driver.py"
     )
     parser.add_argument(
+        "--cookieless", action="store_true", help="POST /api/chat with no cookie: a guest each"
+    )
+    parser.add_argument(
         "--kind", choices=("text", "tool", "logprobs"), default="text", help="what each chunk is"
     )
     parser.add_argument(
@@ -106,7 +111,10 @@ def main() -> None:
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     mock = start_mock(pace_ms=args.pace_ms, chunks=args.chunks)
-    relay = start_chatrelay(mock, prelude=args.prelude)
+    relay = start_chatrelay(mock, prelude=args.prelude, **GUEST_LIMIT)
+    if args.cookieless:
+        base = relay.url.rsplit("/v1/", 1)[0]
+        relay = dataclasses.replace(relay, url=f"{base}/api/chat", api_key=None)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / f"profile-{stamp}.raw"
@@ -161,6 +169,8 @@ def main() -> None:
     head = f"chatrelay under py-spy --native at {args.rate} Hz ({threads}): C={args.concurrency}, "
     if args.prelude:
         head += f"experiment {args.prelude!r}, "
+    if args.cookieless:
+        head += "POST /api/chat without a cookie (a new guest each), "
     if args.arrival == "burst":
         admitted = (figures.get("admissions_per_s") or {}).get("p50")
         head += f"bursts of {args.concurrency} at once, {admitted} admitted/s (median); "

@@ -332,6 +332,8 @@ class Quotas:
                 tokens=tokens,
                 limit=limit,
                 now=admission.admitted_at,
+                # A guest not stored yet (written once admitted) has used nothing.
+                new=not address and admission.on_admitted is not None,
             )
             if self._alerts is not None:
                 self._alerts.limit_filled(

@@ -97,7 +97,13 @@ class SpendLimits:
             account = (USER if scope == "user" else KEY) + subject
             try:
                 held = await self.budget.reserve(
-                    user_id=account, lease_id=admission.id, tokens=worst, limit=limit, now=now
+                    user_id=account,
+                    lease_id=admission.id,
+                    tokens=worst,
+                    limit=limit,
+                    now=now,
+                    # A guest not stored yet (written once admitted) has spent nothing.
+                    new=scope == "user" and admission.on_admitted is not None,
                 )
             except BudgetExceeded as exc:
                 self._filled(scope, subject, limit, limit, exc.window.key)

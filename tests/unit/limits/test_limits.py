@@ -210,6 +210,17 @@ async def test_a_new_period_starts_from_the_ledger_once() -> None:
     assert asked == ["d20260304", "d20260305"]
 
 
+async def test_a_new_account_starts_at_zero_without_asking_the_ledger() -> None:
+    """A guest not stored yet cannot have used anything: no read of its (empty) usage."""
+    budget, _, asked = make_budget(seeded=900)
+    await budget.reserve(user_id="new", lease_id="r1", tokens=800, limit=1000, now=NOON, new=True)
+    assert asked == []
+    usage = await budget.usage(user_id="new", now=NOON)
+    assert (usage.used, usage.reserved) == (0, 800)
+    with pytest.raises(BudgetExceeded):  # counted from then on like any other account
+        await budget.reserve(user_id="new", lease_id="r2", tokens=300, limit=1000, now=NOON)
+
+
 async def test_stream_slots_are_leases() -> None:
     clock = [0.0]
     slots = MemoryStreamSlots(clock=lambda: clock[0])
