@@ -88,7 +88,7 @@ async def test_a_request_that_gives_up_waiting_does_not_cancel_the_others_read()
 
 async def test_an_unknown_credential_or_a_failed_read_is_read_again_next_time() -> None:
     cache = CredentialCache(ttl=60)
-    results: list[CachedCredential | None | Exception] = [None, RuntimeError("db away"), entry()]
+    results: list[CachedCredential | Exception | None] = [None, RuntimeError("db away"), entry()]
     reads = 0
 
     async def read() -> CachedCredential | None:
