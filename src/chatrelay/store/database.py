@@ -383,13 +383,19 @@ class GroupCommit:
         self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._waiting: asyncio.Task[None] | None = None  # a group waiting to be written
+        self._loop: asyncio.AbstractEventLoop | None = None  # the flush's, while scheduled
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
+        # The writes of a burst after its first are asked on the loop that the flush is
+        # scheduled on: asking for the running loop again costs a getpid() system call on
+        # Python 3.11 (docs/performance.md#burst-admission).
+        loop = self._loop
+        if not self._scheduled or loop is None:
+            loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         self._pending.append((work, done))
         if not self._scheduled and self._waiting is None:
-            self._scheduled = True
+            self._scheduled, self._loop = True, loop
             loop.call_soon(self._flush)
         # A caller that goes away leaves its write to be done: it may be committed already.
         return await done
