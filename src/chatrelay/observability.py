@@ -234,7 +234,7 @@ def configure_logging(*, json: bool | None = None) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging._srcfile = None  # type: ignore[attr-defined]  # no findCaller
+    logging._srcfile = None  # no findCaller
 
 
 class _TextFormatter(logging.Formatter):
