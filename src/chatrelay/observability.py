@@ -229,8 +229,8 @@ def configure_logging(*, json: bool | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     # What no line shows is not worked out for every record (the logging HOWTO's
-    # "Optimization"): the caller's frame, thread and process cost a fifth of each request's
-    # log line, which was 6 % of an answer's CPU in a burst (docs/performance.md#burst-admission).
+    # "Optimization"): making a record with the caller's frame, thread and process was half
+    # of what each request's log line cost (docs/performance.md#burst-admission).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
