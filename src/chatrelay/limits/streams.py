@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -28,39 +29,52 @@ class StreamSlots(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _Held:
+    """One key's slots: when each one's lease ends."""
+
+    ends: dict[str, float] = field(default_factory=dict)
+    # No slot's lease ends before this (renewals only push ends out): the slots are scanned for
+    # stale ones once it has passed, not at every admission (a burst from one address made
+    # that a scan of every slot held per answer, C² in all).
+    next_end: float = math.inf
+
+    def prune(self, now: float) -> None:
+        if now < self.next_end:
+            return
+        for stale in [s for s, until in self.ends.items() if until <= now]:
+            del self.ends[stale]
+        self.next_end = min(self.ends.values(), default=math.inf)
+
+    def add(self, slot_id: str, until: float) -> None:
+        self.ends[slot_id] = until
+        self.next_end = min(self.next_end, until)
+
+
 class MemoryStreamSlots:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._slots: dict[str, dict[str, float]] = {}
-        # Per key, no slot's lease ends before this (renewals only push ends out): the slots
-        # are scanned for stale ones once it has passed, not at every admission (a burst from
-        # one address made that a scan of every slot held per answer, C² in all).
-        self._next_end: dict[str, float] = {}
+        self._slots: dict[str, _Held] = {}
 
     async def acquire(self, *, key: str, slot_id: str, limit: int, lease: float) -> bool:
         now = self._clock()
-        held = self._slots.setdefault(key, {})
-        if now >= self._next_end.get(key, math.inf):
-            for stale in [s for s, until in held.items() if until <= now]:
-                del held[stale]
-            self._next_end[key] = min(held.values(), default=math.inf)
-        if len(held) >= limit:
+        held = self._slots.setdefault(key, _Held())
+        held.prune(now)
+        if len(held.ends) >= limit:
             return False
-        held[slot_id] = now + lease
-        self._next_end[key] = min(self._next_end.get(key, math.inf), now + lease)
+        held.add(slot_id, now + lease)
         return True
 
     async def release(self, *, key: str, slot_id: str) -> None:
         held = self._slots.get(key)
         if held is not None:
-            held.pop(slot_id, None)
-            if not held:
+            held.ends.pop(slot_id, None)
+            if not held.ends:
                 del self._slots[key]
-                self._next_end.pop(key, None)
 
     async def renew(self, *, slots: Sequence[tuple[str, str]], lease: float) -> None:
         now = self._clock()
         for key, slot_id in slots:
             held = self._slots.get(key)
-            if held is not None and held.get(slot_id, 0.0) > now:
-                held[slot_id] = now + lease
+            if held is not None and held.ends.get(slot_id, 0.0) > now:
+                held.ends[slot_id] = now + lease
