@@ -292,7 +292,10 @@ async def test_search_filters_by_title_and_text_debounced(
                 lambda r: searches.append(r.url) if "/api/conversations?" in r.url else None,
             )
             search = page.locator("#search")
-            await search.press_sequentially("banana", delay=20)
+            # On a loaded machine a pause between keys can outlast the debounce, so
+            # "bana" may be asked (and shown) first: wait for the whole word's answer.
+            async with page.expect_response(lambda r: r.url.endswith("q=banana")):
+                await search.press_sequentially("banana", delay=20)
             await expect(rows(page).locator(".title")).to_have_text(["bananas please"])
             queried = [u for u in searches if "q=" in u]
             assert 1 <= len(queried) < len("banana"), queried  # debounced, not one per key
