@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from chatrelay.store.database import Database
 from chatrelay.store.models import MessageRow
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
-from tests.polling import wait_until_async
+from tests.polling import HANG, wait_until_async
 from tests.ports import free_port
 from tests.sse_client import events_of, user
 
@@ -32,16 +33,33 @@ async def start_server_process(env: dict[str, str]) -> tuple[asyncio.subprocess.
     return process, url
 
 
-async def wait_healthy(url: str, process: asyncio.subprocess.Process | None = None) -> None:
-    """Until ``url`` answers /healthz (a server process, or nginx in front of some)."""
+async def wait_healthy(
+    url: str, process: asyncio.subprocess.Process | None = None, log: Path | None = None
+) -> None:
+    """Until ``url`` answers /healthz (a server process, or nginx in front of some). A server
+    that exits or never answers fails the test with the tail of ``log``, its output, if given:
+    on a loaded machine several servers starting at once can take well over 30 s."""
+    deadline = time.monotonic() + HANG
     async with httpx.AsyncClient() as probe:
-        for _ in range(300):
-            assert process is None or process.returncode is None, f"{url} exited"
+        while True:
+            if process is not None and process.returncode is not None:
+                why = f"{url} exited (status {process.returncode})"
+                break
             with contextlib.suppress(httpx.HTTPError):
                 if (await probe.get(f"{url}/healthz")).status_code == 200:
                     return
+            if time.monotonic() > deadline:
+                why = f"{url} did not come up in {HANG:g} s"
+                break
             await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not come up")
+    raise AssertionError(why + (f"; its log ends:\n{log_tail(log)}" if log else ""))
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines a server wrote to ``log`` (none if it wrote nothing yet)."""
+    if not log.exists():
+        return "(nothing)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 async def stored_words_at_least(database_url: str, words: int) -> bool:

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from chatrelay.store.database import Database
 from chatrelay.store.models import Instance as InstanceRow
-from tests.e2e.test_crash_recovery import wait_healthy
+from tests.e2e.test_crash_recovery import log_tail, wait_healthy
 from tests.e2e.test_resume import read_rest, read_some
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until, wait_until_async
@@ -134,22 +134,29 @@ async def deployment(
     nginx: asyncio.subprocess.Process | None = None
     try:
         # Started together, as systemd would: they take turns migrating the fresh database.
-        for port in ports:
-            quiet = asyncio.subprocess.DEVNULL
-            process = await asyncio.create_subprocess_exec(
-                *unit_command(port),
-                env=env,
-                stdout=quiet,
-                stderr=quiet,
-                # An instance is a process group, as systemd's control group: killed whole.
-                start_new_session=True,
-            )
+        logs = [tmp_path / f"instance-{n}.log" for n in range(len(ports))]
+        for port, log in zip(ports, logs, strict=True):
+            with log.open("wb") as log_file:  # the child has its own copy
+                process = await asyncio.create_subprocess_exec(
+                    *unit_command(port),
+                    env=env,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    # An instance is a process group, as systemd's control group: killed whole.
+                    start_new_session=True,
+                )
             processes.append(process)
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         instances = [Instance(p, url) for p, url in zip(processes, urls, strict=True)]
-        await asyncio.gather(*(wait_healthy(i.url, i.process) for i in instances))
+        await asyncio.gather(
+            *(wait_healthy(i.url, i.process, log) for i, log in zip(instances, logs, strict=True))
+        )
         # Every worker of every instance has joined (each is an instance row of its own).
-        await wait_until_async(lambda: instances_are(database_url, len(ports) * WORKERS))
+        try:
+            await wait_until_async(lambda: instances_are(database_url, len(ports) * WORKERS))
+        except AssertionError as error:
+            tails = "\n".join(f"{log.name}:\n{log_tail(log)}" for log in logs)
+            raise AssertionError(f"{error}; the instances' logs end:\n{tails}") from None
         listen = free_port()
         config = nginx_config(tmp_path, listen, ports)
         nginx = await asyncio.create_subprocess_exec(NGINX, "-p", str(tmp_path), "-c", str(config))

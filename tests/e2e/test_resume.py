@@ -217,10 +217,7 @@ async def test_signing_in_while_an_answer_streams_keeps_it(
     being generated: stored complete at its end, and the account can follow it."""
     fake.script = paced(livepeer_events(WORDS), 0.01)
     password = "a long enough password"
-    # The sign-in's argon2 hash (4 threads) shares this process's 2 cores with the relay and
-    # the fake: on a loaded machine that gap outlasted the tests' 2 s stall timeout, and the
-    # answer failed over. This test is about the adoption, not stalls.
-    async with relay_for(database_url=database_url, stall_timeout=30) as relay:
+    async with relay_for(database_url=database_url) as relay:
         async with httpx.AsyncClient(base_url=relay.url) as other:
             await other.get("/")
             created = await other.post(

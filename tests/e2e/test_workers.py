@@ -34,7 +34,7 @@ from sqlalchemy import select
 from chatrelay.cli.workers import FIRST_RETRY, SETTLED
 from chatrelay.store.database import Database
 from chatrelay.store.models import Instance, MessageRow
-from tests.e2e.test_crash_recovery import wait_healthy
+from tests.e2e.test_crash_recovery import log_tail, wait_healthy
 from tests.e2e.test_resume import read_rest, read_some
 from tests.fake_upstream import FakeUpstream, livepeer_events, paced
 from tests.polling import wait_until, wait_until_async
@@ -57,9 +57,6 @@ class Served:
     db: Database
     log: Path
 
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
     def supervisor_said(self) -> list[str]:
         """What the supervisor (cli/workers.py) has logged so far, in order."""
         said = []
@@ -79,7 +76,7 @@ class Served:
         try:
             await wait_until_async(check)
         except AssertionError as error:
-            raise AssertionError(f"{error}; the server's log ends:\n{self.log_tail()}") from None
+            raise AssertionError(f"{error}; the server's log ends:\n{log_tail(self.log)}") from None
 
     async def workers(self) -> dict[int, str]:
         """The live instances: their instance id by pid."""
@@ -184,10 +181,7 @@ async def served(
 ) -> AsyncIterator[Served]:
     """`chatrelay serve --workers 2` whose two workers have joined the instances."""
     async with _serving(fake, database_url, redis_limits, tmp_path) as site:
-        try:
-            await wait_healthy(site.url, site.process)
-        except AssertionError as error:
-            raise AssertionError(f"{error}; the server's log ends:\n{site.log_tail()}") from None
+        await wait_healthy(site.url, site.process, site.log)
         await site.until(lambda: _count_is(site, 2))
         yield site
 
