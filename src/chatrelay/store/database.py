@@ -42,9 +42,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "chatrelay_read_only"
 # The event loop's own SQLite connection never checkpoints (that fsyncs): the writer thread
 # does, once every this many of its commits, and after each one while the WAL is still longer
-# than SQLite's own threshold (readers' snapshots can keep a checkpoint from finishing).
+# than SQLite's own threshold, then waiting for the readers in it to leave, RESTART_WAIT_MS at
+# most, so that it starts over (docs/performance.md#long-wal).
 CHECKPOINT_EVERY = 200
 WAL_FRAMES_LIMIT = 1000
+RESTART_WAIT_MS = 250
+# How long a writer waits for another process's write lock (SQLite's busy handler).
+BUSY_TIMEOUT_MS = 30000
 T = TypeVar("T")
 
 
@@ -95,7 +99,7 @@ def make_sqlite_private(url: str) -> None:
 def _tune_sqlite(
     engine: Engine,
     *,
-    busy_timeout_ms: int = 30000,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     autocheckpoint: bool = True,
     begin_event: bool = True,
 ) -> None:
@@ -222,7 +226,7 @@ class Database:
         assert self._writer is not None
         async with self._writer:
             frames = await asyncio.get_running_loop().run_in_executor(
-                self._write_thread, self._checkpoint
+                self._write_thread, self._checkpoint, self._wal_long
             )
             self._wal_long = frames > WAL_FRAMES_LIMIT
 
@@ -255,7 +259,7 @@ class Database:
                         # Still holding the writers' lock: a checkpoint that new frames keep
                         # overtaking never lets the WAL start over, and it would grow forever.
                         frames = await asyncio.get_running_loop().run_in_executor(
-                            self._write_thread, self._checkpoint
+                            self._write_thread, self._checkpoint, self._wal_long
                         )
                         self._wal_long = frames > WAL_FRAMES_LIMIT
                     return result
@@ -263,20 +267,30 @@ class Database:
                 self._write_thread, _write_with, self._sync_engine, work
             )
 
-    def _checkpoint(self) -> int:
+    def _checkpoint(self, restart: bool = False) -> int:
         """Copy the WAL's pages into the database file (on the writer thread: it fsyncs); how
-        many frames the WAL holds."""
+        many frames the WAL will hold. ``restart`` (the WAL is long): also wait a moment for
+        the readers still in it, so that the next commit starts it over. A PASSIVE one never
+        waits, and on a busy server readers in the WAL at every commit kept it growing."""
         assert self._sync_engine is not None
         try:
             # On the driver's connection: not in a transaction, which the pragma cannot run in.
             connection = self._sync_engine.raw_connection()
             try:
-                _busy, frames, _copied = (
-                    connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                )
+                cursor = connection.cursor()
+                if not restart:
+                    _busy, frames, _ = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    return int(frames)
+                # SQLite's busy handler is the wait: short, as this process's writers queue
+                # behind it (and another process's writers wait in theirs).
+                cursor.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+                try:
+                    busy, frames, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                return int(frames) if busy else 0  # not busy: the next commit starts it over
             finally:
                 connection.close()
-            return int(frames)
         except Exception:  # the next one, or any other connection's commit, will do it
             log.exception("SQLite checkpoint failed")
             return 0
