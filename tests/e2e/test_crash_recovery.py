@@ -36,9 +36,9 @@ async def start_server_process(env: dict[str, str]) -> tuple[asyncio.subprocess.
 async def wait_healthy(
     url: str, process: asyncio.subprocess.Process | None = None, log: Path | None = None
 ) -> None:
-    """Until ``url`` answers /healthz (a server process, or nginx in front of some). A server
-    that exits or never answers fails the test with the tail of ``log``, its output, if given:
-    on a loaded machine several servers starting at once can take well over 30 s."""
+    """Until ``url`` answers /healthz (a server process, or nginx in front of some), HANG at
+    most: on a loaded machine two deployments starting at once took over 30 s. A server that
+    exits or never answers fails the test with the tail of ``log``, its output, if given."""
     deadline = time.monotonic() + HANG
     async with httpx.AsyncClient() as probe:
         while True:
@@ -56,7 +56,7 @@ async def wait_healthy(
 
 
 def log_tail(log: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines a server wrote to ``log`` (none if it wrote nothing yet)."""
+    """The last ``lines`` lines a server wrote to ``log``."""
     if not log.exists():
         return "(nothing)"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
