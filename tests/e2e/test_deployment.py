@@ -30,7 +30,12 @@ from tests.polling import wait_until, wait_until_async
 from tests.ports import free_port
 from tests.sse_client import DONE, content_of, events_with_ids, user
 
-pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+pytestmark = [
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+    # Each test starts several servers of several processes: two tests at once, on a loaded
+    # 2-core CI machine, took over 30 s to start. They take turns on one xdist worker.
+    pytest.mark.xdist_group("server_processes"),
+]
 
 DEPLOY = Path(__file__).parents[2] / "docs" / "deploy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -41,7 +41,12 @@ from tests.polling import wait_until, wait_until_async
 from tests.ports import free_port
 from tests.sse_client import DONE, user
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = [
+    pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
+    # Each test starts several servers of several processes: two tests at once, on a loaded
+    # 2-core CI machine, took over 30 s to start. They take turns on one xdist worker.
+    pytest.mark.xdist_group("server_processes"),
+]
 
 WORDS = [f" w{i}" for i in range(150)]
 STARTING = re.compile(r"worker (\d+) starting")
