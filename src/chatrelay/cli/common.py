@@ -11,11 +11,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
+    from chatrelay.config import Settings
     from chatrelay.store.database import Database
     from chatrelay.store.models import User
 
@@ -29,21 +30,62 @@ class CommandError(Exception):
     """A failure to report in one line, exiting with status 1."""
 
 
-def fail(message: object) -> NoReturn:
-    """Report ``message`` in one red line on stderr and exit with status 1."""
+def fail(message: object, status: int = 1) -> NoReturn:
+    """Report ``message`` in red on stderr (one line, unless it says more) and exit with
+    ``status``."""
     typer.secho(f"Error: {message}", fg="red", err=True)
-    raise typer.Exit(1) from None
+    raise typer.Exit(status) from None
+
+
+def load_settings(config: Path | None, **overrides: Any) -> Settings:
+    """The settings (the environment, the ``--config`` file, then ``overrides``). Settings that
+    cannot be read are reported, each by the name the operator sets, with exit status 2 (as
+    `serve` refuses settings), not a traceback."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from chatrelay.config import Settings
+
+    try:
+        return Settings.load(config, **overrides)
+    except FileNotFoundError as error:
+        problem = f"{error} (--config takes the path of a TOML file)"
+    except tomllib.TOMLDecodeError as error:
+        problem = f"{config} is not valid TOML: {error}"
+    except ValidationError as error:
+        problem = "settings that are not valid:\n" + "\n".join(map(_invalid, error.errors()))
+    fail(f"{problem}\nEvery setting is described in docs/configuration.md.", status=2)
+
+
+def _invalid(error: Any) -> str:
+    """One of pydantic's errors as a line: the setting by its variable and TOML key, what is
+    wrong, and the value given where it is a number or a flag (a URL or a key may hold a
+    secret, which is never printed)."""
+    from chatrelay.config import Settings
+
+    loc = error["loc"]
+    where = ".".join(str(part) for part in loc) or "settings"
+    field = Settings.model_fields.get(str(loc[0])) if loc else None
+    if field is None:
+        return f"  {where}: {error['msg']}"
+    given = f", given {error['input']!r}" if field.annotation in _PLAIN and len(loc) == 1 else ""
+    return f"  {Settings.env_name(str(loc[0]))} (TOML `{where}`): {error['msg']}{given}"
+
+
+_PLAIN = (int, float, bool, int | None, float | None)  # settings whose value is no secret
 
 
 def on_database(config: Path | None, work: Callable[[Database], Awaitable[T]]) -> T:
     """Run ``work`` against the configured database; report failures in one line."""
 
-    from chatrelay.config import Settings
     from chatrelay.errors import ChatRelayError
     from chatrelay.store.database import Database, database_url
 
+    settings = load_settings(config)
+
     async def main() -> T:
-        db = Database(database_url(Settings.load(config)))
+        db = Database(database_url(settings))
         try:
             # Migrated first, so that a fresh data dir works without `chatrelay db upgrade`.
             await db.upgrade()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from chatrelay.config import Settings, UpstreamSpec
@@ -55,6 +55,11 @@ Environment variables, or a `.env` file in the working directory, or a TOML file
 `chatrelay serve --config FILE` (the CLI commands take `--config` too) whose top-level keys are
 the TOML keys below, e.g. `default_max_tokens = 256`; env vars win over the file. Comma lists
 are written `a,b,c` in the environment and as arrays in TOML.
+
+Settings that cannot be read stop every command before it starts anything, with exit status 2
+and one line per setting, named by its variable and TOML key: a `--config` file that does not
+exist or is not TOML, or a value that is not valid. The value given is shown only for a
+number or a flag, since a URL or a key may hold a secret.
 
 With neither `LIVEPEER_GATEWAY_URL` nor `OPENAI_BASE_URL` (nor any `[[upstreams]]`) set,
 `chatrelay serve` starts llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`) as
@@ -123,17 +128,6 @@ OTHER_VARIABLES: tuple[tuple[str, str], ...] = (
 )
 
 
-def env_name(name: str, field: FieldInfo) -> str:
-    """The environment variable a field is read from (an alias, or CHATRELAY_<FIELD>)."""
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        for choice in alias.choices:
-            if isinstance(choice, str) and choice.isupper():
-                return choice
-    prefix = Settings.model_config.get("env_prefix", "")
-    return f"{prefix}{name}".upper()
-
-
 def shown_default(field: FieldInfo) -> str:
     """The default as an operator would write it ("unset" where there is none)."""
     if field.is_required():
@@ -159,7 +153,7 @@ def _rows(model: type[BaseModel], names: tuple[str, ...]) -> list[str]:
     for name in names:
         field = model.model_fields[name]
         rows.append(
-            f"| `{env_name(name, field)}` | `{name}` | {shown_default(field)} "
+            f"| `{Settings.env_name(name)}` | `{name}` | {shown_default(field)} "
             f"| {_cell(field.description)} |"
         )
     return rows

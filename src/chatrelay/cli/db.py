@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from chatrelay.cli.common import ConfigOption
+from chatrelay.cli.common import ConfigOption, load_settings
 
 app = typer.Typer(help="The database: migrations for operators who run them by hand.")
 
@@ -16,10 +16,9 @@ app = typer.Typer(help="The database: migrations for operators who run them by h
 @app.command("upgrade")
 def upgrade(config: ConfigOption = None) -> None:
     """Migrate the database to the newest schema (`serve` also does this at start)."""
-    from chatrelay.config import Settings
     from chatrelay.store.database import database_url, upgrade_database
 
-    url = database_url(Settings.load(config))
+    url = database_url(load_settings(config))
     upgrade_database(url)
     # What follows the '@': a URL's user and password stay out of the terminal.
     typer.echo(f"Database is up to date: {url.split('@')[-1]}")

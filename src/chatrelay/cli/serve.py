@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from chatrelay.cli.common import ConfigOption
+from chatrelay.cli.common import ConfigOption, load_settings
 
 if TYPE_CHECKING:
     from chatrelay.config import Settings
@@ -35,12 +35,11 @@ def serve(
 ) -> None:
     """Run the server (embedded model unless LIVEPEER_GATEWAY_URL or OPENAI_BASE_URL is set)."""
     # The app and uvicorn are loaded only here: the other commands start without them.
-    from chatrelay.config import Settings
     from chatrelay.http.hosts import AllowedHosts, AllowedHostsRequired
     from chatrelay.observability import configure_logging
 
     given = {"host": host, "port": port, "workers": workers}
-    settings = Settings.load(config, **{k: v for k, v in given.items() if v is not None})
+    settings = load_settings(config, **{k: v for k, v in given.items() if v is not None})
     configure_logging()
     try:
         AllowedHosts.of(settings)  # before anything starts: bound beyond loopback, it is needed

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import AliasChoices
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +45,17 @@ class Settings(
     model_config = SettingsConfigDict(
         env_prefix="CHATRELAY_", env_file=".env", extra="ignore", populate_by_name=True
     )
+
+    @classmethod
+    def env_name(cls, name: str) -> str:
+        """The environment variable the field ``name`` is read from (an alias, or
+        CHATRELAY_<FIELD>)."""
+        alias = cls.model_fields[name].validation_alias
+        if isinstance(alias, AliasChoices):
+            for choice in alias.choices:
+                if isinstance(choice, str) and choice.isupper():
+                    return choice
+        return f"{cls.model_config.get('env_prefix', '')}{name}".upper()
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
