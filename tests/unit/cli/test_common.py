@@ -86,9 +86,15 @@ def test_values_that_are_not_valid_are_named_as_the_operator_sets_them(
 
 
 def test_a_value_that_may_hold_a_secret_is_never_shown(tmp_path: Path) -> None:
-    secret = "postgresql+asyncpg://me:hunter2-secret@db:notaport/chat"
-    result = _run(
-        tmp_path, ["users", "list"], CHATRELAY_DATABASE_URL=secret, CHATRELAY_PORT="eighty"
+    config = tmp_path / "chatrelay.toml"
+    config.write_text(
+        'database_url = ["postgresql://me:hunter2-secret@db/chat"]\n'
+        'secret_key = ["hunter2-secret"]\n'
     )
+    result = _run(tmp_path, ["users", "list", "--config", str(config)])
     assert result.exit_code == 2
+    assert sorted(result.stderr.splitlines()[1:-1]) == [
+        "  CHATRELAY_DATABASE_URL (TOML `database_url`): Input should be a valid string",
+        "  CHATRELAY_SECRET_KEY (TOML `secret_key`): Input should be a valid string",
+    ]
     assert "hunter2" not in result.output
