@@ -1,5 +1,7 @@
-"""What the operator's commands share: the ``--config`` option, one-line failures, and running
-a command's work against the configured database (``chatrelay users``, ``keys``, ``db``).
+"""What the operator's commands share: the ``--config`` option and the settings read with it
+(``load_settings``: what cannot be read is reported by name, not as a traceback), one-line
+failures, and running a command's work against the configured database (``chatrelay users``,
+``keys``, ``db``).
 
 The database, argon2 and FastAPI's error type are imported inside the functions: `chatrelay`
 starts (and `chatrelay chat` runs) without loading them.
