@@ -213,22 +213,29 @@ class Database:
             if not _is_busy(error):
                 raise
             return None  # another process writes: rolled back, to be written after it
-        self._loop_commits += 1
-        if self._wal_long or self._loop_commits % CHECKPOINT_EVERY == 0:
+        if self._loop_committed():
             task = asyncio.get_running_loop().create_task(self._checkpoint_soon())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return outcomes
 
+    def _loop_committed(self) -> bool:
+        """Count a commit of the loop's own connection; whether a checkpoint is due after it."""
+        self._loop_commits += 1
+        return self._wal_long or self._loop_commits % CHECKPOINT_EVERY == 0
+
     async def _checkpoint_soon(self) -> None:
-        # Holding the writers' lock: a checkpoint that new frames keep overtaking never lets
-        # the WAL start over, and it would grow forever.
         assert self._writer is not None
         async with self._writer:
-            frames = await asyncio.get_running_loop().run_in_executor(
-                self._write_thread, self._checkpoint, self._wal_long
-            )
-            self._wal_long = frames > WAL_FRAMES_LIMIT
+            await self._checkpoint_holding_lock()
+
+    async def _checkpoint_holding_lock(self) -> None:
+        """A checkpoint on the writer thread, its caller holding the writers' lock: one that
+        new frames keep overtaking never lets the WAL start over, and it would grow forever."""
+        frames = await asyncio.get_running_loop().run_in_executor(
+            self._write_thread, self._checkpoint, self._wal_long
+        )
+        self._wal_long = frames > WAL_FRAMES_LIMIT
 
     async def _write_group(self, works: list[Callable[[Connection], Any]]) -> list[Outcome]:
         """The works of one group commit in one transaction, waiting for the lock (SQLite:
@@ -254,14 +261,8 @@ class Database:
                     # Another process writes: wait for it on the writer thread (whatever ran
                     # was rolled back, so the work is done once).
                 else:
-                    self._loop_commits += 1
-                    if self._wal_long or self._loop_commits % CHECKPOINT_EVERY == 0:
-                        # Still holding the writers' lock: a checkpoint that new frames keep
-                        # overtaking never lets the WAL start over, and it would grow forever.
-                        frames = await asyncio.get_running_loop().run_in_executor(
-                            self._write_thread, self._checkpoint, self._wal_long
-                        )
-                        self._wal_long = frames > WAL_FRAMES_LIMIT
+                    if self._loop_committed():
+                        await self._checkpoint_holding_lock()
                     return result
             return await asyncio.get_running_loop().run_in_executor(
                 self._write_thread, _write_with, self._sync_engine, work
